@@ -1,0 +1,190 @@
+/*
+ * tinystories.h — a reentrant C library for llama2.c-format language models.
+ *
+ * The forward pass, tokenizer and sampler of llama2.c's run.c/runq.c, rebuilt
+ * as a library: no globals, no exit(), no printing. Every function that can
+ * fail returns a ts_status and, when `err` is not NULL, writes a readable
+ * message into it.
+ *
+ * Objects and ownership
+ *   ts_model      immutable weights (memory-mapped). Load once, share freely
+ *                 between threads and sessions. ts_model_load / ts_model_free.
+ *   ts_tokenizer  immutable vocabulary (llama2.c tokenizer.bin). Thread-safe.
+ *                 ts_tokenizer_load / ts_tokenizer_free.
+ *   ts_session    per-sequence state: KV cache, activations. One thread at a
+ *                 time. ts_session_new / ts_session_free. A session must be
+ *                 freed before the model it was created from.
+ *   ts_sampler    per-sequence sampling state (RNG, scratch). One thread at a
+ *                 time. ts_sampler_new / ts_sampler_free.
+ *
+ * Compatibility
+ *   For the same model, tokenizer, prompt, temperature, top-p and seed,
+ *   ts_generate produces the same tokens as llama2.c's `run` (fp32 files) and
+ *   `runq` (Q8_0 files).
+ */
+#ifndef TINYSTORIES_H
+#define TINYSTORIES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum ts_status {
+    TS_OK = 0,
+    TS_ERR_IO = 1,        /* cannot open / stat / map / read a file        */
+    TS_ERR_NOT_FOUND = 2, /* the path does not exist                       */
+    TS_ERR_FORMAT = 3,    /* malformed, truncated or inconsistent file     */
+    TS_ERR_NOMEM = 4,     /* an allocation failed                          */
+    TS_ERR_ARG = 5,       /* an invalid argument (out-of-range id, ...)    */
+    TS_ERR_CANCELLED = 6  /* a callback asked generation to stop           */
+} ts_status;
+
+/* Filled by a failing call. `message` is NUL-terminated and names the file
+ * (when there is one) and the reason, e.g.
+ * "model.bin: file is 1000 bytes, header implies 3762204". */
+typedef struct ts_error {
+    ts_status code;
+    char message[512];
+} ts_error;
+
+/* A static English name for a status code ("format error", ...). */
+const char *ts_status_name(ts_status code);
+
+/* ----------------------------------------------------------------- model */
+
+/* File formats understood by ts_model_load. */
+enum {
+    TS_FORMAT_V0 = 0, /* llama2.c legacy: 7-int header, fp32, run.c's format */
+    TS_FORMAT_V1 = 1, /* "ak42" header version 1, fp32                       */
+    TS_FORMAT_V2 = 2  /* "ak42" header version 2, Q8_0 int8 with group size */
+};
+
+typedef struct ts_config {
+    int dim;               /* transformer width                           */
+    int hidden_dim;        /* FFN width                                   */
+    int n_layers;
+    int n_heads;           /* query heads                                 */
+    int n_kv_heads;        /* key/value heads (GQA/MQA when < n_heads)    */
+    int vocab_size;
+    int seq_len;           /* maximum context                             */
+    int shared_classifier; /* 1: output weights are the token embeddings  */
+    int version;           /* TS_FORMAT_V0 / V1 / V2                      */
+    int group_size;        /* Q8_0 group size for v2 files, else 0        */
+} ts_config;
+
+typedef struct ts_model ts_model;
+
+/* Memory-maps and validates a model file (v0, v1 or v2). The file size must
+ * equal exactly what the header implies. */
+ts_status ts_model_load(const char *path, ts_model **out, ts_error *err);
+void ts_model_free(ts_model *model);
+const ts_config *ts_model_config(const ts_model *model);
+
+/* ------------------------------------------------------------- tokenizer */
+
+typedef struct ts_tokenizer ts_tokenizer;
+
+enum { TS_TOKEN_UNK = 0, TS_TOKEN_BOS = 1, TS_TOKEN_EOS = 2 };
+
+/* Loads a llama2.c tokenizer.bin. The file does not store its vocabulary
+ * size: entries are read up to the end of the file, and every length is
+ * checked against the file size. */
+ts_status ts_tokenizer_load(const char *path, ts_tokenizer **out, ts_error *err);
+void ts_tokenizer_free(ts_tokenizer *tokenizer);
+int ts_tokenizer_vocab_size(const ts_tokenizer *tokenizer);
+
+/* Raw bytes of vocabulary entry `token` (not NUL-terminated). */
+const char *ts_tokenizer_token(const ts_tokenizer *tokenizer, int32_t token, size_t *len);
+
+/* The most tokens ts_tokenizer_encode can write for `text_len` bytes. */
+size_t ts_tokenizer_max_tokens(size_t text_len);
+
+/* Encodes like run.c: optional BOS, the sentencepiece dummy-prefix space
+ * (for non-empty text), one token per UTF-8 character (byte tokens <0xXX>
+ * as fallback, or <unk> when the vocabulary has no byte tokens), then
+ * merges of adjacent pairs by highest score (leftmost first on ties),
+ * optional EOS. `tokens` must hold ts_tokenizer_max_tokens(text_len). */
+ts_status ts_tokenizer_encode(const ts_tokenizer *tokenizer, const char *text, size_t text_len,
+                              int bos, int eos, int32_t *tokens, size_t *n_tokens, ts_error *err);
+
+/* The bytes run.c would print for `token` following `prev`: the leading
+ * space is dropped after BOS, <0xXX> becomes that byte, and a single
+ * non-printable, non-space byte becomes the empty piece. Never NULL for a
+ * valid id; *len receives the length (possibly 0). Returns NULL (and
+ * *len = 0) for an id outside the vocabulary. */
+const char *ts_tokenizer_decode_piece(const ts_tokenizer *tokenizer, int32_t prev, int32_t token,
+                                      size_t *len);
+
+/* --------------------------------------------------------------- session */
+
+typedef struct ts_session ts_session;
+
+/* Allocates the KV cache and activations for one sequence. n_threads <= 0
+ * means "choose". */
+ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out, ts_error *err);
+void ts_session_free(ts_session *session);
+
+/* Runs tokens[0..n) at positions pos..pos+n-1 through the model, filling the
+ * KV cache. If `logits` is not NULL it receives n * vocab_size floats
+ * (row i = logits after tokens[i]). The logits after the last token are
+ * always available from ts_session_logits. Errors: ids outside the
+ * vocabulary, pos < 0, pos + n > seq_len. */
+ts_status ts_session_eval(ts_session *session, const int32_t *tokens, size_t n, int pos,
+                          float *logits, ts_error *err);
+
+/* The logits (vocab_size floats) after the most recent ts_session_eval;
+ * owned by the session, overwritten by the next call. */
+float *ts_session_logits(ts_session *session);
+
+/* --------------------------------------------------------------- sampler */
+
+typedef struct ts_sampling {
+    float temperature; /* 0: greedy (argmax)                       */
+    float top_p;       /* nucleus; <= 0 or >= 1: off (as run.c)     */
+    int top_k;         /* keep the k most likely; 0: off            */
+    uint64_t seed;     /* xorshift state; must not be 0             */
+} ts_sampling;
+
+typedef struct ts_sampler ts_sampler;
+
+ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler **out,
+                         ts_error *err);
+void ts_sampler_free(ts_sampler *sampler);
+
+/* Picks the next token from `logits` (vocab_size floats; modified in place,
+ * as run.c does). */
+int32_t ts_sampler_sample(ts_sampler *sampler, float *logits);
+
+/* ------------------------------------------------------------ generation */
+
+/* Called once per position whose token is printed, in order. `is_prompt`
+ * is 1 while the token comes from the prompt. Return non-zero to stop;
+ * ts_generate then returns TS_ERR_CANCELLED. */
+typedef int (*ts_token_callback)(void *user, int32_t token, const char *piece, size_t len,
+                                 int is_prompt);
+
+typedef struct ts_generate_stats {
+    int n_positions;   /* positions evaluated (run.c's final `pos`) */
+    int n_generated;   /* tokens sampled (not taken from the prompt) */
+    double elapsed_s;  /* from the end of the first position to the end */
+} ts_generate_stats;
+
+/* run.c's generation loop. Starting from a fresh position 0, evaluates the
+ * prompt and samples until BOS is sampled or `steps` positions (prompt
+ * included, clamped to seq_len) have been evaluated. The session's KV cache
+ * is overwritten. `stats` may be NULL. */
+ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sampler *sampler,
+                      const int32_t *prompt, size_t n_prompt, int steps,
+                      ts_token_callback on_token, void *user, ts_generate_stats *stats,
+                      ts_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYSTORIES_H */
