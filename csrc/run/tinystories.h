@@ -174,6 +174,27 @@ typedef struct ts_generate_stats {
     double elapsed_s;  /* from the end of the first position to the end */
 } ts_generate_stats;
 
+/* The same loop, one printed token at a time (for streaming). */
+typedef struct ts_generation ts_generation;
+
+typedef struct ts_token_event {
+    int done;          /* 1: generation ended; the other fields are unset  */
+    int32_t token;     /* the token printed at this position               */
+    const char *piece; /* its bytes (valid until the next call), len bytes */
+    size_t len;
+    int is_prompt;     /* 1 while the token comes from the prompt          */
+} ts_token_event;
+
+/* Prepares run.c's loop over `prompt` (copied) for at most `steps`
+ * positions. The session and sampler are borrowed and must outlive it. */
+ts_status ts_generation_start(ts_session *session, const ts_tokenizer *tokenizer,
+                              ts_sampler *sampler, const int32_t *prompt, size_t n_prompt,
+                              int steps, ts_generation **out, ts_error *err);
+/* Evaluates positions until the next printed token, or the end. */
+ts_status ts_generation_next(ts_generation *generation, ts_token_event *event, ts_error *err);
+ts_generate_stats ts_generation_stats(const ts_generation *generation);
+void ts_generation_free(ts_generation *generation);
+
 /* run.c's generation loop. Starting from a fresh position 0, evaluates the
  * prompt and samples until BOS is sampled or `steps` positions (prompt
  * included, clamped to seq_len) have been evaluated. The session's KV cache

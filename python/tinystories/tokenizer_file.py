@@ -21,7 +21,7 @@ def write_tokenizer(path: str | Path, pieces: Sequence[bytes], scores: Sequence[
     path = Path(path)
     with open(path, "wb") as out:
         out.write(struct.pack("<i", max(len(p) for p in pieces)))
-        for piece, score in zip(pieces, scores):
+        for piece, score in zip(pieces, scores, strict=True):
             out.write(struct.pack("<fi", score, len(piece)))
             out.write(piece)
     return path

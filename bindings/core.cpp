@@ -1,0 +1,300 @@
+// tinystories._core — thin pybind11 bindings over csrc/run/tinystories.h.
+//
+// This file translates types, maps ts_status codes to Python exceptions and
+// releases the GIL around native loops. Argument policy (defaults, range
+// checks, text decoding) lives in python/tinystories/.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tinystories.h"
+
+namespace py = pybind11;
+
+namespace {
+
+// Raised for malformed, truncated or inconsistent files (a ValueError).
+PyObject *format_error_type = nullptr;
+
+[[noreturn]] void raise_status(ts_status code, const ts_error &err) {
+    const char *message = err.message[0] ? err.message : ts_status_name(code);
+    switch (code) {
+    case TS_ERR_NOT_FOUND:
+        PyErr_SetString(PyExc_FileNotFoundError, message);
+        break;
+    case TS_ERR_IO:
+        PyErr_SetString(PyExc_OSError, message);
+        break;
+    case TS_ERR_FORMAT:
+        PyErr_SetString(format_error_type, message);
+        break;
+    case TS_ERR_NOMEM:
+        PyErr_SetString(PyExc_MemoryError, message);
+        break;
+    default:
+        PyErr_SetString(PyExc_ValueError, message);
+        break;
+    }
+    throw py::error_already_set();
+}
+
+void check(ts_status code, const ts_error &err) {
+    if (code != TS_OK) raise_status(code, err);
+}
+
+// Shared owners: a session or generation keeps its model/tokenizer alive, so
+// dropping a Generator while another thread still generates is safe.
+using ModelPtr = std::shared_ptr<ts_model>;
+using TokenizerPtr = std::shared_ptr<ts_tokenizer>;
+
+struct Model {
+    ModelPtr model;
+    explicit Model(const std::string &path) {
+        ts_model *raw = nullptr;
+        ts_error err{};
+        ts_status code;
+        {
+            py::gil_scoped_release release;
+            code = ts_model_load(path.c_str(), &raw, &err);
+        }
+        check(code, err);
+        model = ModelPtr(raw, ts_model_free);
+    }
+    py::dict config() const {
+        const ts_config *c = ts_model_config(model.get());
+        py::dict d;
+        d["dim"] = c->dim;
+        d["hidden_dim"] = c->hidden_dim;
+        d["n_layers"] = c->n_layers;
+        d["n_heads"] = c->n_heads;
+        d["n_kv_heads"] = c->n_kv_heads;
+        d["vocab_size"] = c->vocab_size;
+        d["seq_len"] = c->seq_len;
+        d["shared_classifier"] = bool(c->shared_classifier);
+        d["version"] = c->version;
+        d["group_size"] = c->group_size;
+        return d;
+    }
+};
+
+struct Tokenizer {
+    TokenizerPtr tokenizer;
+    explicit Tokenizer(const std::string &path) {
+        ts_tokenizer *raw = nullptr;
+        ts_error err{};
+        ts_status code;
+        {
+            py::gil_scoped_release release;
+            code = ts_tokenizer_load(path.c_str(), &raw, &err);
+        }
+        check(code, err);
+        tokenizer = TokenizerPtr(raw, ts_tokenizer_free);
+    }
+    int vocab_size() const { return ts_tokenizer_vocab_size(tokenizer.get()); }
+
+    py::bytes token(int32_t id) const {
+        size_t len = 0;
+        const char *piece = ts_tokenizer_token(tokenizer.get(), id, &len);
+        if (!piece) throw py::index_error("token id " + std::to_string(id) + " is outside the vocabulary");
+        return py::bytes(piece, len);
+    }
+
+    std::vector<int32_t> encode(const py::bytes &text, bool bos, bool eos) const {
+        std::string_view view = text;
+        std::vector<int32_t> ids(ts_tokenizer_max_tokens(view.size()));
+        size_t n = 0;
+        ts_error err{};
+        ts_status code;
+        {
+            py::gil_scoped_release release;
+            code = ts_tokenizer_encode(tokenizer.get(), view.data(), view.size(), bos, eos,
+                                       ids.data(), &n, &err);
+        }
+        check(code, err);
+        ids.resize(n);
+        return ids;
+    }
+
+    // Concatenated pieces as run.c prints them; `skip` ids contribute nothing.
+    py::bytes decode(const std::vector<int32_t> &ids, const std::vector<int32_t> &skip) const {
+        std::string out;
+        int32_t prev = -1;
+        for (int32_t id : ids) {
+            size_t len = 0;
+            const char *piece = ts_tokenizer_decode_piece(tokenizer.get(), prev, id, &len);
+            if (!piece) throw py::value_error("token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(vocab_size()));
+            bool skipped = false;
+            for (int32_t s : skip) skipped |= (s == id);
+            if (!skipped) out.append(piece, len);
+            prev = id;
+        }
+        return py::bytes(out);
+    }
+};
+
+struct Session {
+    ModelPtr model;
+    std::unique_ptr<ts_session, void (*)(ts_session *)> session{nullptr, ts_session_free};
+
+    Session(const Model &m, int n_threads) : model(m.model) {
+        ts_session *raw = nullptr;
+        ts_error err{};
+        check(ts_session_new(model.get(), n_threads, &raw, &err), err);
+        session.reset(raw);
+    }
+
+    // Evaluates ids at positions pos..; returns logits [len(ids), vocab] when asked.
+    py::object eval(py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids, int pos,
+                    bool want_logits) {
+        const int vocab = ts_model_config(model.get())->vocab_size;
+        const size_t n = static_cast<size_t>(ids.size());
+        py::array_t<float> logits;
+        float *out = nullptr;
+        if (want_logits) {
+            logits = py::array_t<float>({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(vocab)});
+            out = logits.mutable_data();
+        }
+        const int32_t *data = ids.data();
+        ts_error err{};
+        ts_status code;
+        {
+            py::gil_scoped_release release;
+            code = ts_session_eval(session.get(), data, n, pos, out, &err);
+        }
+        check(code, err);
+        if (want_logits) return std::move(logits);
+        return py::none();
+    }
+};
+
+// One run of run.c's generation loop, advanced from Python piece by piece or
+// to the end. Owns its session and sampler.
+struct Generation {
+    ModelPtr model;
+    TokenizerPtr tokenizer;
+    std::unique_ptr<ts_session, void (*)(ts_session *)> session{nullptr, ts_session_free};
+    std::unique_ptr<ts_sampler, void (*)(ts_sampler *)> sampler{nullptr, ts_sampler_free};
+    std::unique_ptr<ts_generation, void (*)(ts_generation *)> generation{nullptr, ts_generation_free};
+    bool done = false;
+
+    Generation(const Model &m, const Tokenizer &t, const std::vector<int32_t> &prompt, int steps,
+               float temperature, float top_p, int top_k, uint64_t seed, int n_threads)
+        : model(m.model), tokenizer(t.tokenizer) {
+        ts_error err{};
+        ts_session *raw_session = nullptr;
+        check(ts_session_new(model.get(), n_threads, &raw_session, &err), err);
+        session.reset(raw_session);
+        ts_sampling params{temperature, top_p, top_k, seed};
+        ts_sampler *raw_sampler = nullptr;
+        check(ts_sampler_new(ts_model_config(model.get())->vocab_size, &params, &raw_sampler, &err), err);
+        sampler.reset(raw_sampler);
+        ts_generation *raw_generation = nullptr;
+        check(ts_generation_start(session.get(), tokenizer.get(), sampler.get(), prompt.data(),
+                                  prompt.size(), steps, &raw_generation, &err),
+              err);
+        generation.reset(raw_generation);
+    }
+
+    // Advances to the next printed token. Returns (token, piece bytes,
+    // is_prompt), or None when generation has ended.
+    py::object next() {
+        if (done) return py::none();
+        ts_token_event event{};
+        ts_error err{};
+        ts_status code;
+        {
+            py::gil_scoped_release release;
+            code = ts_generation_next(generation.get(), &event, &err);
+        }
+        check(code, err);
+        if (event.done) {
+            done = true;
+            return py::none();
+        }
+        return py::make_tuple(event.token, py::bytes(event.piece, event.len), bool(event.is_prompt));
+    }
+
+    // Runs to the end; returns the concatenated pieces (prompt pieces only
+    // when asked) and the sampled ids. Pending signals (Ctrl-C) are checked
+    // every few milliseconds and stop the loop with their exception.
+    py::tuple run(bool include_prompt) {
+        std::string text;
+        std::vector<int32_t> tokens;
+        using clock = std::chrono::steady_clock;
+        const auto signal_interval = std::chrono::milliseconds(10);
+        while (!done) {
+            ts_error err{};
+            ts_status code = TS_OK;
+            {
+                py::gil_scoped_release release;
+                const auto deadline = clock::now() + signal_interval;
+                int since_check = 0;
+                while (true) {
+                    ts_token_event event{};
+                    code = ts_generation_next(generation.get(), &event, &err);
+                    if (code != TS_OK || event.done) {
+                        done = true;
+                        break;
+                    }
+                    if (!event.is_prompt) tokens.push_back(event.token);
+                    if (include_prompt || !event.is_prompt) text.append(event.piece, event.len);
+                    // Reading the clock every token costs more than a token of a tiny model.
+                    if (++since_check == 16) {
+                        since_check = 0;
+                        if (clock::now() >= deadline) break;
+                    }
+                }
+            }
+            check(code, err);
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+        return py::make_tuple(py::bytes(text), tokens);
+    }
+
+    py::dict stats() const {
+        ts_generate_stats s = ts_generation_stats(generation.get());
+        py::dict d;
+        d["n_positions"] = s.n_positions;
+        d["n_generated"] = s.n_generated;
+        d["elapsed_s"] = s.elapsed_s;
+        return d;
+    }
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "Native core of tinystories (see python/tinystories for the public API).";
+    static py::exception<std::runtime_error> format_error(m, "FormatError", PyExc_ValueError);
+    format_error_type = format_error.ptr();
+
+    py::class_<Model>(m, "Model")
+        .def(py::init<const std::string &>(), py::arg("path"))
+        .def_property_readonly("config", &Model::config);
+
+    py::class_<Tokenizer>(m, "Tokenizer")
+        .def(py::init<const std::string &>(), py::arg("path"))
+        .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+        .def("token", &Tokenizer::token, py::arg("id"))
+        .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("bos"), py::arg("eos"))
+        .def("decode", &Tokenizer::decode, py::arg("ids"), py::arg("skip"));
+
+    py::class_<Session>(m, "Session")
+        .def(py::init<const Model &, int>(), py::arg("model"), py::arg("n_threads"))
+        .def("eval", &Session::eval, py::arg("ids"), py::arg("pos"), py::arg("want_logits"));
+
+    py::class_<Generation>(m, "Generation")
+        .def(py::init<const Model &, const Tokenizer &, const std::vector<int32_t> &, int, float,
+                      float, int, uint64_t, int>(),
+             py::arg("model"), py::arg("tokenizer"), py::arg("prompt"), py::arg("steps"),
+             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"),
+             py::arg("n_threads"))
+        .def("next", &Generation::next)
+        .def("run", &Generation::run, py::arg("include_prompt"))
+        .def_property_readonly("stats", &Generation::stats);
+}

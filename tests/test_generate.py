@@ -1,0 +1,122 @@
+"""Generation behaviour: stream == generate, lengths, seeds, sampling options, threads."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from tinystories import Generator
+
+
+@pytest.fixture(scope="module")
+def story(tok105):
+    return Generator(tok105["model"], tok105["tokenizer"])
+
+
+def test_config_and_repr(story):
+    c = story.config
+    assert (c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads) == (128, 352, 5, 8, 4)
+    assert (c.vocab_size, c.seq_len, c.shared_classifier, c.version) == (105, 256, True, 0)
+    assert "model5000.bin" in repr(story)
+    assert story.tokenizer.vocab_size == 105
+
+
+def test_stream_equals_generate(story):
+    for seed in (1, 2, 3):
+        kwargs = dict(temperature=0.9, top_p=0.95, seed=seed, max_new_tokens=80)
+        pieces = list(story.stream("The dog", **kwargs))
+        assert len(pieces) > 10
+        assert "".join(pieces) == story.generate("The dog", **kwargs)
+
+
+def test_same_seed_same_text_different_seed_different_text(story):
+    a = story.generate("Tom", temperature=1.0, seed=11, max_new_tokens=60)
+    assert a == story.generate("Tom", temperature=1.0, seed=11, max_new_tokens=60)
+    assert a != story.generate("Tom", temperature=1.0, seed=12, max_new_tokens=60)
+
+
+def test_max_new_tokens_counts_sampled_tokens(story):
+    # tok105 pieces are single characters, and the first sampled piece
+    # follows the prompt, so n tokens print n characters (<unk> prints 5).
+    text = story.generate("Once upon a time", temperature=0, max_new_tokens=30)
+    assert len(text) == 30
+    assert story.generate("Once upon a time", temperature=0, max_new_tokens=0) == ""
+    full = story.generate("Once upon a time", temperature=0)
+    assert full.startswith(text)
+
+
+def test_greedy_is_argmax_of_logits(story):
+    prompt_ids = story.encode("Lily saw a")
+    best = int(np.argmax(story.logits(prompt_ids)[-1]))
+    text = story.generate("Lily saw a", temperature=0, max_new_tokens=1)
+    assert text == story.tokenizer.piece(best).decode()
+
+
+def test_top_k_one_is_greedy(story):
+    greedy = story.generate("Ben", temperature=0, max_new_tokens=50)
+    assert (
+        story.generate("Ben", temperature=1.5, top_k=1, top_p=0, seed=5, max_new_tokens=50)
+        == greedy
+    )
+
+
+def ranks_of_sampled_tokens(story, prompt, text):
+    """Rank (0 = most likely) of every sampled token under teacher forcing."""
+    ids = story.encode(prompt + text)  # tok105: one id per character
+    n_prompt = len(story.encode(prompt))
+    logits = story.logits(ids[:-1])
+    order = np.argsort(-logits, axis=1)
+    return [int(np.where(order[i] == ids[i + 1])[0][0]) for i in range(n_prompt - 1, len(ids) - 1)]
+
+
+def test_top_k_restricts_to_the_k_most_likely(story):
+    ranks_k, ranks_all = [], []
+    for seed in range(1, 6):
+        kwargs = dict(temperature=2.0, top_p=1.0, seed=seed, max_new_tokens=60)
+        text_k = story.generate("Ben", top_k=2, **kwargs)
+        text_all = story.generate("Ben", **kwargs)
+        if "<unk>" not in text_k:
+            ranks_k += ranks_of_sampled_tokens(story, "Ben", text_k)
+        if "<unk>" not in text_all:
+            ranks_all += ranks_of_sampled_tokens(story, "Ben", text_all)
+    assert len(ranks_k) > 100 and max(ranks_k) <= 1
+    assert max(ranks_all) > 1  # without top-k, temperature 2 does pick unlikely tokens
+
+
+def test_unseeded_generations_differ(story):
+    outputs = {story.generate("Sam", temperature=1.0, max_new_tokens=40) for _ in range(3)}
+    assert len(outputs) > 1
+
+
+def test_threads_share_one_generator(story):
+    seeds = list(range(1, 9))
+    expected = {
+        s: story.generate("A bird", temperature=0.8, seed=s, max_new_tokens=100) for s in seeds
+    }
+    results = {}
+
+    def work(seed):
+        results[seed] = story.generate("A bird", temperature=0.8, seed=seed, max_new_tokens=100)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == expected
+
+
+def test_generator_can_be_dropped_while_streaming(tok105):
+    generator = Generator(tok105["model"], tok105["tokenizer"])
+    stream = generator.stream("Once", temperature=0, max_new_tokens=50)
+    first = next(stream)
+    del generator
+    rest = "".join(stream)
+    assert len(first + rest) == 50
+
+
+def test_q80_and_fp32_agree_on_config(tok105):
+    q = Generator(tok105["model_q80"], tok105["tokenizer"])
+    assert q.config.version == 2 and q.config.group_size == 64
+    assert q.generate("Once upon a time", temperature=0, max_new_tokens=20).startswith(",")

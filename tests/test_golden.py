@@ -1,0 +1,88 @@
+"""Byte-for-byte equality with llama2.c's run/runq (../shared/golden)."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from tinystories import Generator
+
+
+def run_binary() -> str:
+    """The installed tinystories-run (next to this Python's scripts)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "tinystories-run"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("tinystories-run")
+    assert found, "tinystories-run is not installed with the package"
+    return found
+
+
+def cli_arguments(entry: dict, models: Path) -> list[str]:
+    """The golden `command`, pointed at ../shared and our binary."""
+    words = shlex.split(entry["command"])
+    assert words[0] in ("run", "runq")
+    words[0] = run_binary()
+    words[1] = str(models / words[1])
+    words[words.index("-z") + 1] = str(models / words[words.index("-z") + 1])
+    return words
+
+
+def test_golden_has_six_entries(golden):
+    assert len(golden) == 6
+    assert {e["program"] for e in golden} == {"llama2.c run.c", "llama2.c runq.c"}
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_cli_matches_llama2c(golden, tok105, index):
+    entry = golden[index]
+    models = tok105["model"].parent
+    result = subprocess.run(cli_arguments(entry, models), capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == entry["stdout"]
+    assert result.stderr.decode().startswith("achieved tok/s: ")
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_generator_matches_llama2c(golden, tok105, index):
+    entry = golden[index]
+    generator = Generator(tok105["model"].parent / entry["model"], tok105["tokenizer"])
+    assert entry["steps"] == generator.config.seq_len
+    kwargs = dict(
+        temperature=entry["temperature"], top_p=entry["topp"], seed=entry["seed"] or None
+    )  # run.c's seed 0 means "clock"; greedy ignores it
+    completion = generator.generate(entry["prompt"], **kwargs)
+    assert entry["prompt"] + completion + "\n" == entry["stdout"]
+    assert "".join(generator.stream(entry["prompt"], **kwargs)) == completion
+
+
+def test_python_module_cli_matches_llama2c(golden, tok105):
+    entry = golden[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinystories",
+            "generate",
+            entry["prompt"],
+            "--model",
+            str(tok105["model"]),
+            "--tokenizer",
+            str(tok105["tokenizer"]),
+            "--temperature",
+            str(entry["temperature"]),
+            "--top-p",
+            str(entry["topp"]),
+            "--seed",
+            str(entry["seed"]),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == entry["stdout"]
