@@ -129,14 +129,15 @@ void ts__forward(ts_session *s, int32_t token, int pos) {
 
 /* ------------------------------------------------------------- lifetime */
 
-/* n floats, or NULL when n * sizeof(float) overflows or malloc fails. */
+/* a*b*c zeroed floats, or NULL when the size overflows or calloc fails.
+ * Zeroed so that evaluating at a position whose predecessors were never
+ * filled reads defined (if meaningless) cache entries. */
 static float *alloc_f32(uint64_t a, uint64_t b, uint64_t c) {
     uint64_t n;
-    if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) ||
-        __builtin_mul_overflow(n, (uint64_t)sizeof(float), &n) || n > SIZE_MAX) {
+    if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) || n > SIZE_MAX / sizeof(float)) {
         return NULL;
     }
-    return malloc(n ? (size_t)n : 1);
+    return calloc(n ? (size_t)n : 1, sizeof(float));
 }
 
 ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out, ts_error *err) {
@@ -163,7 +164,7 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
     int ok = s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->att && s->logits &&
              s->key_cache && s->value_cache;
     if (model->quantized) {
-        s->xq = malloc((size_t)qmax);
+        s->xq = calloc((size_t)qmax, 1);
         s->xs = alloc_f32(qmax / (uint64_t)p->group_size, 1, 1);
         ok = ok && s->xq && s->xs;
     }
@@ -173,8 +174,6 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
                         "ts_session_new: out of memory (KV cache %d layers x %d positions x %d)",
                         p->n_layers, p->seq_len, model->kv_dim);
     }
-    /* Logits before any eval are defined (zeros), not garbage. */
-    memset(s->logits, 0, (size_t)p->vocab_size * sizeof(float));
     *out = s;
     return TS_OK;
 }
