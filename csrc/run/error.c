@@ -1,6 +1,7 @@
 /* error.c — status names and the error-filling helper. */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -26,4 +27,21 @@ ts_status ts__fail(ts_error *err, ts_status code, const char *fmt, ...) {
         va_end(ap);
     }
     return code;
+}
+
+/* A fixed English text for common errno values: strerror() is not
+ * guaranteed thread-safe, and the library is reentrant. */
+const char *ts__errno_text(int e) {
+    switch (e) {
+    case ENOENT: return "no such file or directory";
+    case EACCES: return "permission denied";
+    case EISDIR: return "is a directory";
+    case ENOMEM: return "out of memory";
+    case ENOTDIR: return "a path component is not a directory";
+    case ELOOP: return "too many symbolic links";
+    case ENAMETOOLONG: return "file name too long";
+    case EMFILE:
+    case ENFILE: return "too many open files";
+    default: return "system error";
+    }
 }

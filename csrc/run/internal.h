@@ -20,6 +20,9 @@ ts_status ts__fail(ts_error *err, ts_status code, const char *fmt, ...)
 #endif
     ;
 
+/* Reentrant text for an errno value ("no such file or directory"). */
+const char *ts__errno_text(int e);
+
 /* --------------------------------------------------------------- weights */
 
 /* One weight matrix W (d rows, n columns), row-major. Exactly one of the two

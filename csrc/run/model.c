@@ -46,35 +46,20 @@ static void sz_add(sizer *sz, uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
     }
 }
 
-static const char *errno_text(int e) {
-    switch (e) {
-    case ENOENT: return "no such file or directory";
-    case EACCES: return "permission denied";
-    case EISDIR: return "is a directory";
-    case ENOMEM: return "out of memory";
-    case ENOTDIR: return "a path component is not a directory";
-    case ELOOP: return "too many symbolic links";
-    case ENAMETOOLONG: return "file name too long";
-    case EMFILE:
-    case ENFILE: return "too many open files";
-    default: return "system error";
-    }
-}
-
-/* Opens and maps `path` read-only. Shared with nothing else: the tokenizer
- * reads its (small) file with its own loop. */
+/* Opens and maps `path` read-only. (The tokenizer, small and parsed into
+ * owned tables anyway, just reads its file.) */
 static ts_status map_file(const char *path, void **map, size_t *size, ts_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         return ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO, "%s: cannot open: %s (errno %d)",
-                        path, errno_text(e), e);
+                        path, ts__errno_text(e), e);
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return ts__fail(err, TS_ERR_IO, "%s: cannot stat: %s (errno %d)", path, errno_text(e), e);
+        return ts__fail(err, TS_ERR_IO, "%s: cannot stat: %s (errno %d)", path, ts__errno_text(e), e);
     }
     if (S_ISDIR(st.st_mode)) {
         close(fd);
@@ -97,7 +82,7 @@ static ts_status map_file(const char *path, void **map, size_t *size, ts_error *
     close(fd); /* the mapping stays valid without the descriptor */
     if (p == MAP_FAILED) {
         return ts__fail(err, e == ENOMEM ? TS_ERR_NOMEM : TS_ERR_IO, "%s: cannot mmap: %s (errno %d)",
-                        path, errno_text(e), e);
+                        path, ts__errno_text(e), e);
     }
     *map = p;
     *size = (size_t)st.st_size;

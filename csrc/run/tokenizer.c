@@ -49,14 +49,14 @@ static ts_status read_all(const char *path, unsigned char **data, size_t *size, 
     FILE *f = fopen(path, "rb");
     if (!f) {
         int e = errno;
-        return ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO, "%s: cannot open (errno %d)",
-                        path, e);
+        return ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO, "%s: cannot open: %s (errno %d)",
+                        path, ts__errno_text(e), e);
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         int e = errno;
         fclose(f);
-        return ts__fail(err, TS_ERR_IO, "%s: cannot stat (errno %d)", path, e);
+        return ts__fail(err, TS_ERR_IO, "%s: cannot stat: %s (errno %d)", path, ts__errno_text(e), e);
     }
     if (!S_ISREG(st.st_mode)) {
         int dir = S_ISDIR(st.st_mode);
