@@ -1,0 +1,94 @@
+/*
+ * kernels_scalar.c — the reference numeric primitives.
+ *
+ * These define the library's numbers: each sum runs left to right in float,
+ * exactly as llama2.c's run.c/runq.c compiled with gcc -O3 (and
+ * -ffp-contract=off, so no fused multiply-adds). SIMD versions must
+ * reproduce these or be compared against them.
+ */
+#include "internal.h"
+
+#include <math.h>
+
+void ts_k_matmul_f32(float *out, const float *x, const float *w, int n, int d) {
+    for (int i = 0; i < d; i++) {
+        const float *row = w + (size_t)i * (size_t)n;
+        float val = 0.0f;
+        for (int j = 0; j < n; j++) {
+            val += row[j] * x[j];
+        }
+        out[i] = val;
+    }
+}
+
+void ts_k_matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *wq,
+                    const float *ws, int n, int d, int gs) {
+    for (int i = 0; i < d; i++) {
+        size_t in = (size_t)i * (size_t)n;
+        float val = 0.0f;
+        /* runq's loop: whole groups only (j + gs <= n), and the weight scale
+         * is looked up by the flat index of the group's first element. When
+         * gs does not divide n (w2 when gs does not divide hidden_dim) this
+         * skips the last n % gs inputs and lets a group straddle two rows'
+         * scales; that is what runq computes, so we do it too. */
+        for (int j = 0; j + gs <= n; j += gs) {
+            int32_t ival = 0;
+            for (int k = 0; k < gs; k++) {
+                ival += (int32_t)xq[j + k] * (int32_t)wq[in + j + k];
+            }
+            /* runq's order: ((float)ival * w_scale) * x_scale */
+            val += ((float)ival) * ws[(in + j) / gs] * xs[j / gs];
+        }
+        out[i] = val;
+    }
+}
+
+void ts_k_quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
+    for (int g = 0; g < n / gs; g++) {
+        const float *xg = x + (size_t)g * gs;
+        float wmax = 0.0f;
+        for (int i = 0; i < gs; i++) {
+            float v = fabsf(xg[i]);
+            if (v > wmax) wmax = v;
+        }
+        float scale = wmax / 127.0f;
+        s[g] = scale;
+        for (int i = 0; i < gs; i++) {
+            /* runq divides by a zero scale here; x86 turns the NaN into 0,
+             * so an all-zero group quantizes to zeros, minus the UB. */
+            double r = scale == 0.0f ? 0.0 : round(xg[i] / scale);
+            /* Only non-finite activations land outside [-127, 127]; clamp
+             * them so the conversion stays defined. */
+            if (!(r >= -127.0 && r <= 127.0)) r = r > 0.0 ? 127.0 : (r < 0.0 ? -127.0 : 0.0);
+            q[(size_t)g * gs + i] = (int8_t)r;
+        }
+    }
+}
+
+void ts_k_rmsnorm(float *o, const float *x, const float *w, int n) {
+    float ss = 0.0f;
+    for (int j = 0; j < n; j++) {
+        ss += x[j] * x[j];
+    }
+    ss /= n;
+    ss += 1e-5f;
+    ss = 1.0f / sqrtf(ss);
+    for (int j = 0; j < n; j++) {
+        o[j] = w[j] * (ss * x[j]);
+    }
+}
+
+void ts_k_softmax(float *x, int n) {
+    float max_val = x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] > max_val) max_val = x[i];
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) {
+        x[i] /= sum;
+    }
+}
