@@ -91,8 +91,8 @@ def test_unknown_version_and_bad_magic(files):
         (v0_header(heads=3), "n_heads"),  # 16 % 3 != 0
         (v0_header(heads=2, kv=3), "n_kv_heads"),
         (v0_header(heads=4, kv=3), "n_kv_heads"),
-        (v0_header(dim=2**30, hidden=2**30, layers=2**30), ""),  # sizes overflow 64 bits
-        (v0_header(dim=2**31 - 1, heads=1, kv=1), ""),
+        (v0_header(dim=2**30, hidden=2**30, layers=2**30), "overflow"),
+        (v0_header(dim=2**31 - 1, heads=1, kv=1), "odd"),
     ],
 )
 def test_bad_dims(files, header, reason):

@@ -122,6 +122,19 @@ def dequantize_q80(values: np.ndarray, scales: np.ndarray, group_size: int) -> n
     return (groups * scales[:, None]).reshape(-1)
 
 
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """One Q8_0 matrix as stored: int8 values (flattened) and one scale per group."""
+
+    values: np.ndarray
+    scales: np.ndarray
+    group_size: int
+    shape: tuple[int, ...]
+
+    def dequantize(self) -> np.ndarray:
+        return dequantize_q80(self.values, self.scales, self.group_size).reshape(self.shape)
+
+
 def default_group_size(config: ModelConfig, group_size: int = 64) -> int:
     """Largest power-of-two group size <= ``group_size`` dividing every matmul input."""
     while group_size > 1 and (config.dim % group_size or config.hidden_dim % group_size):
@@ -198,11 +211,14 @@ def _write_arrays(out: BinaryIO, arrays: list[np.ndarray]) -> None:
         out.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
 
 
-def read_model(path: str | Path) -> tuple[ModelConfig, int, dict[str, np.ndarray]]:
+def read_model(
+    path: str | Path, keep_quantized: bool = False
+) -> tuple[ModelConfig, int, dict[str, np.ndarray]]:
     """Reads a model file into fp32 arrays (v2 matrices dequantized).
 
-    Returns ``(config, version, weights)``. Meant for tests and tools; the C
-    engine has its own validating loader.
+    Returns ``(config, version, weights)``. With ``keep_quantized`` a v2 file's
+    matrices stay :class:`QuantizedTensor` (layer matrices as a list, one per
+    layer). Meant for tests and tools; the C engine has its own loader.
     """
     data = Path(path).read_bytes()
     magic, version = struct.unpack_from("<Ii", data, 0)
@@ -245,14 +261,16 @@ def read_model(path: str | Path) -> tuple[ModelConfig, int, dict[str, np.ndarray
         for name in ("rms_att", "rms_ffn", "rms_final"):
             w[name] = take(shapes[name])
 
-        def take_q80(shape: tuple[int, ...]) -> np.ndarray:
-            values = take(shape, "<i1")
+        def take_q80(shape: tuple[int, ...]):
+            values = take((int(np.prod(shape)),), "<i1")
             scales = take((values.size // group_size,))
-            return dequantize_q80(values, scales, group_size).reshape(shape)
+            tensor = QuantizedTensor(values, scales, group_size, shape)
+            return tensor if keep_quantized else tensor.dequantize()
 
         w["token_embedding"] = take_q80(shapes["token_embedding"])
         for name in LAYER_MATRICES:
-            w[name] = np.stack([take_q80(shapes[name][1:]) for _ in range(config.n_layers)])
+            layers = [take_q80(shapes[name][1:]) for _ in range(config.n_layers)]
+            w[name] = layers if keep_quantized else np.stack(layers)
         if not config.shared_classifier:
             w["wcls"] = take_q80(shapes["wcls"])
     else:
