@@ -86,3 +86,32 @@ def test_python_module_cli_matches_llama2c(golden, tok105):
     )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode() == entry["stdout"]
+
+
+def test_python_module_cli_errors_are_one_line(tok105, tmp_path):
+    base = [sys.executable, "-m", "tinystories", "generate", "Hi", "--model", str(tok105["model"])]
+    cases = [
+        (["--tokenizer", str(tmp_path / "missing.bin")], "missing.bin"),
+        (["--tokenizer", str(tok105["tokenizer"]), "--temperature", "nan"], "temperature"),
+        (["--tokenizer", str(tok105["model"])], "model5000.bin"),
+    ]
+    for extra, reason in cases:
+        result = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("tinystories: error: ") and reason in lines[0]
+
+
+def test_run_binary_errors_are_one_line(tok105, tmp_path):
+    cases = [
+        ([str(tmp_path / "none.bin"), "-z", str(tok105["tokenizer"])], "none.bin"),
+        ([str(tok105["model"]), "-z", str(tmp_path / "none.tok")], "none.tok"),
+        ([str(tok105["model"]), "-z", str(tok105["tokenizer"]), "-m", "chat"], "chat"),
+    ]
+    for args, reason in cases:
+        result = subprocess.run([run_binary(), *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tinystories-run: ") and reason in lines[0]

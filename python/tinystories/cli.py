@@ -60,17 +60,18 @@ def _generate(args: argparse.Namespace) -> int:
     from .generator import Generator
 
     generator = Generator(args.model, args.tokenizer, n_threads=args.n_threads)
-    out = sys.stdout
-    out.write(args.prompt)
-    out.flush()
-    for piece in generator.stream(
+    pieces = generator.stream(  # checks the arguments before anything is printed
         args.prompt,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
         top_k=args.top_k,
         seed=args.seed,
-    ):
+    )
+    out = sys.stdout
+    out.write(args.prompt)
+    out.flush()
+    for piece in pieces:
         out.write(piece)
         out.flush()
     out.write("\n")

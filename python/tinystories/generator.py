@@ -140,20 +140,11 @@ class Generator:
     ) -> Iterator[str]:
         """Yields the completion in pieces as they are sampled.
 
+        Arguments are checked when ``stream`` is called, before any text is made.
         ``"".join(stream(...)) == generate(...)`` for the same arguments and seed.
         """
         generation = self._start(prompt, max_new_tokens, temperature, top_p, top_k, seed)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        while (event := generation.next()) is not None:
-            _, piece, is_prompt = event
-            if is_prompt:
-                continue
-            text = decoder.decode(piece)
-            if text:
-                yield text
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            yield tail
+        return _completion_pieces(generation)
 
     # ---------------------------------------------------------------- logits
 
@@ -207,6 +198,21 @@ class Generator:
             seed,
             self.n_threads,
         )
+
+
+def _completion_pieces(generation: _core.Generation) -> Iterator[str]:
+    """The text of a generation's sampled tokens, decoded incrementally as UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while (event := generation.next()) is not None:
+        _, piece, is_prompt = event
+        if is_prompt:
+            continue
+        text = decoder.decode(piece)
+        if text:
+            yield text
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
 
 
 def check_sampling(
