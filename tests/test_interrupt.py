@@ -130,4 +130,3 @@ def test_generate_batch_is_interruptible(slow_generator, default_sigint):
     parameters = inspect.signature(batch).parameters
     kwargs = {"temperature": 0.0} if "temperature" in parameters else {}
     check_interrupt(lambda: batch(["tea", "toast", "a", "tea tea"], **kwargs), g)
-
