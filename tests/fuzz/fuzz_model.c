@@ -18,7 +18,7 @@
 
 #include <math.h>
 
-#define MAX_BUILT_FILE (512u * 1024u)   /* structured mode: file size cap */
+#define MAX_BUILT_FILE (64u * 1024u)    /* structured mode: file size cap (speed) */
 #define MAX_SESSION (64ull << 20)       /* KV cache bytes we bother to allocate */
 
 static int16_t rd_i16(const uint8_t *p) { return (int16_t)(p[0] | (p[1] << 8)); }
