@@ -49,7 +49,9 @@ static void sz_add(sizer *sz, uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
 /* Opens and maps `path` read-only. (The tokenizer, small and parsed into
  * owned tables anyway, just reads its file.) */
 static ts_status map_file(const char *path, void **map, size_t *size, ts_error *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+     * rejected as not a regular file); regular files ignore the flag. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
         return ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO, "%s: cannot open: %s (errno %d)",
@@ -387,6 +389,24 @@ ts_status ts_model_load(const char *path, ts_model **out, ts_error *err) {
         st = ts__fail(err, TS_ERR_FORMAT, "%s: %sfile is %zu bytes, header implies %llu%s", path, what,
                       size, (unsigned long long)sz.total,
                       sz.total > size ? " (truncated?)" : " (trailing data?)");
+        goto fail;
+    }
+
+    /* seq_len does not change a v1/v2 file's size, so a corrupt value could
+     * ask ts_session_new for any amount of memory: bound the per-session
+     * state (see TS_SESSION_BYTES_MIN in tinystories.h). */
+    sizer ses = {0, 0};
+    sz_add(&ses, 2 * L, (uint64_t)c->seq_len, kv, sizeof(float)); /* key + value caches */
+    sz_add(&ses, (uint64_t)c->n_heads, (uint64_t)c->seq_len, sizeof(float), 1); /* scores */
+    uint64_t limit = (uint64_t)size > TS_SESSION_BYTES_MIN / TS_SESSION_FILE_FACTOR
+                         ? (uint64_t)size * TS_SESSION_FILE_FACTOR
+                         : TS_SESSION_BYTES_MIN;
+    if (ses.overflow || ses.total > limit) {
+        st = ts__fail(err, TS_ERR_FORMAT,
+                      "%s: %sseq_len %d needs %llu%s bytes of KV cache per session, more than the "
+                      "limit of %llu (the larger of 1 GiB and %d x the file size)",
+                      path, what, c->seq_len, (unsigned long long)ses.total,
+                      ses.overflow ? "+" : "", (unsigned long long)limit, TS_SESSION_FILE_FACTOR);
         goto fail;
     }
 

@@ -80,7 +80,14 @@ typedef struct ts_config {
 typedef struct ts_model ts_model;
 
 /* Memory-maps and validates a model file (v0, v1 or v2). The file size must
- * equal exactly what the header implies. */
+ * equal exactly what the header implies, and the per-session state the
+ * header implies (key and value caches plus attention scores,
+ * 4 * seq_len * (2 * n_layers * kv_dim + n_heads) bytes) must not exceed the
+ * larger of TS_SESSION_BYTES_MIN and TS_SESSION_FILE_FACTOR x the file size:
+ * a v1/v2 header's seq_len does not affect the file size, so a corrupt value
+ * would otherwise ask ts_session_new for unbounded memory. */
+#define TS_SESSION_BYTES_MIN (1ull << 30)
+#define TS_SESSION_FILE_FACTOR 4
 ts_status ts_model_load(const char *path, ts_model **out, ts_error *err);
 void ts_model_free(ts_model *model);
 const ts_config *ts_model_config(const ts_model *model);

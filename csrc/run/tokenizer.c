@@ -9,10 +9,12 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- hashing */
 
@@ -46,9 +48,13 @@ int32_t ts__tokenizer_lookup2(const ts_tokenizer *t, const char *a, size_t la, c
 /* --------------------------------------------------------------- loading */
 
 static ts_status read_all(const char *path, unsigned char **data, size_t *size, ts_error *err) {
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+     * rejected as not a regular file); regular files ignore the flag. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     if (!f) {
         int e = errno;
+        if (fd >= 0) close(fd);
         return ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO, "%s: cannot open: %s (errno %d)",
                         path, ts__errno_text(e), e);
     }
@@ -159,6 +165,14 @@ ts_status ts_tokenizer_load(const char *path, ts_tokenizer **out, ts_error *err)
     }
     if (count == 0) {
         st = ts__fail(err, TS_ERR_FORMAT, "%s: no vocabulary entries", path);
+        goto fail;
+    }
+    if (count < 3) {
+        /* encode emits <unk> (0), BOS (1) and EOS (2) by id: they must exist */
+        st = ts__fail(err, TS_ERR_FORMAT,
+                      "%s: %zu vocabulary entries; a llama2.c vocabulary needs at least 3 "
+                      "(<unk>, BOS, EOS)",
+                      path, count);
         goto fail;
     }
     if (count > (size_t)INT32_MAX / 4) {

@@ -97,6 +97,15 @@ int main(int argc, char *argv[]) {
     const ts_config *cfg = ts_model_config(model);
     if (steps == 0 || steps > cfg->seq_len) steps = cfg->seq_len;
     if (ts_tokenizer_load(tokenizer_path, &tokenizer, &err) != TS_OK) goto fail;
+    if (ts_tokenizer_vocab_size(tokenizer) != cfg->vocab_size) {
+        /* run.c would read the first vocab_size entries of any larger file */
+        snprintf(err.message, sizeof err.message,
+                 "%s: tokenizer has %d tokens but %s has vocab_size %d; use the tokenizer the "
+                 "model was trained with",
+                 tokenizer_path, ts_tokenizer_vocab_size(tokenizer), checkpoint_path,
+                 cfg->vocab_size);
+        goto fail;
+    }
     ts_sampling sp = {temperature, topp, 0, rng_seed};
     if (ts_sampler_new(cfg->vocab_size, &sp, &sampler, &err) != TS_OK) goto fail;
     if (ts_session_new(model, 0, &session, &err) != TS_OK) goto fail;
@@ -108,6 +117,12 @@ int main(int argc, char *argv[]) {
         goto fail;
     }
     if (ts_tokenizer_encode(tokenizer, prompt, text_len, 1, 0, tokens, &n_tokens, &err) != TS_OK) {
+        goto fail;
+    }
+    if (n_tokens > (size_t)cfg->seq_len) {
+        /* run.c would print the prompt cut at the context and sample nothing */
+        snprintf(err.message, sizeof err.message,
+                 "the prompt is %zu tokens but the model's context is %d", n_tokens, cfg->seq_len);
         goto fail;
     }
     ts_generate_stats stats;
