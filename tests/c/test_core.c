@@ -751,6 +751,7 @@ static void test_real(const char *dir) {
         ts_generate_stats st;
         CHECK(ts_generate(s, t, sp, toks, nt, 256, on_token, &c, &st, &err) == TS_OK);
         CHECK(strcmp(c.text, wants[k]) == 0);
+        if (strcmp(c.text, wants[k]) != 0) fprintf(stderr, "got (%s):\n%s\n", paths[k], c.text);
         CHECK(st.n_positions == 256 && st.n_generated == 256 - (int)nt + 1);
         CHECK(c.prompt_calls == (int)nt - 1);
 
