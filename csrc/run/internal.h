@@ -47,8 +47,8 @@ typedef struct ts_kernels {
      * out += ((float)dot * w_scale) * x_scale, groups in order. Token t's
      * input is xq + t*n with scales xs + t*(n/gs). Weight groups run over the
      * flattened matrix and the last n % gs inputs are ignored (runq's loop).
-     * `row_sums[i*(n/gs) + g]` is the sum of row i's int8 weights under
-     * input group g (kernels that shift the input to unsigned need it). */
+     * `row_sums[g*d + i]` is the sum of row i's int8 weights under input
+     * group g (kernels that shift the input to unsigned need it). */
     void (*matmul_q8)(float *out, const int8_t *xq, const float *xs, int nt, const int8_t *wq,
                       const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
                       int i1);

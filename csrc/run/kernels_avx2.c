@@ -46,9 +46,13 @@ static inline float hmax_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* e^x to about 2 ulp (see kernels_avx512.c); 2^k built in the exponent. */
+/* e^x to about 2 ulp: x = k ln2 + r, |r| <= ln2/2, a degree-6 polynomial
+ * for e^r, then 2^k built in the exponent. Returns 0 below -80 (e^-80 is
+ * 2e-35): products with values near the float minimum would be denormal,
+ * which costs a microcode assist each. */
 static inline __m256 exp_ps(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-80.0f), _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-80.0f)), _mm256_set1_ps(88.0f));
     __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
@@ -61,7 +65,7 @@ static inline __m256 exp_ps(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), tiny);
 }
 
 /* -------------------------------------------------------------- matmul */
@@ -120,10 +124,12 @@ static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, c
     for (int i = i0; i < i1; i += 4) {
         int rows = i1 - i < 4 ? i1 - i : 4;
         const int8_t *w[4];
-        size_t in[4];
+        const float *scale[4]; /* group g of row r starts at flat index r*n + g*gs, so its
+                                * scale is scale[r][g] (a group may straddle two rows) */
         for (int r = 0; r < 4; r++) {
-            in[r] = (size_t)(i + (r < rows ? r : 0)) * n;
-            w[r] = wq + in[r];
+            size_t in = (size_t)(i + (r < rows ? r : 0)) * n;
+            w[r] = wq + in;
+            scale[r] = ws + in / gs;
         }
         for (int t = 0; t < nt; t++) {
             const int8_t *xq = x_q + (size_t)t * n;
@@ -144,7 +150,7 @@ static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, c
                 for (int r = 0; r < rows; r++) {
                     for (int k = gs32; k < gs; k++) dot[r] += (int32_t)xq[j + k] * w[r][j + k];
                     /* runq's order: ((float)ival * w_scale) * x_scale */
-                    val[r] += ((float)dot[r]) * ws[(in[r] + j) / gs] * xs[g];
+                    val[r] += ((float)dot[r]) * scale[r][g] * xs[g];
                 }
             }
             memcpy(out + (size_t)t * d + i, val, (size_t)rows * sizeof(float));
@@ -284,15 +290,24 @@ void ts__avx2_attention(float *out, float *att, const float *q, const float *key
     }
     softmax(att, n_pos);
 
-    /* weighted sum of the values, 8 dimensions at a time */
+    /* weighted sum of the values, 8 dimensions at a time, over four
+     * interleaved partial sums (one dependent add per position would
+     * leave the FMA units idle) */
     for (int i = 0; i < head_size; i += 8) {
         __m256i m = tail_mask8(head_size - i < 8 ? head_size - i : 8);
-        __m256 acc = _mm256_setzero_ps();
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         const float *v = values + i;
-        for (int p = 0; p < n_pos; p++, v += stride) {
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m), acc);
+        int p = 0;
+        for (; p + 4 <= n_pos; p += 4, v += 4 * (size_t)stride) {
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 1]), _mm256_maskload_ps(v + stride, m), a1);
+            a2 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 2]), _mm256_maskload_ps(v + 2 * (size_t)stride, m), a2);
+            a3 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 3]), _mm256_maskload_ps(v + 3 * (size_t)stride, m), a3);
         }
-        _mm256_maskstore_ps(out + i, m, acc);
+        for (; p < n_pos; p++, v += stride) {
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m), a0);
+        }
+        _mm256_maskstore_ps(out + i, m, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     }
 }
 
@@ -316,11 +331,34 @@ static inline void transpose8(__m256 r[8]) {
     r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+/* The scalar set's softmax, operation for operation: libm's expf, the sum
+ * in order; only the max and the division are vectorized (both exact). */
+static void softmax_exact(float *x, int n) {
+    float max_val = x[0];
+    int i = 0;
+    if (n >= 8) {
+        __m256 vmax = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(x + i), vmax);
+        max_val = hmax_ps(vmax);
+    }
+    for (; i < n; i++) {
+        if (x[i] > max_val) max_val = x[i];
+    }
+    float sum = 0.0f;
+    for (i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    const __m256 vsum = _mm256_set1_ps(sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vsum));
+    for (; i < n; i++) x[i] /= sum;
+}
+
 /* The scalar set's attention, operation for operation (no FMA, the same
- * summation order, libm's expf), vectorized where that costs nothing in
+ * summation orders, libm's expf), vectorized where that costs nothing in
  * rounding: eight positions' scores at once (lanes = positions, each summed
  * over the head in order) and the weighted sum across the head's
- * dimensions. */
+ * dimensions (each dimension summed over positions in order). */
 void ts__attention_exact(float *out, float *att, const float *q, const float *keys,
                          const float *values, int n_pos, int head_size, int stride) {
     const float scale = sqrtf(head_size);
@@ -345,16 +383,28 @@ void ts__attention_exact(float *out, float *att, const float *q, const float *ke
         for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
         att[t] = score / scale;
     }
-    ts_k_softmax(att, n_pos);
+    softmax_exact(att, n_pos);
 
-    for (int i = 0; i < head_size; i += 8) {
-        __m256i m = tail_mask8(head_size - i < 8 ? head_size - i : 8);
-        __m256 acc = _mm256_setzero_ps();
-        const float *v = values + i;
-        for (int p = 0; p < n_pos; p++, v += stride) {
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m)));
+    /* up to 64 dimensions per pass, all accumulating in registers, so the
+     * passes' dependent adds overlap */
+    for (int i0 = 0; i0 < head_size; i0 += 64) {
+        int nc = (head_size - i0 + 7) / 8;
+        if (nc > 8) nc = 8;
+        __m256i m[8];
+        __m256 acc[8];
+        for (int c = 0; c < nc; c++) {
+            int left = head_size - i0 - 8 * c;
+            m[c] = tail_mask8(left < 8 ? left : 8);
+            acc[c] = _mm256_setzero_ps();
         }
-        _mm256_maskstore_ps(out + i, m, acc);
+        const float *v = values + i0;
+        for (int p = 0; p < n_pos; p++, v += stride) {
+            __m256 a = _mm256_set1_ps(att[p]);
+            for (int c = 0; c < nc; c++) {
+                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(a, _mm256_maskload_ps(v + 8 * c, m[c])));
+            }
+        }
+        for (int c = 0; c < nc; c++) _mm256_maskstore_ps(out + i0 + 8 * c, m[c], acc[c]);
     }
 }
 

@@ -5,13 +5,15 @@
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma (see
  * CMakeLists.txt) and only called after kernels.c has checked the CPU.
  *
- * fp32 matmul: each output row is a dot product over 16-float chunks with
- * fused multiply-adds, finished by a fixed reduction tree; rows go in
- * blocks of four so each weight row, once loaded, serves every token.
- * Q8 matmul: the integer dot products use VNNI (u8 x s8): the input is
- * shifted to unsigned by +128 and 128 * (the weights' group sum) taken off
- * again, which is exact; the float accumulation over groups is runq's,
- * in runq's order. Quantization is exact too. The element-wise kernels
+ * Matmuls take output rows in blocks of 16, one accumulator register per
+ * row, and finish with one reduction tree for the block (reduce16), so each
+ * weight block, once loaded, serves every token from L1.
+ * fp32: each output is a dot product over 16-float chunks with fused
+ * multiply-adds, then the tree. Q8: the integer dot products use VNNI
+ * (u8 x s8): the input is shifted to unsigned by +128 and 128 * (the
+ * weights' group sum) taken off again, which is exact; the float
+ * accumulation over groups is runq's, in runq's order, 16 rows per vector.
+ * Quantization is exact too. The element-wise kernels
  * (rmsnorm, swiglu, attention) are the avx2 set's.
  */
 #include "internal.h"
@@ -21,114 +23,135 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* [sum(a), sum(b), sum(c), sum(d)], each by the same tree whatever the
- * others hold. */
-static inline __m128 hsum4_ps(__m512 a, __m512 b, __m512 c, __m512 d) {
-#define FOLD(v) _mm256_add_ps(_mm512_castps512_ps256(v), \
-                              _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
-    __m256 ab = _mm256_hadd_ps(FOLD(a), FOLD(b));
-    __m256 cd = _mm256_hadd_ps(FOLD(c), FOLD(d));
-#undef FOLD
-    __m256 abcd = _mm256_hadd_ps(ab, cd);
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
-
-static inline __m128i hsum4_epi32(__m512i a, __m512i b, __m512i c, __m512i d) {
-#define FOLD(v) _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1))
-    __m256i ab = _mm256_hadd_epi32(FOLD(a), FOLD(b));
-    __m256i cd = _mm256_hadd_epi32(FOLD(c), FOLD(d));
-#undef FOLD
-    __m256i abcd = _mm256_hadd_epi32(ab, cd);
-    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
-}
-
 static inline __mmask16 tail_mask16(int n) { return (__mmask16)((1u << n) - 1u); }
+
+/* Matrix rows go in blocks of 16, one accumulator each; reduce16 sums each
+ * accumulator's lanes into one lane of the result. Its tree (128-bit
+ * blocks, then pairs of lanes) puts slot k's sum in lane slot_row[k], so
+ * slot k holds row slot_row[k] and lane r comes out as row r. Every slot
+ * is summed in the same order, whatever the others hold. */
+static const int slot_row[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
+
+static inline __m512 reduce16_ps(const __m512 v[16]) {
+    __m512 a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) {
+        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    }
+    for (int i = 0; i < 4; i++) {
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xDD));
+    }
+    for (int i = 0; i < 2; i++) {
+        __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
+        __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
+        c[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+    }
+    __m512d x = _mm512_castps_pd(_mm512_unpacklo_ps(c[0], c[1]));
+    __m512d y = _mm512_castps_pd(_mm512_unpackhi_ps(c[0], c[1]));
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+}
+
+static inline __m512i reduce16_epi32(const __m512i v[16]) {
+    __m512i a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) {
+        a[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0x44),
+                                _mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    }
+    for (int i = 0; i < 4; i++) {
+        b[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x88),
+                                _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xDD));
+    }
+    for (int i = 0; i < 2; i++) {
+        c[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(b[2 * i], b[2 * i + 1]),
+                                _mm512_unpackhi_epi64(b[2 * i], b[2 * i + 1]));
+    }
+    __m512i x = _mm512_unpacklo_epi32(c[0], c[1]), y = _mm512_unpackhi_epi32(c[0], c[1]);
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y));
+}
+
+/* Row pointers for a block of `rows` (<= 16) rows from `first`, in slot
+ * order; a short block repeats its first row, whose extra results are
+ * dropped. */
+#define BLOCK_ROWS(ptr, base, first, rows, n)                                         \
+    for (int k = 0; k < 16; k++) {                                                    \
+        int r_ = slot_row[k];                                                          \
+        ptr[k] = (base) + (size_t)((first) + (r_ < (rows) ? r_ : 0)) * (size_t)(n); \
+    }
 
 /* -------------------------------------------------------------- matmul */
 
-/* The four dot products of rows w0..w3 with x over n floats. */
-static inline __m128 dot4(const float *w0, const float *w1, const float *w2, const float *w3,
-                          const float *x, int n) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m512 xv = _mm512_loadu_ps(x + j);
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j), xv, a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j), xv, a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j), xv, a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j), xv, a3);
-    }
-    if (j < n) {
-        __mmask16 m = tail_mask16(n - j);
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + j);
-        a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + j), xv, a0);
-        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + j), xv, a1);
-        a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + j), xv, a2);
-        a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + j), xv, a3);
-    }
-    return hsum4_ps(a0, a1, a2, a3);
-}
-
 static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
                        int i1) {
-    for (int i = i0; i < i1; i += 4) {
-        int rows = i1 - i < 4 ? i1 - i : 4;
-        /* a short last block repeats its first row; those results are dropped */
-        const float *w0 = w + (size_t)i * n;
-        const float *w1 = rows > 1 ? w0 + n : w0;
-        const float *w2 = rows > 2 ? w0 + 2 * (size_t)n : w0;
-        const float *w3 = rows > 3 ? w0 + 3 * (size_t)n : w0;
+    int nfull = n & ~15;
+    __mmask16 tail = tail_mask16(n & 15);
+    for (int i = i0; i < i1; i += 16) {
+        int rows = i1 - i < 16 ? i1 - i : 16;
+        const float *wr[16];
+        BLOCK_ROWS(wr, w, i, rows, n);
         for (int t = 0; t < nt; t++) {
-            float r[4];
-            _mm_storeu_ps(r, dot4(w0, w1, w2, w3, x + (size_t)t * n, n));
-            memcpy(out + (size_t)t * d + i, r, (size_t)rows * sizeof(float));
+            const float *xt = x + (size_t)t * n;
+            __m512 acc[16];
+            for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+            for (int j = 0; j < nfull; j += 16) {
+                __m512 xv = _mm512_loadu_ps(xt + j);
+                for (int k = 0; k < 16; k++) acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + j), xv, acc[k]);
+            }
+            if (tail) {
+                __m512 xv = _mm512_maskz_loadu_ps(tail, xt + nfull);
+                for (int k = 0; k < 16; k++) {
+                    acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr[k] + nfull), xv, acc[k]);
+                }
+            }
+            _mm512_mask_storeu_ps(out + (size_t)t * d + i, tail_mask16(rows), reduce16_ps(acc));
         }
     }
-}
-
-/* The four int32 dot products of weight rows w0..w3 with the unsigned
- * (+128) input xu over gs values, still including 128 * sum(w). */
-static inline __m128i dot4_u8s8(const int8_t *w0, const int8_t *w1, const int8_t *w2,
-                                const int8_t *w3, const int8_t *x, int gs) {
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    for (int k = 0; k < gs; k += 64) {
-        __mmask64 m = gs - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (gs - k)) - 1);
-        /* masked-off lanes: x+128 = 128 against w = 0, adding nothing */
-        __m512i xu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x + k), bias);
-        a0 = _mm512_dpbusd_epi32(a0, xu, _mm512_maskz_loadu_epi8(m, w0 + k));
-        a1 = _mm512_dpbusd_epi32(a1, xu, _mm512_maskz_loadu_epi8(m, w1 + k));
-        a2 = _mm512_dpbusd_epi32(a2, xu, _mm512_maskz_loadu_epi8(m, w2 + k));
-        a3 = _mm512_dpbusd_epi32(a3, xu, _mm512_maskz_loadu_epi8(m, w3 + k));
-    }
-    return hsum4_epi32(a0, a1, a2, a3);
 }
 
 static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, const int8_t *wq,
                       const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
                       int i1) {
     int ng = n / gs; /* whole input groups; a tail of n % gs inputs is ignored */
-    for (int i = i0; i < i1; i += 4) {
-        int rows = i1 - i < 4 ? i1 - i : 4;
-        size_t in[4];
-        for (int r = 0; r < 4; r++) in[r] = (size_t)(i + (r < rows ? r : 0)) * n;
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int i = i0; i < i1; i += 16) {
+        int rows = i1 - i < 16 ? i1 - i : 16;
+        __mmask16 keep = tail_mask16(rows);
+        const int8_t *wr[16];
+        BLOCK_ROWS(wr, wq, i, rows, n);
+        /* group g of row r starts at flat index r*n + g*gs: its scale is
+         * ws[(r*n)/gs + g] (a group may straddle two rows) */
+        int first_scale[16];
+        for (int r = 0; r < 16; r++) {
+            first_scale[r] = (int)((size_t)(i + (r < rows ? r : 0)) * (size_t)n / (size_t)gs);
+        }
+        const __m512i scale_index = _mm512_loadu_si512(first_scale);
         for (int t = 0; t < nt; t++) {
             const int8_t *xq = x_q + (size_t)t * n;
             const float *xs = x_s + (size_t)t * ng;
-            float val[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            __m512 val = _mm512_setzero_ps();
             for (int g = 0; g < ng; g++) {
                 size_t j = (size_t)g * gs;
-                int32_t dot[4];
-                _mm_storeu_si128((__m128i *)dot, dot4_u8s8(wq + in[0] + j, wq + in[1] + j,
-                                                          wq + in[2] + j, wq + in[3] + j,
-                                                          xq + j, gs));
-                for (int r = 0; r < rows; r++) {
-                    int32_t ival = dot[r] - 128 * row_sums[(size_t)(i + r) * ng + g];
-                    /* runq's order: ((float)ival * w_scale) * x_scale */
-                    val[r] += ((float)ival) * ws[(in[r] + j) / gs] * xs[g];
+                __m512i acc[16];
+                for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_si512();
+                for (int c = 0; c < gs; c += 64) {
+                    __mmask64 m = gs - c >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (gs - c)) - 1);
+                    /* x + 128 as unsigned; masked-off lanes meet w = 0 and add nothing */
+                    __m512i xu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xq + j + c), bias);
+                    for (int k = 0; k < 16; k++) {
+                        acc[k] = _mm512_dpbusd_epi32(acc[k], xu, _mm512_maskz_loadu_epi8(m, wr[k] + j + c));
+                    }
                 }
+                /* (x + 128) . w - 128 * sum(w) = x . w, exactly */
+                __m512i sums = _mm512_maskz_loadu_epi32(keep, row_sums + (size_t)g * d + i);
+                __m512i dot = _mm512_sub_epi32(reduce16_epi32(acc), _mm512_slli_epi32(sums, 7));
+                __m512 scale = _mm512_i32gather_ps(_mm512_add_epi32(scale_index, _mm512_set1_epi32(g)),
+                                                   ws, 4);
+                /* runq's order, lane by lane: ((float)ival * w_scale) * x_scale */
+                val = _mm512_add_ps(val, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), scale),
+                                                       _mm512_set1_ps(xs[g])));
             }
-            memcpy(out + (size_t)t * d + i, val, (size_t)rows * sizeof(float));
+            _mm512_mask_storeu_ps(out + (size_t)t * d + i, keep, val);
         }
     }
 }

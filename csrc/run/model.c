@@ -368,15 +368,16 @@ static ts_status add_row_sums(ts_model *m, const char *path, ts_error *err) {
     int32_t *out = m->owned_row_sums;
     for (size_t i = 0; i < count; i++) {
         const int8_t *wq = refs[i].w->q;
-        size_t d = refs[i].d, n = refs[i].n;
+        size_t d = refs[i].d, n = refs[i].n, ng = n / gs;
         refs[i].w->row_sums = out;
         for (size_t r = 0; r < d; r++) {
-            for (size_t j = 0; j + gs <= n; j += gs) {
+            for (size_t g = 0; g < ng; g++) {
                 int32_t sum = 0;
-                for (size_t k = 0; k < gs; k++) sum += wq[r * n + j + k];
-                *out++ = sum;
+                for (size_t k = 0; k < gs; k++) sum += wq[r * n + g * gs + k];
+                out[g * d + r] = sum; /* group-major: one group's rows side by side */
             }
         }
+        out += d * ng;
     }
     free(refs);
     return TS_OK;
