@@ -283,6 +283,7 @@ struct BatchGeneration {
         nullptr, ts_batch_generation_free};
     int max_batch;
     std::vector<std::string> texts;  // per request: the pieces printed after its prompt
+    long long n_generated = 0;       // tokens printed after the prompts, all requests
 
     BatchGeneration(const Model &m, const Tokenizer &t, int max_batch, int n_threads)
         : model(m.model), tokenizer(t.tokenizer), max_batch(max_batch) {
@@ -324,7 +325,9 @@ struct BatchGeneration {
                     if (code != TS_OK) break;
                     for (size_t i = 0; i < n; i++) {
                         const ts_batch_event &e = events[i];
-                        if (!e.done && !e.is_prompt) texts[static_cast<size_t>(e.id)].append(e.piece, e.len);
+                        if (e.done || e.is_prompt) continue;
+                        texts[static_cast<size_t>(e.id)].append(e.piece, e.len);
+                        n_generated++;
                     }
                 }
             }
@@ -380,5 +383,6 @@ PYBIND11_MODULE(_core, m) {
              py::arg("tokenizer"), py::arg("max_batch"), py::arg("n_threads"))
         .def("add", &BatchGeneration::add, py::arg("prompt"), py::arg("steps"),
              py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"))
-        .def("run", &BatchGeneration::run);
+        .def("run", &BatchGeneration::run)
+        .def_readonly("n_generated", &BatchGeneration::n_generated);
 }

@@ -49,9 +49,7 @@ def test_cli_matches_llama2c(golden, tok105, index, kernels):
     entry = golden[index]
     models = tok105["model"].parent
     env = dict(os.environ, TINYSTORIES_KERNELS=kernels)
-    result = subprocess.run(
-        cli_arguments(entry, models), capture_output=True, timeout=120, env=env
-    )
+    result = subprocess.run(cli_arguments(entry, models), capture_output=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode() == entry["stdout"]
     assert result.stderr.decode().startswith("achieved tok/s: ")

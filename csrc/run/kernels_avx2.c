@@ -385,26 +385,20 @@ void ts__attention_exact(float *out, float *att, const float *q, const float *ke
     }
     softmax_exact(att, n_pos);
 
-    /* up to 64 dimensions per pass, all accumulating in registers, so the
-     * passes' dependent adds overlap */
-    for (int i0 = 0; i0 < head_size; i0 += 64) {
-        int nc = (head_size - i0 + 7) / 8;
-        if (nc > 8) nc = 8;
-        __m256i m[8];
-        __m256 acc[8];
-        for (int c = 0; c < nc; c++) {
-            int left = head_size - i0 - 8 * c;
-            m[c] = tail_mask8(left < 8 ? left : 8);
-            acc[c] = _mm256_setzero_ps();
-        }
-        const float *v = values + i0;
+    /* 16 dimensions per pass in two registers, so two chains of dependent
+     * adds overlap */
+    for (int i = 0; i < head_size; i += 16) {
+        int left = head_size - i;
+        __m256i m0 = tail_mask8(left < 8 ? left : 8), m1 = tail_mask8(left < 16 ? (left > 8 ? left - 8 : 0) : 8);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        const float *v = values + i;
         for (int p = 0; p < n_pos; p++, v += stride) {
             __m256 a = _mm256_set1_ps(att[p]);
-            for (int c = 0; c < nc; c++) {
-                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(a, _mm256_maskload_ps(v + 8 * c, m[c])));
-            }
+            acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(a, _mm256_maskload_ps(v, m0)));
+            acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(a, _mm256_maskload_ps(v + 8, m1)));
         }
-        for (int c = 0; c < nc; c++) _mm256_maskstore_ps(out + i0 + 8 * c, m[c], acc[c]);
+        _mm256_maskstore_ps(out + i, m0, acc0);
+        _mm256_maskstore_ps(out + i + 8, m1, acc1);
     }
 }
 

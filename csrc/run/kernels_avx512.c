@@ -90,12 +90,22 @@ static void matmul_f32(float *out, const float *x, int nt, const float *w, int n
         int rows = i1 - i < 16 ? i1 - i : 16;
         const float *wr[16];
         BLOCK_ROWS(wr, w, i, rows, n);
+        /* the next block, streamed into cache while this one computes:
+         * rows of a few hundred floats are too short for the hardware
+         * prefetchers to pick up, and decode reads every weight once */
+        const char *next = (const char *)(w + (size_t)(i + 16) * n);
+        const char *next_end = (const char *)(w + (size_t)i1 * n);
         for (int t = 0; t < nt; t++) {
             const float *xt = x + (size_t)t * n;
             __m512 acc[16];
             for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
             for (int j = 0; j < nfull; j += 16) {
                 __m512 xv = _mm512_loadu_ps(xt + j);
+                if (t == 0) {
+                    for (int k = 0; k < 16; k++, next += 64) {
+                        if (next < next_end) _mm_prefetch(next, _MM_HINT_T0);
+                    }
+                }
                 for (int k = 0; k < 16; k++) acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + j), xv, acc[k]);
             }
             if (tail) {
@@ -121,11 +131,18 @@ static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, c
         BLOCK_ROWS(wr, wq, i, rows, n);
         /* group g of row r starts at flat index r*n + g*gs: its scale is
          * ws[(r*n)/gs + g] (a group may straddle two rows) */
-        int first_scale[16];
-        for (int r = 0; r < 16; r++) {
-            first_scale[r] = (int)((size_t)(i + (r < rows ? r : 0)) * (size_t)n / (size_t)gs);
+        const __m512i row = _mm512_mask_add_epi32(_mm512_set1_epi32(i), keep, _mm512_set1_epi32(i),
+                                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                    10, 11, 12, 13, 14, 15));
+        __m512i scale_index;
+        if (n % gs == 0) {
+            scale_index = _mm512_mullo_epi32(row, _mm512_set1_epi32(ng));
+        } else {
+            int first[16];
+            _mm512_storeu_si512(first, row);
+            for (int r = 0; r < 16; r++) first[r] = (int)((size_t)first[r] * (size_t)n / (size_t)gs);
+            scale_index = _mm512_loadu_si512(first);
         }
-        const __m512i scale_index = _mm512_loadu_si512(first_scale);
         for (int t = 0; t < nt; t++) {
             const int8_t *xq = x_q + (size_t)t * n;
             const float *xs = x_s + (size_t)t * ng;

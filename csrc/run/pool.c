@@ -1,16 +1,28 @@
 /*
  * pool.c — a persistent thread pool for the forward pass.
  *
- * A forward pass hands the pool a few dozen short jobs (each matmul, the
- * attention), so starting a job must cost well under a microsecond: workers
+ * A forward pass hands the pool a few dozen short jobs (the matmuls, the
+ * attention), so starting one must cost well under a microsecond: workers
  * spin on a generation counter for a while after each job and only then
- * sleep on a condition variable. The caller takes the first range itself
- * and spins until the workers have finished theirs.
+ * sleep on a condition variable.
+ *
+ * Each thread owns a contiguous share of a job's items, split into a few
+ * chunks, so the same thread tends to get the same weight rows every time
+ * (they stay in its core's cache). A thread that runs out of work takes
+ * unclaimed chunks from the others. That keeps a busy machine from stalling
+ * the pool: when the OS deschedules a worker, the caller does its share
+ * instead of waiting for it.
+ *
+ * A chunk is claimed with one atomic add on its owner's claim word, which
+ * packs [epoch:32 | chunks:16 | next:16]; a claim is valid when next <
+ * chunks, and the job's fields stay fixed until every valid claim of its
+ * epoch has been reported done.
  */
 #include "internal.h"
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -27,20 +39,28 @@
 
 /* How long an idle worker keeps spinning before it sleeps. */
 #define TS_POOL_SPIN_NS 200000
+/* Chunks per thread's share: more balance the load, fewer cost fewer claims. */
+#define TS_POOL_CHUNKS 4
+#define TS_POOL_MAX_THREADS 64
+
+typedef struct claim_word {
+    alignas(64) _Atomic uint64_t word; /* its own cache line */
+} claim_word;
 
 struct ts_pool {
     int n_threads;
     pthread_t *threads;
-    atomic_uint generation; /* bumped once per job */
-    atomic_int pending;     /* workers still running the current job */
-    atomic_int sleepers;    /* workers blocked (or about to block) on `wake` */
+    alignas(64) atomic_uint generation; /* bumped once per job */
+    atomic_int sleepers;                /* workers blocked (or about to block) on `wake` */
     atomic_int stop;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    /* the current job; written before `generation` is bumped */
+    /* the current job; written before its claim words are published */
     ts_pool_fn fn;
     void *ctx;
     int n_items;
+    alignas(64) atomic_int done; /* chunks finished */
+    claim_word claims[TS_POOL_MAX_THREADS];
 };
 
 typedef struct worker_arg {
@@ -54,11 +74,25 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void run_range(ts_pool *pool, int index) {
+/* Claims and runs chunks of the current job, own share first, then the
+ * others'. `self` indexes per-thread scratch. */
+static void work(ts_pool *pool, int self) {
     int n = pool->n_threads;
-    int begin = (int)((int64_t)pool->n_items * index / n);
-    int end = (int)((int64_t)pool->n_items * (index + 1) / n);
-    if (begin < end) pool->fn(pool->ctx, begin, end, index);
+    for (int k = 0; k < n; k++) {
+        int owner = (self + k) % n;
+        for (;;) {
+            uint64_t w = atomic_fetch_add(&pool->claims[owner].word, 1);
+            int next = (int)(w & 0xFFFF), chunks = (int)((w >> 16) & 0xFFFF);
+            if (next >= chunks) break;
+            /* valid claim: the job's fields are stable until it is done */
+            int64_t items = pool->n_items;
+            int64_t share0 = items * owner / n, share1 = items * (owner + 1) / n;
+            int begin = (int)(share0 + (share1 - share0) * next / chunks);
+            int end = (int)(share0 + (share1 - share0) * (next + 1) / chunks);
+            if (begin < end) pool->fn(pool->ctx, begin, end, self);
+            atomic_fetch_add(&pool->done, 1);
+        }
+    }
 }
 
 static void *worker_main(void *p) {
@@ -91,8 +125,7 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
-        run_range(pool, arg.index);
-        atomic_fetch_sub(&pool->pending, 1);
+        work(pool, arg.index);
     }
 }
 
@@ -105,8 +138,10 @@ int ts__default_threads(void) {
 
 ts_pool *ts__pool_new(int n_threads) {
     if (n_threads < 2) return NULL;
-    ts_pool *pool = calloc(1, sizeof *pool);
+    if (n_threads > TS_POOL_MAX_THREADS) n_threads = TS_POOL_MAX_THREADS;
+    ts_pool *pool = aligned_alloc(64, (sizeof *pool + 63) / 64 * 64);
     if (!pool) return NULL;
+    *pool = (ts_pool){0};
     pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
     if (!pool->threads) {
         free(pool);
@@ -154,20 +189,26 @@ void ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
         fn(ctx, 0, n_items, 0);
         return;
     }
+    int n = pool->n_threads;
+    int chunks = n_items >= n * TS_POOL_CHUNKS ? TS_POOL_CHUNKS : 1;
+    unsigned epoch = atomic_load(&pool->generation) + 1;
     pool->fn = fn;
     pool->ctx = ctx;
     pool->n_items = n_items;
-    atomic_store(&pool->pending, pool->n_threads - 1);
-    atomic_fetch_add(&pool->generation, 1);
+    atomic_store(&pool->done, 0);
+    for (int k = 0; k < n; k++) {
+        atomic_store(&pool->claims[k].word, ((uint64_t)epoch << 32) | ((uint64_t)chunks << 16));
+    }
+    atomic_store(&pool->generation, epoch);
     if (atomic_load(&pool->sleepers) > 0) {
         pthread_mutex_lock(&pool->lock);
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
-    run_range(pool, 0);
-    /* A worker that the OS has descheduled (a busy machine) may take a
-     * while: after a short spin, give it the core. */
-    for (int round = 1; atomic_load(&pool->pending) > 0; round++) {
+    work(pool, 0);
+    /* Only chunks a worker is running are left; should the OS have
+     * descheduled that worker, give it the core after a short spin. */
+    for (int round = 1; atomic_load(&pool->done) < n * chunks; round++) {
         cpu_relax();
         if ((round & 1023) == 0) sched_yield();
     }
