@@ -82,8 +82,8 @@ static inline __m512i reduce16_epi32(const __m512i v[16]) {
 
 /* -------------------------------------------------------------- matmul */
 
-static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
-                       int i1) {
+/* One token: blocks of 16 rows (decode). */
+static void matmul_f32_1(float *out, const float *x, const float *w, int n, int i0, int i1) {
     int nfull = n & ~15;
     __mmask16 tail = tail_mask16(n & 15);
     for (int i = i0; i < i1; i += 16) {
@@ -95,27 +95,79 @@ static void matmul_f32(float *out, const float *x, int nt, const float *w, int n
          * prefetchers to pick up, and decode reads every weight once */
         const char *next = (const char *)(w + (size_t)(i + 16) * n);
         const char *next_end = (const char *)(w + (size_t)i1 * n);
-        for (int t = 0; t < nt; t++) {
-            const float *xt = x + (size_t)t * n;
+        __m512 acc[16];
+        for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+        for (int j = 0; j < nfull; j += 16) {
+            __m512 xv = _mm512_loadu_ps(x + j);
+            for (int k = 0; k < 16; k++, next += 64) {
+                if (next < next_end) _mm_prefetch(next, _MM_HINT_T0);
+            }
+            for (int k = 0; k < 16; k++) acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + j), xv, acc[k]);
+        }
+        if (tail) {
+            __m512 xv = _mm512_maskz_loadu_ps(tail, x + nfull);
+            for (int k = 0; k < 16; k++) {
+                acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr[k] + nfull), xv, acc[k]);
+            }
+        }
+        _mm512_mask_storeu_ps(out + i, tail_mask16(rows), reduce16_ps(acc));
+    }
+}
+
+/* The slot whose sum reduce16 puts in lane l (the inverse of slot_row). */
+static const int lane_slot[16] = {0, 8, 4, 12, 1, 9, 5, 13, 2, 10, 6, 14, 3, 11, 7, 15};
+
+/* Two tokens at a time: blocks of 8 rows, each weight chunk loaded once
+ * for both (lanes 0-7: token a, lanes 8-15: token b). Each output sees
+ * exactly the operations of matmul_f32_1. */
+static void matmul_f32_2(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                         int i1) {
+    int nfull = n & ~15;
+    __mmask16 tail = tail_mask16(n & 15);
+    for (int i = i0; i < i1; i += 8) {
+        int rows = i1 - i < 8 ? i1 - i : 8;
+        const float *wr[8];
+        for (int r = 0; r < 8; r++) wr[r] = w + (size_t)(i + (r < rows ? r : 0)) * n;
+        for (int t = 0; t < nt; t += 2) {
+            int tb = t + 1 < nt ? t + 1 : t; /* an odd last token pairs with itself */
+            const float *xa = x + (size_t)t * n, *xb = x + (size_t)tb * n;
             __m512 acc[16];
             for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
             for (int j = 0; j < nfull; j += 16) {
-                __m512 xv = _mm512_loadu_ps(xt + j);
-                if (t == 0) {
-                    for (int k = 0; k < 16; k++, next += 64) {
-                        if (next < next_end) _mm_prefetch(next, _MM_HINT_T0);
-                    }
+                __m512 va = _mm512_loadu_ps(xa + j), vb = _mm512_loadu_ps(xb + j);
+                for (int r = 0; r < 8; r++) {
+                    __m512 wv = _mm512_loadu_ps(wr[r] + j);
+                    /* one load for both tokens (the compiler would fold it into each FMA) */
+                    __asm__("" : "+v"(wv));
+                    acc[lane_slot[r]] = _mm512_fmadd_ps(wv, va, acc[lane_slot[r]]);
+                    acc[lane_slot[r + 8]] = _mm512_fmadd_ps(wv, vb, acc[lane_slot[r + 8]]);
                 }
-                for (int k = 0; k < 16; k++) acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + j), xv, acc[k]);
             }
             if (tail) {
-                __m512 xv = _mm512_maskz_loadu_ps(tail, xt + nfull);
-                for (int k = 0; k < 16; k++) {
-                    acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr[k] + nfull), xv, acc[k]);
+                __m512 va = _mm512_maskz_loadu_ps(tail, xa + nfull);
+                __m512 vb = _mm512_maskz_loadu_ps(tail, xb + nfull);
+                for (int r = 0; r < 8; r++) {
+                    __m512 wv = _mm512_maskz_loadu_ps(tail, wr[r] + nfull);
+                    acc[lane_slot[r]] = _mm512_fmadd_ps(wv, va, acc[lane_slot[r]]);
+                    acc[lane_slot[r + 8]] = _mm512_fmadd_ps(wv, vb, acc[lane_slot[r + 8]]);
                 }
             }
-            _mm512_mask_storeu_ps(out + (size_t)t * d + i, tail_mask16(rows), reduce16_ps(acc));
+            __m512 sums = reduce16_ps(acc);
+            __mmask16 keep = tail_mask16(rows);
+            _mm512_mask_storeu_ps(out + (size_t)t * d + i, keep, sums);
+            if (tb != t) {
+                _mm512_mask_storeu_ps(out + (size_t)tb * d + i - 8, (__mmask16)(keep << 8), sums);
+            }
         }
+    }
+}
+
+static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                       int i1) {
+    if (nt == 1) {
+        matmul_f32_1(out, x, w, n, i0, i1);
+    } else {
+        matmul_f32_2(out, x, nt, w, n, d, i0, i1);
     }
 }
 
