@@ -217,7 +217,7 @@ typedef struct request {
 typedef struct slot {
     int id;            /* the request running here, or -1 */
     ts_sampler *sampler;
-    float *key_cache;  /* (n_layers, seq_len, kv_dim) */
+    float *key_cache;  /* as a session's (see ts_row) */
     float *value_cache;
     float *logits;     /* (vocab) after the slot's last evaluated position */
 } slot;

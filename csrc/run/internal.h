@@ -175,8 +175,9 @@ int ts__default_threads(void);
 
 /* ---------------------------------------------------------------- forward */
 
-/* One token to evaluate: its id, its position and its sequence's KV cache
- * (layer 0; layers follow at seq_len * kv_dim strides). `logits` receives
+/* One token to evaluate: its id, its position and its sequence's KV cache,
+ * laid out (n_layers, n_kv_heads, seq_len, head_size) so that one head's
+ * keys over all positions are contiguous. `logits` receives
  * vocab_size floats, or is NULL when the caller does not need them. */
 typedef struct ts_row {
     int32_t token;
@@ -206,8 +207,8 @@ struct ts_session {
     const ts_model *model;
     ts_batch *batch;    /* capacity: a prefill block */
     float *logits;      /* (vocab) after the last token evaluated */
-    float *key_cache;   /* (n_layers, seq_len, kv_dim) */
-    float *value_cache; /* (n_layers, seq_len, kv_dim) */
+    float *key_cache;   /* (n_layers, n_kv_heads, seq_len, head_size) */
+    float *value_cache; /* the same */
 };
 
 #endif /* TINYSTORIES_INTERNAL_H */

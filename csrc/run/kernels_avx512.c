@@ -13,12 +13,13 @@
  * (u8 x s8): the input is shifted to unsigned by +128 and 128 * (the
  * weights' group sum) taken off again, which is exact; the float
  * accumulation over groups is runq's, in runq's order, 16 rows per vector.
- * Quantization is exact too. The element-wise kernels
- * (rmsnorm, swiglu, attention) are the avx2 set's.
+ * Quantization is exact too. rmsnorm, swiglu and the exact attention
+ * (Q8_0 models) are the avx2 set's.
  */
 #include "internal.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* ------------------------------------------------------------- helpers */
@@ -263,6 +264,95 @@ static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
     }
 }
 
+/* e^x to about 2 ulp: x = k ln2 + r, |r| <= ln2/2, a degree-6 polynomial
+ * for e^r, then a scale by 2^k. Returns 0 below -80 (e^-80 is 2e-35), so
+ * that no product downstream turns denormal. */
+static inline __m512 exp_ps(__m512 x) {
+    __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-80.0f), _CMP_GE_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_scalef_ps(keep, p, k);
+}
+
+/* One head's attention, 16 lanes wide, for head sizes up to 64 (larger
+ * ones take the avx2 set's). Scores go 16 positions at a time through
+ * reduce16; the weighted sum of the values keeps four partial sums per
+ * 16 dimensions, so the adds do not wait on each other. */
+static void attention(float *out, float *att, const float *q, const float *keys,
+                      const float *values, int n_pos, int head_size, int stride) {
+    if (head_size > 64) {
+        ts__avx2_attention(out, att, q, keys, values, n_pos, head_size, stride);
+        return;
+    }
+    int nc = (head_size + 15) / 16;
+    __mmask16 m[4];
+    __m512 qv[4];
+    for (int c = 0; c < nc; c++) {
+        int left = head_size - 16 * c;
+        m[c] = left >= 16 ? 0xFFFF : tail_mask16(left);
+        qv[c] = _mm512_maskz_loadu_ps(m[c], q + 16 * c);
+    }
+    const __m512 scale = _mm512_set1_ps(sqrtf(head_size));
+    for (int t = 0; t < n_pos; t += 16) {
+        int valid = n_pos - t < 16 ? n_pos - t : 16;
+        __m512 acc[16];
+        for (int k = 0; k < 16; k++) {
+            int p = t + (slot_row[k] < valid ? slot_row[k] : 0);
+            const float *kp = keys + (size_t)p * stride;
+            __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[0], kp), qv[0]);
+            for (int c = 1; c < nc; c++) {
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m[c], kp + 16 * c), qv[c], a);
+            }
+            acc[k] = a;
+        }
+        _mm512_mask_storeu_ps(att + t, tail_mask16(valid), _mm512_div_ps(reduce16_ps(acc), scale));
+    }
+
+    /* softmax */
+    __m512 vmax = _mm512_set1_ps(att[0]);
+    for (int i = 0; i < n_pos; i += 16) {
+        __mmask16 mm = n_pos - i >= 16 ? 0xFFFF : tail_mask16(n_pos - i);
+        vmax = _mm512_mask_max_ps(vmax, mm, _mm512_maskz_loadu_ps(mm, att + i), vmax);
+    }
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 sum = _mm512_setzero_ps();
+    for (int i = 0; i < n_pos; i += 16) {
+        __mmask16 mm = n_pos - i >= 16 ? 0xFFFF : tail_mask16(n_pos - i);
+        __m512 e = _mm512_maskz_mov_ps(mm, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mm, att + i), mx)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_mask_storeu_ps(att + i, mm, e);
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(sum);
+
+    /* weighted sum of the values (the 1/sum applied once at the end) */
+    for (int c = 0; c < nc; c++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *v = values + 16 * c;
+        int p = 0;
+        for (; p + 4 <= n_pos; p += 4, v += 4 * (size_t)stride) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m[c], v), a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 1]), _mm512_maskz_loadu_ps(m[c], v + stride), a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 2]), _mm512_maskz_loadu_ps(m[c], v + 2 * (size_t)stride), a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 3]), _mm512_maskz_loadu_ps(m[c], v + 3 * (size_t)stride), a3);
+        }
+        for (; p < n_pos; p++, v += stride) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m[c], v), a0);
+        }
+        __m512 total = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        _mm512_mask_storeu_ps(out + 16 * c, m[c], _mm512_mul_ps(total, _mm512_set1_ps(inv)));
+    }
+}
+
 const ts_kernels ts_kernels_avx512 = {
     .name = "avx512",
     .matmul_f32 = matmul_f32,
@@ -271,6 +361,6 @@ const ts_kernels ts_kernels_avx512 = {
     /* shared with the avx2 set (see kernels_avx2.c) */
     .rmsnorm = ts__avx2_rmsnorm,
     .swiglu = ts__avx2_swiglu,
-    .attention = ts__avx2_attention,
+    .attention = attention,
     .attention_exact = ts__attention_exact,
 };

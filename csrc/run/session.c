@@ -20,7 +20,7 @@
 #define TS_PREFILL_BLOCK 64
 /* Below this many multiply-adds a matmul runs on the calling thread alone:
  * waking the pool would cost more than it saves. */
-#define TS_PARALLEL_MIN_MACS (1 << 12)
+#define TS_PARALLEL_MIN_MACS (1 << 17)
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -148,17 +148,18 @@ static void attention_items(void *ctx, int begin, int end, int thread) {
     const attention_job *job = ctx;
     ts_batch *b = job->b;
     const ts_model *m = b->model;
-    int n_heads = m->config.n_heads, head_size = m->head_size, kv_dim = m->kv_dim;
+    int n_heads = m->config.n_heads, head_size = m->head_size;
     int kv_mul = n_heads / m->config.n_kv_heads; /* query heads per kv head */
     float *att = b->att + (size_t)thread * m->config.seq_len;
     for (int item = begin; item < end; item++) {
         int t = item / n_heads, h = item % n_heads;
         const ts_row *r = &job->rows[t];
-        size_t kv_off = job->layer_offset + (size_t)(h / kv_mul) * head_size;
+        /* this kv head's keys (values alike): seq_len rows of head_size */
+        size_t kv_off = job->layer_offset + (size_t)(h / kv_mul) * m->config.seq_len * head_size;
         b->ew.attention(b->xb + (size_t)t * m->config.dim + (size_t)h * head_size, att,
                         b->q + (size_t)t * m->config.dim + (size_t)h * head_size,
                         r->key_cache + kv_off, r->value_cache + kv_off, r->pos + 1, head_size,
-                        kv_dim);
+                        head_size);
     }
 }
 
@@ -211,9 +212,12 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
             float *kt = b->kb + (size_t)t * kv_dim, *vt = b->vb + (size_t)t * kv_dim;
             rotate(b->q + (size_t)t * dim, dim, head_size, rope);
             rotate(kt, kv_dim, head_size, rope);
-            size_t at = loff + (size_t)rows[t].pos * kv_dim;
-            memcpy(rows[t].key_cache + at, kt, (size_t)kv_dim * sizeof(float));
-            memcpy(rows[t].value_cache + at, vt, (size_t)kv_dim * sizeof(float));
+            for (int kvh = 0; kvh < p->n_kv_heads; kvh++) {
+                size_t at = loff + ((size_t)kvh * p->seq_len + (size_t)rows[t].pos) * head_size;
+                size_t from = (size_t)kvh * head_size;
+                memcpy(rows[t].key_cache + at, kt + from, (size_t)head_size * sizeof(float));
+                memcpy(rows[t].value_cache + at, vt + from, (size_t)head_size * sizeof(float));
+            }
         }
 
         /* multi-head attention over positions 0..pos of each row's sequence */
