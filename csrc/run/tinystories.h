@@ -16,11 +16,26 @@
  *                 freed before the model it was created from.
  *   ts_sampler    per-sequence sampling state (RNG, scratch). One thread at a
  *                 time. ts_sampler_new / ts_sampler_free.
+ *   ts_batch_generation  many sequences generated together (one forward pass
+ *                 per step for all of them). One thread at a time.
+ *                 ts_batch_generation_new / ts_batch_generation_free.
+ *
+ * Speed
+ *   The arithmetic runs on a kernel set chosen at load from what the CPU
+ *   reports (AVX-512, AVX2 or the portable scalar reference; see
+ *   ts_load_options), tokens given to ts_session_eval together are
+ *   evaluated as matrix-matrix products, and a per-session thread pool takes
+ *   the large jobs (prefill, batches, big matrices).
  *
  * Compatibility
  *   For the same model, tokenizer, prompt, temperature, top-p and seed,
  *   ts_generate produces the same tokens as llama2.c's `run` (fp32 files) and
- *   `runq` (Q8_0 files).
+ *   `runq` (Q8_0 files). With the "scalar" kernels every float operation is
+ *   run.c's, in its order. The SIMD sets give Q8_0 models bit-identical
+ *   logits too (exact integer dot products, the element-wise steps in the
+ *   reference order); for fp32 models they fuse multiply-adds and sum in
+ *   another order, within 1e-4 of the reference (the golden outputs still
+ *   match). A token's logits never depend on what else is in its batch.
  */
 #ifndef TINYSTORIES_H
 #define TINYSTORIES_H
