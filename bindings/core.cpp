@@ -54,17 +54,25 @@ using TokenizerPtr = std::shared_ptr<ts_tokenizer>;
 
 struct Model {
     ModelPtr model;
-    explicit Model(const std::string &path) {
+    // kernels: "" for automatic; quantize: TS_QUANTIZE_*.
+    Model(const std::string &path, const std::string &kernels, int quantize, int group_size,
+          int n_threads) {
         ts_model *raw = nullptr;
         ts_error err{};
         ts_status code;
+        ts_load_options options = ts_load_options_default();
+        options.kernels = kernels.c_str();
+        options.quantize = quantize;
+        options.group_size = group_size;
+        options.n_threads = n_threads;
         {
             py::gil_scoped_release release;
-            code = ts_model_load(path.c_str(), &raw, &err);
+            code = ts_model_load_with(path.c_str(), &options, &raw, &err);
         }
         check(code, err);
         model = ModelPtr(raw, ts_model_free);
     }
+    std::string kernels() const { return ts_model_kernels(model.get()); }
     py::dict config() const {
         const ts_config *c = ts_model_config(model.get());
         py::dict d;
@@ -264,6 +272,73 @@ struct Generation {
     }
 };
 
+// Many generations stepped together (ts_batch_generation_*). Owns its
+// native state; run() drives every queued request to the end.
+struct BatchGeneration {
+    ModelPtr model;
+    TokenizerPtr tokenizer;
+    std::unique_ptr<ts_batch_generation, void (*)(ts_batch_generation *)> batch{
+        nullptr, ts_batch_generation_free};
+    int max_batch;
+    std::vector<std::string> texts;  // per request: the pieces printed after its prompt
+    long long n_generated = 0;       // tokens printed after the prompts, all requests
+
+    BatchGeneration(const Model &m, const Tokenizer &t, int max_batch, int n_threads)
+        : model(m.model), tokenizer(t.tokenizer), max_batch(max_batch) {
+        ts_error err{};
+        ts_batch_generation *raw = nullptr;
+        check(ts_batch_generation_new(model.get(), tokenizer.get(), max_batch, n_threads, &raw, &err),
+              err);
+        batch.reset(raw);
+    }
+
+    int add(const std::vector<int32_t> &prompt, int steps, float temperature, float top_p,
+            int top_k, uint64_t seed) {
+        ts_sampling params{temperature, top_p, top_k, seed};
+        ts_error err{};
+        int id = -1;
+        check(ts_batch_generation_add(batch.get(), prompt.data(), prompt.size(), steps, &params, &id,
+                                      &err),
+              err);
+        texts.resize(static_cast<size_t>(id) + 1);
+        return id;
+    }
+
+    // Steps until every request is done; returns each request's completion.
+    // Pending signals (Ctrl-C) are checked every few milliseconds.
+    std::vector<py::bytes> run() {
+        std::vector<ts_batch_event> events(static_cast<size_t>(max_batch));
+        using clock = std::chrono::steady_clock;
+        const auto signal_interval = std::chrono::milliseconds(10);
+        int active = 1;
+        while (active > 0) {
+            ts_error err{};
+            ts_status code = TS_OK;
+            {
+                py::gil_scoped_release release;
+                const auto deadline = clock::now() + signal_interval;
+                while (active > 0 && clock::now() < deadline) {
+                    size_t n = 0;
+                    code = ts_batch_generation_step(batch.get(), events.data(), &n, &active, &err);
+                    if (code != TS_OK) break;
+                    for (size_t i = 0; i < n; i++) {
+                        const ts_batch_event &e = events[i];
+                        if (e.done || e.is_prompt) continue;
+                        texts[static_cast<size_t>(e.id)].append(e.piece, e.len);
+                        n_generated++;
+                    }
+                }
+            }
+            check(code, err);
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
+        std::vector<py::bytes> out;
+        out.reserve(texts.size());
+        for (const std::string &text : texts) out.emplace_back(text);
+        return out;
+    }
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -271,9 +346,14 @@ PYBIND11_MODULE(_core, m) {
     static py::exception<std::runtime_error> format_error(m, "FormatError", PyExc_ValueError);
     format_error_type = format_error.ptr();
 
+    m.def("kernels_available", [] { return std::string(ts_kernels_available()); });
+
     py::class_<Model>(m, "Model")
-        .def(py::init<const std::string &>(), py::arg("path"))
-        .def_property_readonly("config", &Model::config);
+        .def(py::init<const std::string &, const std::string &, int, int, int>(), py::arg("path"),
+             py::arg("kernels") = "", py::arg("quantize") = 0, py::arg("group_size") = 0,
+             py::arg("n_threads") = 0)
+        .def_property_readonly("config", &Model::config)
+        .def_property_readonly("kernels", &Model::kernels);
 
     py::class_<Tokenizer>(m, "Tokenizer")
         .def(py::init<const std::string &>(), py::arg("path"))
@@ -295,4 +375,12 @@ PYBIND11_MODULE(_core, m) {
         .def("next", &Generation::next)
         .def("run", &Generation::run, py::arg("include_prompt"))
         .def_property_readonly("stats", &Generation::stats);
+
+    py::class_<BatchGeneration>(m, "BatchGeneration")
+        .def(py::init<const Model &, const Tokenizer &, int, int>(), py::arg("model"),
+             py::arg("tokenizer"), py::arg("max_batch"), py::arg("n_threads"))
+        .def("add", &BatchGeneration::add, py::arg("prompt"), py::arg("steps"),
+             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"))
+        .def("run", &BatchGeneration::run)
+        .def_readonly("n_generated", &BatchGeneration::n_generated);
 }

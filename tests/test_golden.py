@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -10,7 +11,11 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import tinystories
 from tinystories import Generator
+
+# Every kernel set this CPU runs must reproduce llama2.c.
+KERNEL_SETS = tinystories.kernels()
 
 
 def run_binary() -> str:
@@ -38,20 +43,26 @@ def test_golden_has_six_entries(golden):
     assert {e["program"] for e in golden} == {"llama2.c run.c", "llama2.c runq.c"}
 
 
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
 @pytest.mark.parametrize("index", range(6))
-def test_cli_matches_llama2c(golden, tok105, index):
+def test_cli_matches_llama2c(golden, tok105, index, kernels):
     entry = golden[index]
     models = tok105["model"].parent
-    result = subprocess.run(cli_arguments(entry, models), capture_output=True, timeout=120)
+    env = dict(os.environ, TINYSTORIES_KERNELS=kernels)
+    result = subprocess.run(cli_arguments(entry, models), capture_output=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode() == entry["stdout"]
     assert result.stderr.decode().startswith("achieved tok/s: ")
 
 
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
 @pytest.mark.parametrize("index", range(6))
-def test_generator_matches_llama2c(golden, tok105, index):
+def test_generator_matches_llama2c(golden, tok105, index, kernels):
     entry = golden[index]
-    generator = Generator(tok105["model"].parent / entry["model"], tok105["tokenizer"])
+    generator = Generator(
+        tok105["model"].parent / entry["model"], tok105["tokenizer"], kernels=kernels
+    )
+    assert generator.kernels == kernels
     assert entry["steps"] == generator.config.seq_len
     kwargs = dict(
         temperature=entry["temperature"], top_p=entry["topp"], seed=entry["seed"] or None
@@ -115,3 +126,34 @@ def test_run_binary_errors_are_one_line(tok105, tmp_path):
         assert result.returncode == 1 and result.stdout == ""
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tinystories-run: ") and reason in lines[0]
+
+
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+@pytest.mark.parametrize("index", [4, 5])
+def test_quantized_on_load_matches_runq(golden, tok105, index, kernels):
+    """An fp32 file quantized on load is the v2 file export.py writes: runq's outputs."""
+    entry = golden[index]
+    assert entry["model"] == "model5000_q80.bin"
+    generator = Generator(tok105["model"], tok105["tokenizer"], quantize="q8_0", kernels=kernels)
+    assert generator.config.version == 0  # the file's format; the weights are Q8_0
+    kwargs = dict(temperature=entry["temperature"], top_p=entry["topp"], seed=entry["seed"] or None)
+    assert entry["prompt"] + generator.generate(entry["prompt"], **kwargs) + "\n" == entry["stdout"]
+
+
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
+def test_generate_batch_matches_llama2c(golden, tok105, kernels):
+    """All fp32 golden prompts in one batch (two slots: slots are reused)."""
+    entries = [e for e in golden if e["model"] == "model5000.bin" and e["seed"]]
+    generator = Generator(tok105["model"], tok105["tokenizer"], kernels=kernels)
+    for entry in entries:
+        assert entry["temperature"] > 0
+    completions = generator.generate_batch(
+        [e["prompt"] for e in entries] * 2,
+        temperature=entries[0]["temperature"],
+        top_p=entries[0]["topp"],
+        seed=[e["seed"] for e in entries] * 2,
+        max_batch=2,
+    )
+    first = entries[0]
+    assert first["prompt"] + completions[0] + "\n" == first["stdout"]
+    assert completions[len(entries)] == completions[0]

@@ -1,7 +1,12 @@
 /*
  * generate.c — run.c's generate() loop as a library: a stepwise generation
- * (one printed token per ts_generation_next) and ts_generate, which drives
- * it with a per-token callback instead of printing.
+ * (one printed token per ts_generation_next), ts_generate, which drives it
+ * with a per-token callback instead of printing, and batched generation,
+ * which steps many sequences through one forward pass.
+ *
+ * Both follow run.c's loop through `sequence`; the only difference from
+ * run.c is that the prompt is evaluated as one block, which gives the same
+ * logits (see ts_session_eval).
  */
 #include "internal.h"
 
@@ -9,18 +14,103 @@
 #include <string.h>
 #include <time.h>
 
-struct ts_generation {
-    ts_session *session;
-    const ts_tokenizer *tokenizer;
-    ts_sampler *sampler;
+/* ------------------------------------------------------------ sequences */
+
+/* run.c's loop state for one sequence. */
+typedef struct sequence {
     int32_t *prompt;
     size_t n_prompt;
     int steps;       /* positions to evaluate at most, prompt included */
     int32_t token;   /* the token evaluated at the next position */
     int pos;         /* run.c's `pos` */
+    int evaluated;   /* positions already in the KV cache */
     int n_generated;
     int done;
-    int started;     /* the clock runs from the end of the first position */
+} sequence;
+
+static ts_status sequence_init(sequence *q, const ts_config *p, const ts_tokenizer *tokenizer,
+                               const int32_t *prompt, size_t n_prompt, int steps, ts_error *err) {
+    memset(q, 0, sizeof *q);
+    if (!prompt || n_prompt < 1) {
+        return ts__fail(err, TS_ERR_ARG, "the prompt needs at least 1 token (BOS)");
+    }
+    for (size_t i = 0; i < n_prompt; i++) {
+        if (prompt[i] < 0 || prompt[i] >= p->vocab_size) {
+            return ts__fail(err, TS_ERR_ARG,
+                            "prompt token %d at index %zu is outside the vocabulary [0, %d)",
+                            prompt[i], i, p->vocab_size);
+        }
+    }
+    if (ts_tokenizer_vocab_size(tokenizer) < p->vocab_size) {
+        /* sampled ids would have no piece to decode */
+        return ts__fail(err, TS_ERR_ARG, "the tokenizer has %d entries, the model's vocabulary is %d",
+                        ts_tokenizer_vocab_size(tokenizer), p->vocab_size);
+    }
+    q->prompt = malloc(n_prompt * sizeof *q->prompt);
+    if (!q->prompt) return ts__fail(err, TS_ERR_NOMEM, "out of memory for a %zu-token prompt", n_prompt);
+    memcpy(q->prompt, prompt, n_prompt * sizeof *q->prompt);
+    q->n_prompt = n_prompt;
+    q->steps = (steps <= 0 || steps > p->seq_len) ? p->seq_len : steps;
+    q->token = prompt[0];
+    return TS_OK;
+}
+
+/* The positions to evaluate (from q->pos) before the next step: the rest
+ * of the prompt at once, else the current token; 0 when done or when the
+ * logits at pos are already there. */
+static int sequence_to_eval(const sequence *q) {
+    if (q->done || q->pos >= q->steps || q->pos < q->evaluated) return 0;
+    if ((size_t)q->pos < q->n_prompt) {
+        int end = q->n_prompt < (size_t)q->steps ? (int)q->n_prompt : q->steps;
+        return end - q->pos;
+    }
+    return 1;
+}
+
+/* The token evaluated at position pos + i. */
+static int32_t sequence_token(const sequence *q, int i) {
+    size_t at = (size_t)q->pos + (size_t)i;
+    return at < q->n_prompt ? q->prompt[at] : q->token;
+}
+
+/* One turn of run.c's loop after the forward pass at q->pos, whose logits
+ * are `logits`. Returns 1 with the printed token in `event`, or 0 when the
+ * sequence has ended. */
+static int sequence_step(sequence *q, ts_sampler *sampler, float *logits,
+                         const ts_tokenizer *tokenizer, ts_token_event *event) {
+    memset(event, 0, sizeof *event);
+    if (q->done || q->pos >= q->steps) {
+        q->done = 1;
+        return 0;
+    }
+    int32_t next;
+    if ((size_t)q->pos + 1 < q->n_prompt) {
+        next = q->prompt[q->pos + 1]; /* still inside the prompt: force it */
+    } else {
+        next = ts_sampler_sample(sampler, logits);
+        q->n_generated++;
+    }
+    q->pos++;
+    if (next == TS_TOKEN_BOS) { /* BOS delimits sequences: the story ended */
+        q->done = 1;
+        return 0;
+    }
+    event->token = next;
+    event->piece = ts_tokenizer_decode_piece(tokenizer, q->token, next, &event->len);
+    if (!event->piece) event->piece = "";
+    event->is_prompt = (size_t)q->pos < q->n_prompt;
+    q->token = next;
+    return 1;
+}
+
+/* --------------------------------------------------- single generation */
+
+struct ts_generation {
+    ts_session *session;
+    const ts_tokenizer *tokenizer;
+    ts_sampler *sampler;
+    sequence seq;
+    int started;     /* the clock runs from the end of the first evaluation */
     double start_s;
     double end_s;
 };
@@ -38,72 +128,44 @@ ts_status ts_generation_start(ts_session *session, const ts_tokenizer *tokenizer
     if (!session || !tokenizer || !sampler || !prompt || !out) {
         return ts__fail(err, TS_ERR_ARG, "ts_generation_start: NULL argument");
     }
-    const ts_config *p = &session->model->config;
-    if (n_prompt < 1) {
-        return ts__fail(err, TS_ERR_ARG, "the prompt needs at least 1 token (BOS)");
-    }
-    for (size_t i = 0; i < n_prompt; i++) {
-        if (prompt[i] < 0 || prompt[i] >= p->vocab_size) {
-            return ts__fail(err, TS_ERR_ARG,
-                            "prompt token %d at index %zu is outside the vocabulary [0, %d)",
-                            prompt[i], i, p->vocab_size);
-        }
-    }
-    if (ts_tokenizer_vocab_size(tokenizer) < p->vocab_size) {
-        /* sampled ids would have no piece to decode */
-        return ts__fail(err, TS_ERR_ARG, "the tokenizer has %d entries, the model's vocabulary is %d",
-                        ts_tokenizer_vocab_size(tokenizer), p->vocab_size);
-    }
     ts_generation *g = calloc(1, sizeof *g);
-    int32_t *copy = malloc(n_prompt * sizeof *copy);
-    if (!g || !copy) {
+    if (!g) return ts__fail(err, TS_ERR_NOMEM, "ts_generation_start: out of memory");
+    ts_status st = sequence_init(&g->seq, &session->model->config, tokenizer, prompt, n_prompt,
+                                 steps, err);
+    if (st != TS_OK) {
         free(g);
-        free(copy);
-        return ts__fail(err, TS_ERR_NOMEM, "out of memory for a %zu-token prompt", n_prompt);
+        return st;
     }
-    memcpy(copy, prompt, n_prompt * sizeof *copy);
     g->session = session;
     g->tokenizer = tokenizer;
     g->sampler = sampler;
-    g->prompt = copy;
-    g->n_prompt = n_prompt;
-    g->steps = (steps <= 0 || steps > p->seq_len) ? p->seq_len : steps;
-    g->token = prompt[0];
     *out = g;
     return TS_OK;
 }
 
 ts_status ts_generation_next(ts_generation *g, ts_token_event *event, ts_error *err) {
     if (!g || !event) return ts__fail(err, TS_ERR_ARG, "ts_generation_next: NULL argument");
-    memset(event, 0, sizeof *event);
-    while (!g->done && g->pos < g->steps) {
-        ts__forward(g->session, g->token, g->pos);
-        int32_t next;
-        if ((size_t)g->pos + 1 < g->n_prompt) {
-            next = g->prompt[g->pos + 1]; /* still inside the prompt: force it */
+    sequence *q = &g->seq;
+    int n = sequence_to_eval(q);
+    if (n > 0) {
+        ts_status st;
+        if (n == 1) {
+            st = ts_session_eval(g->session, &q->token, 1, q->pos, NULL, err);
         } else {
-            next = ts_sampler_sample(g->sampler, g->session->logits);
-            g->n_generated++;
+            st = ts_session_eval(g->session, q->prompt + q->pos, (size_t)n, q->pos, NULL, err);
         }
-        g->pos++;
+        if (st != TS_OK) return st;
+        q->evaluated = q->pos + n;
         if (!g->started) {
             g->started = 1;
             g->start_s = now_s();
         }
-        if (next == TS_TOKEN_BOS) break; /* BOS delimits sequences: the story ended */
-
-        event->token = next;
-        event->piece = ts_tokenizer_decode_piece(g->tokenizer, g->token, next, &event->len);
-        if (!event->piece) event->piece = "";
-        event->is_prompt = (size_t)g->pos < g->n_prompt;
-        g->token = next;
+    }
+    if (sequence_step(q, g->sampler, g->session->logits, g->tokenizer, event)) {
         g->end_s = now_s();
         return TS_OK;
     }
-    if (!g->done) {
-        g->done = 1;
-        g->end_s = now_s();
-    }
+    if (!event->done) g->end_s = now_s();
     event->done = 1;
     return TS_OK;
 }
@@ -111,8 +173,8 @@ ts_status ts_generation_next(ts_generation *g, ts_token_event *event, ts_error *
 ts_generate_stats ts_generation_stats(const ts_generation *g) {
     ts_generate_stats stats = {0, 0, 0.0};
     if (g) {
-        stats.n_positions = g->pos;
-        stats.n_generated = g->n_generated;
+        stats.n_positions = g->seq.pos;
+        stats.n_generated = g->seq.n_generated;
         stats.elapsed_s = g->started ? g->end_s - g->start_s : 0.0;
     }
     return stats;
@@ -120,7 +182,7 @@ ts_generate_stats ts_generation_stats(const ts_generation *g) {
 
 void ts_generation_free(ts_generation *g) {
     if (!g) return;
-    free(g->prompt);
+    free(g->seq.prompt);
     free(g);
 }
 
@@ -137,10 +199,191 @@ ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sam
         if (st != TS_OK || event.done) break;
         if (on_token && on_token(user, event.token, event.piece, event.len, event.is_prompt)) {
             st = ts__fail(err, TS_ERR_CANCELLED, "generation cancelled by the callback at position %d",
-                          g->pos);
+                          g->seq.pos);
         }
     }
     if (stats) *stats = ts_generation_stats(g);
     ts_generation_free(g);
     return st;
+}
+
+/* -------------------------------------------------- batched generation */
+
+typedef struct request {
+    sequence seq;      /* initialised when added; runs once it has a slot */
+    ts_sampling sampling;
+} request;
+
+typedef struct slot {
+    int id;            /* the request running here, or -1 */
+    ts_sampler *sampler;
+    float *key_cache;  /* as a session's (see ts_row) */
+    float *value_cache;
+    float *logits;     /* (vocab) after the slot's last evaluated position */
+} slot;
+
+struct ts_batch_generation {
+    const ts_model *model;
+    const ts_tokenizer *tokenizer;
+    ts_batch *batch;
+    ts_row *rows;      /* the batch's capacity */
+    int max_batch;
+    slot *slots;       /* max_batch */
+    request *requests; /* all added, in order */
+    int n_requests;
+    int cap_requests;
+    int next_request;  /* the first not yet given a slot */
+};
+
+/* Smallest forward call used for many sequences' prompts at once. */
+#define TS_BATCH_MIN_ROWS 64
+
+ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tokenizer,
+                                  int max_batch, int n_threads, ts_batch_generation **out,
+                                  ts_error *err) {
+    if (out) *out = NULL;
+    if (!model || !tokenizer || !out) {
+        return ts__fail(err, TS_ERR_ARG, "ts_batch_generation_new: NULL argument");
+    }
+    if (max_batch < 1 || max_batch > 4096) {
+        return ts__fail(err, TS_ERR_ARG, "max_batch %d must be in [1, 4096]", max_batch);
+    }
+    const ts_config *p = &model->config;
+    ts_batch_generation *bg = calloc(1, sizeof *bg);
+    if (!bg) return ts__fail(err, TS_ERR_NOMEM, "ts_batch_generation_new: out of memory");
+    bg->model = model;
+    bg->tokenizer = tokenizer;
+    bg->max_batch = max_batch;
+    int capacity = max_batch > TS_BATCH_MIN_ROWS ? max_batch : TS_BATCH_MIN_ROWS;
+    bg->batch = ts__batch_new(model, capacity, n_threads);
+    bg->rows = calloc((size_t)capacity, sizeof *bg->rows);
+    bg->slots = calloc((size_t)max_batch, sizeof *bg->slots);
+    int ok = bg->batch && bg->rows && bg->slots;
+    size_t cache = (size_t)p->n_layers * (size_t)p->seq_len * (size_t)model->kv_dim;
+    for (int i = 0; ok && i < max_batch; i++) {
+        slot *s = &bg->slots[i];
+        s->id = -1;
+        s->key_cache = calloc(cache, sizeof(float));
+        s->value_cache = calloc(cache, sizeof(float));
+        s->logits = calloc((size_t)p->vocab_size, sizeof(float));
+        ok = s->key_cache && s->value_cache && s->logits;
+    }
+    if (!ok) {
+        ts_batch_generation_free(bg);
+        return ts__fail(err, TS_ERR_NOMEM, "out of memory for %d sequences' KV caches", max_batch);
+    }
+    *out = bg;
+    return TS_OK;
+}
+
+void ts_batch_generation_free(ts_batch_generation *bg) {
+    if (!bg) return;
+    ts__batch_free(bg->batch);
+    free(bg->rows);
+    for (int i = 0; bg->slots && i < bg->max_batch; i++) {
+        ts_sampler_free(bg->slots[i].sampler);
+        free(bg->slots[i].key_cache);
+        free(bg->slots[i].value_cache);
+        free(bg->slots[i].logits);
+    }
+    free(bg->slots);
+    for (int i = 0; i < bg->n_requests; i++) free(bg->requests[i].seq.prompt);
+    free(bg->requests);
+    free(bg);
+}
+
+ts_status ts_batch_generation_add(ts_batch_generation *bg, const int32_t *prompt,
+                                  size_t n_prompt, int steps, const ts_sampling *sampling,
+                                  int *id, ts_error *err) {
+    if (!bg || !sampling) return ts__fail(err, TS_ERR_ARG, "ts_batch_generation_add: NULL argument");
+    if (bg->n_requests == bg->cap_requests) {
+        int cap = bg->cap_requests ? 2 * bg->cap_requests : 16;
+        request *grown = realloc(bg->requests, (size_t)cap * sizeof *grown);
+        if (!grown) return ts__fail(err, TS_ERR_NOMEM, "out of memory for requests");
+        bg->requests = grown;
+        bg->cap_requests = cap;
+    }
+    /* check the sampling parameters now rather than when the request starts */
+    ts_sampler *check = NULL;
+    ts_status st = ts_sampler_new(bg->model->config.vocab_size, sampling, &check, err);
+    ts_sampler_free(check);
+    if (st != TS_OK) return st;
+    request *r = &bg->requests[bg->n_requests];
+    st = sequence_init(&r->seq, &bg->model->config, bg->tokenizer, prompt, n_prompt, steps, err);
+    if (st != TS_OK) return st;
+    r->sampling = *sampling;
+    if (id) *id = bg->n_requests;
+    bg->n_requests++;
+    return TS_OK;
+}
+
+ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *events,
+                                   size_t *n_events, int *active, ts_error *err) {
+    if (!bg || !events || !n_events) {
+        return ts__fail(err, TS_ERR_ARG, "ts_batch_generation_step: NULL argument");
+    }
+    *n_events = 0;
+    const ts_config *p = &bg->model->config;
+
+    /* queued requests take the free slots */
+    for (int i = 0; i < bg->max_batch && bg->next_request < bg->n_requests; i++) {
+        slot *s = &bg->slots[i];
+        if (s->id >= 0) continue;
+        request *r = &bg->requests[bg->next_request];
+        ts_status st = ts_sampler_new(p->vocab_size, &r->sampling, &s->sampler, err);
+        if (st != TS_OK) return st;
+        s->id = bg->next_request++;
+    }
+
+    /* one forward pass (in blocks of the batch's capacity) over every
+     * slot's pending positions, in order within each sequence */
+    int capacity = ts__batch_capacity(bg->batch), n_rows = 0;
+    for (int i = 0; i < bg->max_batch; i++) {
+        slot *s = &bg->slots[i];
+        if (s->id < 0) continue;
+        sequence *q = &bg->requests[s->id].seq;
+        int n = sequence_to_eval(q);
+        for (int k = 0; k < n; k++) {
+            ts_row *row = &bg->rows[n_rows++];
+            row->token = sequence_token(q, k);
+            row->pos = q->pos + k;
+            row->key_cache = s->key_cache;
+            row->value_cache = s->value_cache;
+            row->logits = k == n - 1 ? s->logits : NULL;
+            if (n_rows == capacity) {
+                ts__forward(bg->batch, bg->rows, n_rows);
+                n_rows = 0;
+            }
+        }
+        q->evaluated = q->pos + n > q->evaluated ? q->pos + n : q->evaluated;
+    }
+    if (n_rows > 0) ts__forward(bg->batch, bg->rows, n_rows);
+
+    /* one turn of run.c's loop per slot */
+    int running = 0;
+    for (int i = 0; i < bg->max_batch; i++) {
+        slot *s = &bg->slots[i];
+        if (s->id < 0) continue;
+        sequence *q = &bg->requests[s->id].seq;
+        ts_token_event event;
+        ts_batch_event *out = &events[(*n_events)++];
+        memset(out, 0, sizeof *out);
+        out->id = s->id;
+        if (sequence_step(q, s->sampler, s->logits, bg->tokenizer, &event)) {
+            out->token = event.token;
+            out->piece = event.piece;
+            out->len = event.len;
+            out->is_prompt = event.is_prompt;
+            running++;
+        } else {
+            out->done = 1;
+            free(q->prompt);
+            q->prompt = NULL;
+            ts_sampler_free(s->sampler);
+            s->sampler = NULL;
+            s->id = -1;
+        }
+    }
+    if (active) *active = running + (bg->n_requests - bg->next_request);
+    return TS_OK;
 }

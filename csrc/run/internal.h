@@ -23,17 +23,87 @@ ts_status ts__fail(ts_error *err, ts_status code, const char *fmt, ...)
 /* Reentrant text for an errno value ("no such file or directory"). */
 const char *ts__errno_text(int e);
 
+/* --------------------------------------------------------------- kernels
+ * The numeric primitives of the forward pass, as a table of functions. One
+ * table per instruction set: kernels_scalar.c is the reference, rounding
+ * exactly like llama2.c built with gcc -O3 (sequential float sums, no FMA);
+ * kernels_avx2.c and kernels_avx512.c are faster and agree with it to about
+ * 1e-6 relative (the Q8 integer dot products are exact in every set).
+ *
+ * Batch invariance: every kernel computes each output with the same
+ * sequence of operations whatever the number of tokens, the row range and
+ * the other rows in the call. A token's logits therefore do not depend on
+ * whether it was evaluated alone, in a prefill block or in a batch of
+ * sequences (only on the kernel set). */
+typedef struct ts_kernels {
+    const char *name; /* "scalar", "avx2", "avx512" */
+
+    /* out[t*d + i] = sum_j w[i*n + j] * x[t*n + j] for tokens t < nt and
+     * rows i0 <= i < i1. */
+    void (*matmul_f32)(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                       int i1);
+    /* The same with int8 weights and inputs in groups of gs, one fp32 scale
+     * per group: per group an exact int32 dot product, then
+     * out += ((float)dot * w_scale) * x_scale, groups in order. Token t's
+     * input is xq + t*n with scales xs + t*(n/gs). Weight groups run over the
+     * flattened matrix and the last n % gs inputs are ignored (runq's loop).
+     * `row_sums[g*d + i]` is the sum of row i's int8 weights under input
+     * group g (kernels that shift the input to unsigned need it). */
+    void (*matmul_q8)(float *out, const int8_t *xq, const float *xs, int nt, const int8_t *wq,
+                      const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
+                      int i1);
+    /* Symmetric Q8_0 quantization of x's n / gs whole groups (a tail of
+     * n % gs values is left alone, as runq does). Exact in every set. */
+    void (*quantize_q8)(int8_t *q, float *s, const float *x, int n, int gs);
+    /* o = w * x / rms(x); o may alias x. */
+    void (*rmsnorm)(float *o, const float *x, const float *w, int n);
+    /* h[i] = silu(h[i]) * g[i] (the SwiGLU gate). */
+    void (*swiglu)(float *h, const float *g, int n);
+    /* One attention head for one query: att[t] = softmax_t(q . k_t / sqrt(hs))
+     * over t < n_pos, then out = sum_t att[t] v_t. Position t's key is
+     * keys + t*stride (values alike); att holds n_pos floats of scratch. */
+    void (*attention)(float *out, float *att, const float *q, const float *keys,
+                      const float *values, int n_pos, int head_size, int stride);
+    /* The same, rounding exactly like the scalar set (Q8_0 models use it:
+     * see ts__batch_new). */
+    void (*attention_exact)(float *out, float *att, const float *q, const float *keys,
+                            const float *values, int n_pos, int head_size, int stride);
+} ts_kernels;
+
+extern const ts_kernels ts_kernels_scalar;
+
+/* The reference softmax (in place, max subtracted); the sampler always uses
+ * it, so sampling matches run.c whatever the kernel set. */
+void ts_k_softmax(float *x, int n);
+#if defined(__x86_64__) || defined(_M_X64)
+extern const ts_kernels ts_kernels_avx2;
+extern const ts_kernels ts_kernels_avx512;
+/* kernels_avx2.c's element-wise kernels, which the avx512 set shares. */
+void ts__avx2_rmsnorm(float *o, const float *x, const float *w, int n);
+void ts__avx2_swiglu(float *h, const float *g, int n);
+void ts__avx2_attention(float *out, float *att, const float *q, const float *keys,
+                        const float *values, int n_pos, int head_size, int stride);
+void ts__attention_exact(float *out, float *att, const float *q, const float *keys,
+                         const float *values, int n_pos, int head_size, int stride);
+#endif
+
+/* The kernel set called `name` ("scalar", "avx2", "avx512"), or for NULL or
+ * "" the environment's TINYSTORIES_KERNELS, else the fastest set this CPU
+ * runs. Fails for an unknown name or a set the CPU lacks. */
+ts_status ts__kernels_select(const char *name, const ts_kernels **out, ts_error *err);
+
 /* --------------------------------------------------------------- weights */
 
 /* One weight matrix W (d rows, n columns), row-major. Exactly one of the two
- * representations is set: `f32` for v0/v1 files, `q`+`s` for Q8_0 (v2):
- * int8 values and one fp32 scale per group of `group_size` values. */
+ * representations is set: `f32` for fp32 weights, `q`+`s` for Q8_0: int8
+ * values and one fp32 scale per group of `group_size` values over the
+ * flattened matrix, with `row_sums` (see ts_kernels.matmul_q8). */
 typedef struct ts_weight {
     const float *f32;
     const int8_t *q;
     const float *s;
+    const int32_t *row_sums;
 } ts_weight;
-
 typedef struct ts_layer {
     const float *rms_att; /* (dim) */
     const float *rms_ffn; /* (dim) */
@@ -57,8 +127,12 @@ struct ts_model {
     const float *rms_final;        /* (dim) */
     ts_layer *layers;              /* n_layers entries */
     ts_weight wcls;                /* (vocab, dim) */
-    float *owned_embedding;        /* v2: dequantized token embedding */
-    float *owned_scales;           /* v2: all scales, copied to be aligned */
+    float *owned_embedding;        /* Q8_0: dequantized token embedding */
+    float *owned_scales;           /* Q8_0: all scales (v2: copied to be aligned) */
+    int8_t *owned_q8;              /* quantized on load: all int8 values */
+    int32_t *owned_row_sums;       /* Q8_0: every weight's row_sums */
+    const ts_kernels *kernels;     /* chosen at load */
+    int n_threads_default;         /* n_threads <= 0 resolves to this */
 };
 
 /* ------------------------------------------------------------ tokenizer */
@@ -81,48 +155,60 @@ struct ts_tokenizer {
 int32_t ts__tokenizer_lookup2(const ts_tokenizer *t, const char *a, size_t la, const char *b,
                               size_t lb);
 
+/* ----------------------------------------------------------- thread pool */
+
+/* A persistent pool: n_threads - 1 workers plus the calling thread. Workers
+ * spin briefly between jobs, then sleep. */
+typedef struct ts_pool ts_pool;
+/* Processes items [begin, end) of a job; `thread` (0 = the caller) indexes
+ * per-thread scratch. */
+typedef void (*ts_pool_fn)(void *ctx, int begin, int end, int thread);
+
+ts_pool *ts__pool_new(int n_threads); /* NULL when threads cannot start */
+void ts__pool_free(ts_pool *pool);
+/* Splits [0, n_items) into one contiguous range per thread (in order) and
+ * returns when all are done. A NULL pool runs everything on the caller. */
+void ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx);
+int ts__pool_threads(const ts_pool *pool);
+/* The thread count that n_threads <= 0 means on this machine. */
+int ts__default_threads(void);
+
+/* ---------------------------------------------------------------- forward */
+
+/* One token to evaluate: its id, its position and its sequence's KV cache,
+ * laid out (n_layers, n_kv_heads, seq_len, head_size) so that one head's
+ * keys over all positions are contiguous. `logits` receives
+ * vocab_size floats, or is NULL when the caller does not need them. */
+typedef struct ts_row {
+    int32_t token;
+    int pos;
+    float *key_cache;
+    float *value_cache;
+    float *logits;
+} ts_row;
+
+/* Activations for up to `capacity` tokens evaluated together, a thread
+ * pool, and scratch. Used by a session for prefill and by batched
+ * generation for many sequences. One thread at a time. */
+typedef struct ts_batch ts_batch;
+
+ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads);
+void ts__batch_free(ts_batch *batch);
+int ts__batch_capacity(const ts_batch *batch);
+/* Runs rows[0..n) (n <= capacity; ids and positions already validated)
+ * through the model, writing each row's K/V into its cache before any
+ * attention, so rows of one sequence at consecutive positions may share a
+ * call (prefill). */
+void ts__forward(ts_batch *batch, const ts_row *rows, int n);
+
 /* ---------------------------------------------------------------- session */
 
 struct ts_session {
     const ts_model *model;
-    float *x;      /* (dim) the residual stream */
-    float *xb;     /* (dim) */
-    float *xb2;    /* (dim) */
-    float *hb;     /* (hidden_dim) */
-    float *hb2;    /* (hidden_dim) */
-    float *q;      /* (dim) */
-    float *att;    /* (n_heads, seq_len) */
-    float *logits; /* (vocab) */
-    float *key_cache;   /* (n_layers, seq_len, kv_dim) */
-    float *value_cache; /* (n_layers, seq_len, kv_dim) */
-    int8_t *xq;    /* Q8_0 activations, (max(dim, hidden_dim)) */
-    float *xs;     /* their scales */
+    ts_batch *batch;    /* capacity: a prefill block */
+    float *logits;      /* (vocab) after the last token evaluated */
+    float *key_cache;   /* (n_layers, n_kv_heads, seq_len, head_size) */
+    float *value_cache; /* the same */
 };
-
-/* Runs one token at `pos` (both already validated); logits land in
- * session->logits. */
-void ts__forward(ts_session *s, int32_t token, int pos);
-
-/* --------------------------------------------------------------- kernels
- * The numeric primitives of the forward pass and sampler. kernels_scalar.c
- * holds the reference versions, which round exactly like llama2.c built
- * with gcc -O3 (sequential float sums, no FMA). Faster variants must be
- * checked against them. */
-
-/* out[i] = sum_j w[i*n + j] * x[j] for i < d. */
-void ts_k_matmul_f32(float *out, const float *x, const float *w, int n, int d);
-/* The same with int8 weights and int8 input, both in groups of gs with one
- * fp32 scale per group: per group an exact int32 dot product, then
- * out += (float)dot * w_scale * x_scale. Weight groups run over the
- * flattened matrix (gs need not divide n; see the definition). */
-void ts_k_matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *wq,
-                    const float *ws, int n, int d, int gs);
-/* Symmetric Q8_0 quantization of x's n / gs whole groups (a tail of
- * n % gs values is left alone, as runq does). */
-void ts_k_quantize_q8(int8_t *q, float *s, const float *x, int n, int gs);
-/* o = w * x / rms(x); o may alias x. */
-void ts_k_rmsnorm(float *o, const float *x, const float *w, int n);
-/* In-place softmax with max subtraction. */
-void ts_k_softmax(float *x, int n);
 
 #endif /* TINYSTORIES_INTERNAL_H */

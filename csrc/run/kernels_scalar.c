@@ -10,40 +10,50 @@
 
 #include <math.h>
 
-void ts_k_matmul_f32(float *out, const float *x, const float *w, int n, int d) {
-    for (int i = 0; i < d; i++) {
-        const float *row = w + (size_t)i * (size_t)n;
-        float val = 0.0f;
-        for (int j = 0; j < n; j++) {
-            val += row[j] * x[j];
-        }
-        out[i] = val;
-    }
-}
-
-void ts_k_matmul_q8(float *out, const int8_t *xq, const float *xs, const int8_t *wq,
-                    const float *ws, int n, int d, int gs) {
-    for (int i = 0; i < d; i++) {
-        size_t in = (size_t)i * (size_t)n;
-        float val = 0.0f;
-        /* runq's loop: whole groups only (j + gs <= n), and the weight scale
-         * is looked up by the flat index of the group's first element. When
-         * gs does not divide n (w2 when gs does not divide hidden_dim) this
-         * skips the last n % gs inputs and lets a group straddle two rows'
-         * scales; that is what runq computes, so we do it too. */
-        for (int j = 0; j + gs <= n; j += gs) {
-            int32_t ival = 0;
-            for (int k = 0; k < gs; k++) {
-                ival += (int32_t)xq[j + k] * (int32_t)wq[in + j + k];
+static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                       int i1) {
+    for (int t = 0; t < nt; t++) {
+        const float *xt = x + (size_t)t * n;
+        for (int i = i0; i < i1; i++) {
+            const float *row = w + (size_t)i * (size_t)n;
+            float val = 0.0f;
+            for (int j = 0; j < n; j++) {
+                val += row[j] * xt[j];
             }
-            /* runq's order: ((float)ival * w_scale) * x_scale */
-            val += ((float)ival) * ws[(in + j) / gs] * xs[j / gs];
+            out[(size_t)t * d + i] = val;
         }
-        out[i] = val;
     }
 }
 
-void ts_k_quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
+static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, const int8_t *wq,
+                      const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
+                      int i1) {
+    (void)row_sums;
+    for (int t = 0; t < nt; t++) {
+        const int8_t *xq = x_q + (size_t)t * n;
+        const float *xs = x_s + (size_t)t * (n / gs);
+        for (int i = i0; i < i1; i++) {
+            size_t in = (size_t)i * (size_t)n;
+            float val = 0.0f;
+            /* runq's loop: whole groups only (j + gs <= n), and the weight scale
+             * is looked up by the flat index of the group's first element. When
+             * gs does not divide n (w2 when gs does not divide hidden_dim) this
+             * skips the last n % gs inputs and lets a group straddle two rows'
+             * scales; that is what runq computes, so we do it too. */
+            for (int j = 0; j + gs <= n; j += gs) {
+                int32_t ival = 0;
+                for (int k = 0; k < gs; k++) {
+                    ival += (int32_t)xq[j + k] * (int32_t)wq[in + j + k];
+                }
+                /* runq's order: ((float)ival * w_scale) * x_scale */
+                val += ((float)ival) * ws[(in + j) / gs] * xs[j / gs];
+            }
+            out[(size_t)t * d + i] = val;
+        }
+    }
+}
+
+static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
     for (int g = 0; g < n / gs; g++) {
         const float *xg = x + (size_t)g * gs;
         float wmax = 0.0f;
@@ -65,7 +75,7 @@ void ts_k_quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
     }
 }
 
-void ts_k_rmsnorm(float *o, const float *x, const float *w, int n) {
+static void rmsnorm(float *o, const float *x, const float *w, int n) {
     float ss = 0.0f;
     for (int j = 0; j < n; j++) {
         ss += x[j] * x[j];
@@ -92,3 +102,47 @@ void ts_k_softmax(float *x, int n) {
         x[i] /= sum;
     }
 }
+
+static void swiglu(float *h, const float *g, int n) {
+    for (int i = 0; i < n; i++) {
+        float val = h[i];
+        val *= (1.0f / (1.0f + expf(-val)));
+        val *= g[i];
+        h[i] = val;
+    }
+}
+
+static void attention(float *out, float *att, const float *q, const float *keys,
+                      const float *values, int n_pos, int head_size, int stride) {
+    for (int t = 0; t < n_pos; t++) {
+        const float *kt = keys + (size_t)t * stride;
+        float score = 0.0f;
+        for (int i = 0; i < head_size; i++) {
+            score += q[i] * kt[i];
+        }
+        score /= sqrtf(head_size);
+        att[t] = score;
+    }
+    ts_k_softmax(att, n_pos);
+
+    /* weighted sum of the values, accumulated position by position */
+    for (int i = 0; i < head_size; i++) out[i] = 0.0f;
+    for (int t = 0; t < n_pos; t++) {
+        const float *vt = values + (size_t)t * stride;
+        float a = att[t];
+        for (int i = 0; i < head_size; i++) {
+            out[i] += a * vt[i];
+        }
+    }
+}
+
+const ts_kernels ts_kernels_scalar = {
+    .name = "scalar",
+    .matmul_f32 = matmul_f32,
+    .matmul_q8 = matmul_q8,
+    .quantize_q8 = quantize_q8,
+    .rmsnorm = rmsnorm,
+    .swiglu = swiglu,
+    .attention = attention,
+    .attention_exact = attention,
+};

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -268,12 +269,148 @@ static void layout_v2(ts_model *m, cursor *c, float *scales) {
     m->token_embedding = m->owned_embedding;
 }
 
+/* ------------------------------------------------------- Q8_0 weights */
+
+/* Every weight matrix the forward pass multiplies with, with its shape. */
+typedef struct weight_ref {
+    ts_weight *w;
+    size_t d, n;
+} weight_ref;
+
+/* Fills refs (room for 7 * n_layers + 1); returns the count. */
+static size_t list_weights(ts_model *m, weight_ref *refs) {
+    const ts_config *p = &m->config;
+    size_t dim = (size_t)p->dim, hid = (size_t)p->hidden_dim, kv = (size_t)m->kv_dim, k = 0;
+    for (int l = 0; l < p->n_layers; l++) {
+        ts_layer *ly = &m->layers[l];
+        refs[k++] = (weight_ref){&ly->wq, dim, dim};
+        refs[k++] = (weight_ref){&ly->wk, kv, dim};
+        refs[k++] = (weight_ref){&ly->wv, kv, dim};
+        refs[k++] = (weight_ref){&ly->wo, dim, dim};
+        refs[k++] = (weight_ref){&ly->w1, hid, dim};
+        refs[k++] = (weight_ref){&ly->w2, dim, hid};
+        refs[k++] = (weight_ref){&ly->w3, hid, dim};
+    }
+    refs[k++] = (weight_ref){&m->wcls, (size_t)p->vocab_size, dim};
+    return k;
+}
+
+/* export.py's quantize_q80 on fp32 `x` (n values, groups of gs over the
+ * flattened tensor): scale = max|x| / 127, q = round-half-even(x / scale). */
+static void quantize_tensor(int8_t *q, float *s, const float *x, size_t n, int gs) {
+    for (size_t g = 0; g < n / (size_t)gs; g++) {
+        const float *xg = x + g * (size_t)gs;
+        float wmax = 0.0f;
+        for (int i = 0; i < gs; i++) {
+            float v = fabsf(xg[i]);
+            if (v > wmax) wmax = v;
+        }
+        float scale = wmax / 127.0f;
+        s[g] = scale;
+        for (int i = 0; i < gs; i++) {
+            float r = scale == 0.0f ? 0.0f : nearbyintf(xg[i] / scale);
+            if (!(r >= -127.0f && r <= 127.0f)) r = r > 0.0f ? 127.0f : (r < 0.0f ? -127.0f : 0.0f);
+            q[g * (size_t)gs + (size_t)i] = (int8_t)r;
+        }
+    }
+}
+
+/* Replaces every fp32 matrix by its Q8_0 form, as if the model had been
+ * exported as a v2 file with group size gs and loaded like runq loads it. */
+static ts_status quantize_model(ts_model *m, int gs, const char *path, ts_error *err) {
+    const ts_config *p = &m->config;
+    weight_ref *refs = malloc((7 * (size_t)p->n_layers + 1) * sizeof *refs);
+    if (!refs) return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
+    size_t count = list_weights(m, refs), total = 0;
+    size_t nemb = (size_t)p->vocab_size * (size_t)p->dim;
+    if (p->shared_classifier) count--; /* wcls is the embedding, quantized below */
+    for (size_t i = 0; i < count; i++) total += refs[i].d * refs[i].n;
+    total += nemb;
+    m->owned_q8 = malloc(total);
+    m->owned_scales = malloc(total / (size_t)gs * sizeof(float));
+    m->owned_embedding = malloc(nemb * sizeof(float));
+    if (!m->owned_q8 || !m->owned_scales || !m->owned_embedding) {
+        free(refs);
+        return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory quantizing to Q8_0", path);
+    }
+    int8_t *q = m->owned_q8;
+    float *s = m->owned_scales;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = refs[i].d * refs[i].n;
+        quantize_tensor(q, s, refs[i].w->f32, n, gs);
+        *refs[i].w = (ts_weight){.q = q, .s = s};
+        q += n;
+        s += n / (size_t)gs;
+    }
+    free(refs);
+    /* runq looks tokens up in the dequantized embedding and, when shared,
+     * classifies with the quantized one */
+    quantize_tensor(q, s, m->token_embedding, nemb, gs);
+    if (p->shared_classifier) m->wcls = (ts_weight){.q = q, .s = s};
+    for (size_t i = 0; i < nemb; i++) m->owned_embedding[i] = q[i] * s[i / (size_t)gs];
+    m->token_embedding = m->owned_embedding;
+    m->config.group_size = gs;
+    m->quantized = 1;
+    return TS_OK;
+}
+
+/* row_sums of every Q8_0 matrix (see ts_kernels.matmul_q8). */
+static ts_status add_row_sums(ts_model *m, const char *path, ts_error *err) {
+    const ts_config *p = &m->config;
+    size_t gs = (size_t)p->group_size;
+    weight_ref *refs = malloc((7 * (size_t)p->n_layers + 1) * sizeof *refs);
+    if (!refs) return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
+    size_t count = list_weights(m, refs), total = 0;
+    for (size_t i = 0; i < count; i++) total += refs[i].d * (refs[i].n / gs);
+    m->owned_row_sums = malloc(total * sizeof(int32_t));
+    if (!m->owned_row_sums) {
+        free(refs);
+        return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    int32_t *out = m->owned_row_sums;
+    for (size_t i = 0; i < count; i++) {
+        const int8_t *wq = refs[i].w->q;
+        size_t d = refs[i].d, n = refs[i].n, ng = n / gs;
+        refs[i].w->row_sums = out;
+        for (size_t r = 0; r < d; r++) {
+            for (size_t g = 0; g < ng; g++) {
+                int32_t sum = 0;
+                for (size_t k = 0; k < gs; k++) sum += wq[r * n + g * gs + k];
+                out[g * d + r] = sum; /* group-major: one group's rows side by side */
+            }
+        }
+        out += d * ng;
+    }
+    free(refs);
+    return TS_OK;
+}
+
 /* ----------------------------------------------------------------- load */
 
+ts_load_options ts_load_options_default(void) {
+    ts_load_options o = {NULL, TS_QUANTIZE_NONE, 0, 0};
+    return o;
+}
+
 ts_status ts_model_load(const char *path, ts_model **out, ts_error *err) {
+    return ts_model_load_with(path, NULL, out, err);
+}
+
+ts_status ts_model_load_with(const char *path, const ts_load_options *options, ts_model **out,
+                             ts_error *err) {
     if (!out) return ts__fail(err, TS_ERR_ARG, "ts_model_load: out is NULL");
     *out = NULL;
     if (!path) return ts__fail(err, TS_ERR_ARG, "ts_model_load: path is NULL");
+    ts_load_options opt = options ? *options : ts_load_options_default();
+    if (opt.quantize != TS_QUANTIZE_NONE && opt.quantize != TS_QUANTIZE_Q8_0) {
+        return ts__fail(err, TS_ERR_ARG, "unknown quantize option %d", opt.quantize);
+    }
+    if (opt.group_size < 0) {
+        return ts__fail(err, TS_ERR_ARG, "group_size %d must be >= 0", opt.group_size);
+    }
+    const ts_kernels *kernels = NULL;
+    ts_status kst = ts__kernels_select(opt.kernels, &kernels, err);
+    if (kst != TS_OK) return kst;
 
     void *map = NULL;
     size_t size = 0;
@@ -424,6 +561,26 @@ ts_status ts_model_load(const char *path, ts_model **out, ts_error *err) {
         if (!m->owned_scales || !m->owned_embedding) goto nomem;
         layout_v2(m, &cur, m->owned_scales);
     }
+    if (!m->quantized && opt.quantize == TS_QUANTIZE_Q8_0) {
+        int gs = opt.group_size;
+        if (gs == 0) {
+            for (gs = 64; c->dim % gs != 0; gs /= 2) {
+            }
+        }
+        if (c->dim % gs != 0) {
+            st = ts__fail(err, TS_ERR_ARG, "%s: group_size %d does not divide dim %d", path, gs,
+                          c->dim);
+            goto fail;
+        }
+        st = quantize_model(m, gs, path, err);
+        if (st != TS_OK) goto fail;
+    }
+    if (m->quantized) {
+        st = add_row_sums(m, path, err);
+        if (st != TS_OK) goto fail;
+    }
+    m->kernels = kernels;
+    m->n_threads_default = opt.n_threads > 0 ? opt.n_threads : ts__default_threads();
     *out = m;
     return TS_OK;
 
@@ -440,7 +597,11 @@ void ts_model_free(ts_model *m) {
     free(m->layers);
     free(m->owned_scales);
     free(m->owned_embedding);
+    free(m->owned_q8);
+    free(m->owned_row_sums);
     free(m);
 }
 
 const ts_config *ts_model_config(const ts_model *m) { return m ? &m->config : NULL; }
+
+const char *ts_model_kernels(const ts_model *m) { return m ? m->kernels->name : NULL; }

@@ -16,11 +16,26 @@
  *                 freed before the model it was created from.
  *   ts_sampler    per-sequence sampling state (RNG, scratch). One thread at a
  *                 time. ts_sampler_new / ts_sampler_free.
+ *   ts_batch_generation  many sequences generated together (one forward pass
+ *                 per step for all of them). One thread at a time.
+ *                 ts_batch_generation_new / ts_batch_generation_free.
+ *
+ * Speed
+ *   The arithmetic runs on a kernel set chosen at load from what the CPU
+ *   reports (AVX-512, AVX2 or the portable scalar reference; see
+ *   ts_load_options), tokens given to ts_session_eval together are
+ *   evaluated as matrix-matrix products, and a per-session thread pool takes
+ *   the large jobs (prefill, batches, big matrices).
  *
  * Compatibility
  *   For the same model, tokenizer, prompt, temperature, top-p and seed,
  *   ts_generate produces the same tokens as llama2.c's `run` (fp32 files) and
- *   `runq` (Q8_0 files).
+ *   `runq` (Q8_0 files). With the "scalar" kernels every float operation is
+ *   run.c's, in its order. The SIMD sets give Q8_0 models bit-identical
+ *   logits too (exact integer dot products, the element-wise steps in the
+ *   reference order); for fp32 models they fuse multiply-adds and sum in
+ *   another order, within 1e-4 of the reference (the golden outputs still
+ *   match). A token's logits never depend on what else is in its batch.
  */
 #ifndef TINYSTORIES_H
 #define TINYSTORIES_H
@@ -85,12 +100,51 @@ typedef struct ts_model ts_model;
  * 4 * seq_len * (2 * n_layers * kv_dim + n_heads) bytes) must not exceed the
  * larger of TS_SESSION_BYTES_MIN and TS_SESSION_FILE_FACTOR x the file size:
  * a v1/v2 header's seq_len does not affect the file size, so a corrupt value
- * would otherwise ask ts_session_new for unbounded memory. */
+ * would otherwise ask ts_session_new for unbounded memory. The same as
+ * ts_model_load_with and default options. */
 #define TS_SESSION_BYTES_MIN (1ull << 30)
 #define TS_SESSION_FILE_FACTOR 4
 ts_status ts_model_load(const char *path, ts_model **out, ts_error *err);
+
+/* How weights are stored once loaded. */
+enum {
+    TS_QUANTIZE_NONE = 0, /* as in the file (fp32 stays memory-mapped)          */
+    TS_QUANTIZE_Q8_0 = 1  /* fp32 files are quantized to Q8_0 on load, as
+                           * llama2.c's export.py writes v2 files; v2 files are
+                           * used as they are                                   */
+};
+
+typedef struct ts_load_options {
+    /* Kernel set: "scalar" (the reference, rounding exactly like llama2.c
+     * -O3), "avx2", "avx512", or NULL / "" / "auto": the environment
+     * variable TINYSTORIES_KERNELS when set, else the fastest set this CPU
+     * runs. ts_kernels_available lists the sets this CPU runs. */
+    const char *kernels;
+    int quantize;     /* TS_QUANTIZE_NONE or TS_QUANTIZE_Q8_0 */
+    int group_size;   /* Q8_0 group size for quantize; 0: 64, halved until it
+                       * divides dim (export.py's choice) */
+    int n_threads;    /* sessions' default thread count when they pass <= 0;
+                       * <= 0 here: one per core, at most 8 */
+} ts_load_options;
+
+/* Defaults: auto kernels, no quantization, automatic threads. */
+ts_load_options ts_load_options_default(void);
+
+/* ts_model_load with options (NULL: defaults). Fails with TS_ERR_ARG for an
+ * unknown kernel set or one this CPU lacks. Quantizing on load keeps the
+ * norms memory-mapped and allocates the int8 weights (a quarter of the fp32
+ * size). */
+ts_status ts_model_load_with(const char *path, const ts_load_options *options, ts_model **out,
+                             ts_error *err);
 void ts_model_free(ts_model *model);
 const ts_config *ts_model_config(const ts_model *model);
+
+/* The kernel set the model runs ("scalar", "avx2", "avx512"). */
+const char *ts_model_kernels(const ts_model *model);
+
+/* The kernel sets this CPU runs, fastest first, space-separated
+ * (e.g. "avx512 avx2 scalar"). */
+const char *ts_kernels_available(void);
 
 /* ------------------------------------------------------------- tokenizer */
 
@@ -132,15 +186,18 @@ const char *ts_tokenizer_decode_piece(const ts_tokenizer *tokenizer, int32_t pre
 typedef struct ts_session ts_session;
 
 /* Allocates the KV cache and activations for one sequence. n_threads <= 0
- * means "choose". */
+ * means the model's default (see ts_load_options). Threads are used only for
+ * work large enough to gain from them (prefill, big matrices). */
 ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out, ts_error *err);
 void ts_session_free(ts_session *session);
 
 /* Runs tokens[0..n) at positions pos..pos+n-1 through the model, filling the
- * KV cache. If `logits` is not NULL it receives n * vocab_size floats
- * (row i = logits after tokens[i]). The logits after the last token are
- * always available from ts_session_logits. Errors: ids outside the
- * vocabulary, pos < 0, pos + n > seq_len. */
+ * KV cache. The tokens go through the model in blocks (matrix-matrix: the
+ * weights are read once per block), and each token's logits are the same
+ * as if it were evaluated alone. If `logits` is not NULL it receives
+ * n * vocab_size floats (row i = logits after tokens[i]). The logits after
+ * the last token are always available from ts_session_logits. Errors: ids
+ * outside the vocabulary, pos < 0, pos + n > seq_len. */
 ts_status ts_session_eval(ts_session *session, const int32_t *tokens, size_t n, int pos,
                           float *logits, ts_error *err);
 
@@ -210,6 +267,44 @@ ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sam
                       const int32_t *prompt, size_t n_prompt, int steps,
                       ts_token_callback on_token, void *user, ts_generate_stats *stats,
                       ts_error *err);
+
+/* ---------------------------------------------------- batched generation */
+
+/* Many generations run together: every step evaluates one position of each
+ * active sequence in one forward pass (the weights are read once per step
+ * for all of them), and a finished sequence frees its slot for the next
+ * queued request. Each request's tokens are exactly those ts_generate
+ * produces for it alone with the same sampling parameters. */
+typedef struct ts_batch_generation ts_batch_generation;
+
+/* `max_batch` sequences at most run at once (KV cache for each). */
+ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tokenizer,
+                                  int max_batch, int n_threads, ts_batch_generation **out,
+                                  ts_error *err);
+void ts_batch_generation_free(ts_batch_generation *batch);
+
+/* Queues a request (prompt copied; steps as in ts_generate). *id receives
+ * its index: 0, 1, 2, ... in the order added. */
+ts_status ts_batch_generation_add(ts_batch_generation *batch, const int32_t *prompt,
+                                  size_t n_prompt, int steps, const ts_sampling *sampling,
+                                  int *id, ts_error *err);
+
+typedef struct ts_batch_event {
+    int id;            /* the request                                       */
+    int done;          /* 1: the request ended; the other fields are unset  */
+    int32_t token;     /* as ts_token_event                                 */
+    const char *piece; /* valid until the next step                         */
+    size_t len;
+    int is_prompt;
+} ts_batch_event;
+
+/* Advances every active sequence by one printed token (prompts are
+ * evaluated whole, then printed one token per step), starting queued
+ * requests in free slots. Writes at most one event per slot (max_batch)
+ * into `events`, *n_events of them. *active receives how many requests are
+ * still running or queued afterwards: 0 when all are done. */
+ts_status ts_batch_generation_step(ts_batch_generation *batch, ts_batch_event *events,
+                                   size_t *n_events, int *active, ts_error *err);
 
 #ifdef __cplusplus
 }

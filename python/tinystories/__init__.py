@@ -5,7 +5,7 @@
 """
 
 from ._core import FormatError
-from .generator import Generator, GeneratorConfig, Tokenizer
+from .generator import Generator, GeneratorConfig, Tokenizer, kernels
 
-__all__ = ["FormatError", "Generator", "GeneratorConfig", "Tokenizer", "__version__"]
+__all__ = ["FormatError", "Generator", "GeneratorConfig", "Tokenizer", "__version__", "kernels"]
 __version__ = "0.1.0"

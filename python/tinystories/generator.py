@@ -5,7 +5,9 @@ from __future__ import annotations
 import codecs
 import math
 import os
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +21,37 @@ EOS = 2
 _MAX_SEED = 2**64 - 1
 
 PathLike = str | os.PathLike
+
+QUANTIZE_OPTIONS = {None: 0, "q8_0": 1}  # values: the C library's TS_QUANTIZE_*
+
+
+def kernels() -> list[str]:
+    """The kernel sets this CPU runs, fastest first (e.g. ``["avx512", "avx2", "scalar"]``).
+
+    ``Generator(..., kernels=NAME)`` picks one; by default the first, or the
+    environment variable ``TINYSTORIES_KERNELS`` when set.
+    """
+    return _core.kernels_available().split()
+
+
+# Loaded models by (file identity, options): Generators on one file share one
+# mapping of its weights while any of them is alive.
+_models: weakref.WeakValueDictionary[tuple, _core.Model] = weakref.WeakValueDictionary()
+_models_lock = threading.Lock()
+
+
+def _load_model(path: str, kernels: str, quantize: int) -> _core.Model:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _core.Model(path, kernels, quantize)  # the engine words the error
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, kernels, quantize)
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            model = _core.Model(path, kernels, quantize)
+            _models[key] = model
+        return model
 
 
 @dataclass(frozen=True)
@@ -65,8 +98,14 @@ class Tokenizer:
 class Generator:
     """Text generation with a llama2.c model file (v0, v1 or v2) and its tokenizer.
 
-    Loading memory-maps the weights; one Generator may be used from many
-    threads at once (every call runs on its own session).
+    Loading memory-maps the weights (Generators on one file share the
+    mapping); one Generator may be used from many threads at once (every
+    call runs on its own session).
+
+    ``quantize="q8_0"`` quantizes an fp32 file to Q8_0 on load, as llama2.c's
+    export.py writes v2 files (v2 files are Q8_0 already). ``kernels`` picks
+    a kernel set from :func:`kernels` (None: the fastest, or
+    ``TINYSTORIES_KERNELS``). ``n_threads`` None lets the engine choose.
 
     >>> g = Generator("model.bin", "tok105.bin")          # doctest: +SKIP
     >>> g.generate("Once upon a time", temperature=0.8, seed=42)  # doctest: +SKIP
@@ -78,12 +117,18 @@ class Generator:
         tokenizer_path: PathLike,
         *,
         n_threads: int | None = None,
+        quantize: str | None = None,
+        kernels: str | None = None,
     ) -> None:
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise ValueError(f"n_threads must be a positive int or None, got {n_threads!r}")
+        if quantize not in QUANTIZE_OPTIONS:
+            raise ValueError(f"quantize must be None or 'q8_0', got {quantize!r}")
+        if kernels is not None and not isinstance(kernels, str):
+            raise TypeError(f"kernels must be a str or None, got {kernels!r}")
         self.model_path = os.fspath(model_path)
         self.tokenizer = Tokenizer(tokenizer_path)
-        self._model = _core.Model(self.model_path)
+        self._model = _load_model(self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize])
         self.config = GeneratorConfig(**self._model.config)
         if self.tokenizer.vocab_size != self.config.vocab_size:
             raise ValueError(
@@ -92,6 +137,11 @@ class Generator:
                 "use the tokenizer the model was trained with"
             )
         self.n_threads = n_threads or 0  # 0: the engine chooses
+
+    @property
+    def kernels(self) -> str:
+        """The kernel set this Generator runs ("avx512", "avx2" or "scalar")."""
+        return self._model.kernels
 
     def __repr__(self) -> str:
         c = self.config
@@ -146,6 +196,50 @@ class Generator:
         generation = self._start(prompt, max_new_tokens, temperature, top_p, top_k, seed)
         return _completion_pieces(generation)
 
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 0.9,
+        top_k: int = 0,
+        seed: int | Sequence[int] | None = None,
+        max_batch: int = 32,
+    ) -> list[str]:
+        """The completions of many prompts, generated together.
+
+        Up to ``max_batch`` sequences run at once: each step evaluates one
+        position of every running sequence in one forward pass, and a
+        finished sequence's slot goes to the next prompt. Completion ``i`` is
+        exactly ``generate(prompts[i], ..., seed=seed_i)``, where ``seed_i``
+        is ``seed`` when it is an int (every prompt gets the same seed), or
+        ``seed[i]`` when it is a sequence; None picks one seed from the clock
+        for all prompts.
+        """
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of str, not a str")
+        prompts = list(prompts)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [seed] * len(prompts)
+        else:
+            seeds = list(seed)
+            if len(seeds) != len(prompts):
+                raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        if seed is None:
+            seeds = [check_sampling(temperature, top_p, top_k, None)[3]] * len(prompts)
+        if not prompts:
+            return []
+        batch = _core.BatchGeneration(
+            self._model, self.tokenizer._native, min(max_batch, len(prompts)), self.n_threads
+        )
+        for prompt, prompt_seed in zip(prompts, seeds, strict=True):
+            args = self._prepare(prompt, max_new_tokens, temperature, top_p, top_k, prompt_seed)
+            batch.add(*args)
+        return [text.decode("utf-8", "replace") for text in batch.run()]
+
     # ---------------------------------------------------------------- logits
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
@@ -171,6 +265,19 @@ class Generator:
         top_k: int,
         seed: int | None,
     ) -> _core.Generation:
+        args = self._prepare(prompt, max_new_tokens, temperature, top_p, top_k, seed)
+        return _core.Generation(self._model, self.tokenizer._native, *args, self.n_threads)
+
+    def _prepare(
+        self,
+        prompt: str,
+        max_new_tokens: int | None,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int | None,
+    ) -> tuple[list[int], int, float, float, int, int]:
+        """Checked (prompt ids, steps, temperature, top_p, top_k, seed) for a generation."""
         temperature, top_p, top_k, seed = check_sampling(temperature, top_p, top_k, seed)
         prompt_ids = self.encode(prompt)
         seq_len = self.config.seq_len
@@ -187,17 +294,7 @@ class Generator:
                 raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
             # run.c samples one token per position from the last prompt token on.
             steps = min(seq_len, len(prompt_ids) - 1 + max_new_tokens)
-        return _core.Generation(
-            self._model,
-            self.tokenizer._native,
-            prompt_ids,
-            steps,
-            temperature,
-            top_p,
-            top_k,
-            seed,
-            self.n_threads,
-        )
+        return prompt_ids, steps, temperature, top_p, top_k, seed
 
 
 def _completion_pieces(generation: _core.Generation) -> Iterator[str]:

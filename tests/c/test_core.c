@@ -751,6 +751,7 @@ static void test_real(const char *dir) {
         ts_generate_stats st;
         CHECK(ts_generate(s, t, sp, toks, nt, 256, on_token, &c, &st, &err) == TS_OK);
         CHECK(strcmp(c.text, wants[k]) == 0);
+        if (strcmp(c.text, wants[k]) != 0) fprintf(stderr, "got (%s):\n%s\n", paths[k], c.text);
         CHECK(st.n_positions == 256 && st.n_generated == 256 - (int)nt + 1);
         CHECK(c.prompt_calls == (int)nt - 1);
 
@@ -776,6 +777,85 @@ static void test_real(const char *dir) {
     ts_tokenizer_free(t);
 }
 
+/* Load options, kernel sets, quantize-on-load and batched generation on the
+ * real models: every kernel set, and batched == one at a time. */
+static void test_fast_paths(const char *dir) {
+    char mpath[1024], tpath[1024];
+    snprintf(mpath, sizeof mpath, "%s/model5000.bin", dir);
+    snprintf(tpath, sizeof tpath, "%s/tok105.bin", dir);
+    ts_error err = {0};
+    ts_model *m = NULL;
+    ts_tokenizer *t = NULL;
+    if (ts_tokenizer_load(tpath, &t, &err) != TS_OK) {
+        failures++;
+        return;
+    }
+    ts_load_options o = ts_load_options_default();
+    o.kernels = "no-such-set";
+    CHECK(ts_model_load_with(mpath, &o, &m, &err) == TS_ERR_ARG && contains(err.message, "unknown kernel set"));
+    o.kernels = NULL;
+    o.quantize = 7;
+    CHECK(ts_model_load_with(mpath, &o, &m, &err) == TS_ERR_ARG);
+    o.quantize = TS_QUANTIZE_Q8_0;
+    o.group_size = 48; /* does not divide dim 128 */
+    CHECK(ts_model_load_with(mpath, &o, &m, &err) == TS_ERR_ARG && contains(err.message, "group_size"));
+    CHECK(contains(ts_kernels_available(), "scalar"));
+
+    char sets[64];
+    snprintf(sets, sizeof sets, "%s", ts_kernels_available());
+    for (char *name = strtok(sets, " "); name; name = strtok(NULL, " ")) {
+        for (int quantize = 0; quantize < 2; quantize++) {
+            o = ts_load_options_default();
+            o.kernels = name;
+            o.quantize = quantize;
+            CHECK(ts_model_load_with(mpath, &o, &m, &err) == TS_OK);
+            if (!m) continue;
+            CHECK(strcmp(ts_model_kernels(m), name) == 0);
+            CHECK(ts_model_config(m)->group_size == (quantize ? 64 : 0));
+            /* three requests through two slots; each as ts_generate alone */
+            const int32_t prompts[3][3] = {{1, 3, 4}, {1, 10, 20}, {1, 3, 4}};
+            ts_batch_generation *b = NULL;
+            CHECK(ts_batch_generation_new(m, t, 2, 2, &b, &err) == TS_OK);
+            collect want[3];
+            memset(want, 0, sizeof want);
+            for (int i = 0; i < 3; i++) {
+                ts_sampling sp = {0.9f, 0.9f, 0, (uint64_t)(7 + i % 2)};
+                int id = -1;
+                CHECK(ts_batch_generation_add(b, prompts[i], 3, 100, &sp, &id, &err) == TS_OK && id == i);
+                ts_session *s = NULL;
+                ts_sampler *smp = NULL;
+                CHECK(ts_session_new(m, 1, &s, &err) == TS_OK);
+                CHECK(ts_sampler_new(105, &sp, &smp, &err) == TS_OK);
+                CHECK(ts_generate(s, t, smp, prompts[i], 3, 100, on_token, &want[i], NULL, &err) == TS_OK);
+                ts_sampler_free(smp);
+                ts_session_free(s);
+            }
+            collect got[3];
+            memset(got, 0, sizeof got);
+            ts_batch_event events[2];
+            size_t n = 0;
+            int active = 1, steps = 0;
+            while (active > 0 && steps++ < 1000) {
+                CHECK(ts_batch_generation_step(b, events, &n, &active, &err) == TS_OK);
+                CHECK(n <= 2);
+                for (size_t k = 0; k < n; k++) {
+                    if (!events[k].done) {
+                        on_token(&got[events[k].id], events[k].token, events[k].piece, events[k].len,
+                                 events[k].is_prompt);
+                    }
+                }
+            }
+            CHECK(active == 0);
+            for (int i = 0; i < 3; i++) CHECK(strcmp(got[i].text, want[i].text) == 0);
+            CHECK(strcmp(got[0].text, got[2].text) == 0 && got[0].text[0]);
+            ts_batch_generation_free(b);
+            ts_model_free(m);
+            m = NULL;
+        }
+    }
+    ts_tokenizer_free(t);
+}
+
 int main(int argc, char **argv) {
     snprintf(tmpdir, sizeof tmpdir, "%s/ts_test_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(tmpdir)) {
@@ -789,6 +869,7 @@ int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : getenv("TS_TEST_MODEL_DIR");
     if (dir && *dir) {
         test_real(dir);
+        test_fast_paths(dir);
     } else {
         printf("note: no model directory given, skipping the real-model checks\n");
     }

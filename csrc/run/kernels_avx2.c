@@ -1,0 +1,414 @@
+/*
+ * kernels_avx2.c — the kernel set for AVX2 + FMA CPUs (Haswell and later,
+ * AMD Zen): the same algorithms as kernels_avx512.c, eight floats wide.
+ *
+ * Compiled with -mavx2 -mfma (see CMakeLists.txt) and only called after
+ * kernels.c has checked the CPU. The Q8 integer dot products use
+ * maddubs (u8 x s8 -> s16 pairs) on |w| and x with w's sign, which cannot
+ * saturate for values in [-127, 127]: exact. Quantization is exact too.
+ */
+#include "internal.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- helpers */
+
+/* [sum(a), sum(b), sum(c), sum(d)], each by the same tree whatever the
+ * others hold. */
+static inline __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+static inline __m128i hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* lanes [0, n) set, n in [0, 8] */
+static inline __m256i tail_mask8(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float hmax_ps(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* e^x to about 2 ulp: x = k ln2 + r, |r| <= ln2/2, a degree-6 polynomial
+ * for e^r, then 2^k built in the exponent. Returns 0 below -80 (e^-80 is
+ * 2e-35): products with values near the float minimum would be denormal,
+ * which costs a microcode assist each. */
+static inline __m256 exp_ps(__m256 x) {
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-80.0f), _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-80.0f)), _mm256_set1_ps(88.0f));
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), tiny);
+}
+
+/* -------------------------------------------------------------- matmul */
+
+static inline __m128 dot4(const float *w0, const float *w1, const float *w2, const float *w3,
+                          const float *x, int n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 xv = _mm256_loadu_ps(x + j);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j), xv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j), xv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j), xv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j), xv, a3);
+    }
+    if (j < n) {
+        __m256i m = tail_mask8(n - j);
+        __m256 xv = _mm256_maskload_ps(x + j, m);
+        a0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + j, m), xv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_maskload_ps(w1 + j, m), xv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_maskload_ps(w2 + j, m), xv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_maskload_ps(w3 + j, m), xv, a3);
+    }
+    return hsum4_ps(a0, a1, a2, a3);
+}
+
+static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                       int i1) {
+    for (int i = i0; i < i1; i += 4) {
+        int rows = i1 - i < 4 ? i1 - i : 4;
+        /* a short last block repeats its first row; those results are dropped */
+        const float *w0 = w + (size_t)i * n;
+        const float *w1 = rows > 1 ? w0 + n : w0;
+        const float *w2 = rows > 2 ? w0 + 2 * (size_t)n : w0;
+        const float *w3 = rows > 3 ? w0 + 3 * (size_t)n : w0;
+        for (int t = 0; t < nt; t++) {
+            float r[4];
+            _mm_storeu_ps(r, dot4(w0, w1, w2, w3, x + (size_t)t * n, n));
+            memcpy(out + (size_t)t * d + i, r, (size_t)rows * sizeof(float));
+        }
+    }
+}
+
+/* sum(x * w) over 32 int8 pairs, as 8 int32 partial sums */
+static inline __m256i dot32_s8(__m256i x, __m256i w) {
+    __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, const int8_t *wq,
+                      const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
+                      int i1) {
+    (void)row_sums;
+    int ng = n / gs; /* whole input groups; a tail of n % gs inputs is ignored */
+    int gs32 = gs & ~31;
+    for (int i = i0; i < i1; i += 4) {
+        int rows = i1 - i < 4 ? i1 - i : 4;
+        const int8_t *w[4];
+        const float *scale[4]; /* group g of row r starts at flat index r*n + g*gs, so its
+                                * scale is scale[r][g] (a group may straddle two rows) */
+        for (int r = 0; r < 4; r++) {
+            size_t in = (size_t)(i + (r < rows ? r : 0)) * n;
+            w[r] = wq + in;
+            scale[r] = ws + in / gs;
+        }
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xq = x_q + (size_t)t * n;
+            const float *xs = x_s + (size_t)t * ng;
+            float val[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int g = 0; g < ng; g++) {
+                size_t j = (size_t)g * gs;
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+                for (int k = 0; k < gs32; k += 32) {
+                    __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + j + k));
+                    a0 = _mm256_add_epi32(a0, dot32_s8(xv, _mm256_loadu_si256((const __m256i *)(w[0] + j + k))));
+                    a1 = _mm256_add_epi32(a1, dot32_s8(xv, _mm256_loadu_si256((const __m256i *)(w[1] + j + k))));
+                    a2 = _mm256_add_epi32(a2, dot32_s8(xv, _mm256_loadu_si256((const __m256i *)(w[2] + j + k))));
+                    a3 = _mm256_add_epi32(a3, dot32_s8(xv, _mm256_loadu_si256((const __m256i *)(w[3] + j + k))));
+                }
+                int32_t dot[4];
+                _mm_storeu_si128((__m128i *)dot, hsum4_epi32(a0, a1, a2, a3));
+                for (int r = 0; r < rows; r++) {
+                    for (int k = gs32; k < gs; k++) dot[r] += (int32_t)xq[j + k] * w[r][j + k];
+                    /* runq's order: ((float)ival * w_scale) * x_scale */
+                    val[r] += ((float)dot[r]) * scale[r][g] * xs[g];
+                }
+            }
+            memcpy(out + (size_t)t * d + i, val, (size_t)rows * sizeof(float));
+        }
+    }
+}
+
+/* ------------------------------------------------------------ the rest
+ * rmsnorm, swiglu and attention are shared with the avx512 set, so both
+ * sets give identical activations around the (exact) Q8 matmuls: a Q8
+ * rounding sits on a knife edge, and one set of roundings to validate
+ * against the golden outputs is better than two. */
+
+static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int g = 0; g < n / gs; g++) {
+        const float *xg = x + (size_t)g * gs;
+        int8_t *qg = q + (size_t)g * gs;
+        __m256 vmax = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 8 <= gs; k += 8) {
+            /* maxps returns its second operand for a NaN, so NaNs are skipped */
+            vmax = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(xg + k)), vmax);
+        }
+        float wmax = hmax_ps(vmax);
+        for (; k < gs; k++) {
+            float v = fabsf(xg[k]);
+            if (v > wmax) wmax = v;
+        }
+        float scale = wmax / 127.0f;
+        s[g] = scale;
+        if (scale == 0.0f) {
+            memset(qg, 0, (size_t)gs);
+            continue;
+        }
+        const __m256 vs = _mm256_set1_ps(scale), half = _mm256_set1_ps(0.5f);
+        const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(127.0f);
+        for (k = 0; k + 8 <= gs; k += 8) {
+            __m256 v = _mm256_div_ps(_mm256_loadu_ps(xg + k), vs);
+            /* round half away from zero, exactly: trunc, then the exact fraction */
+            __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 f = _mm256_sub_ps(v, t);
+            t = _mm256_add_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, half, _CMP_GE_OQ), one));
+            t = _mm256_sub_ps(t, _mm256_and_ps(_mm256_cmp_ps(f, _mm256_xor_ps(half, sign), _CMP_LE_OQ), one));
+            t = _mm256_min_ps(_mm256_max_ps(t, _mm256_xor_ps(lim, sign)), lim);
+            /* NaN (from a NaN input) quantizes to 0, as in the scalar set */
+            t = _mm256_and_ps(t, _mm256_cmp_ps(v, v, _CMP_ORD_Q));
+            __m256i iv = _mm256_cvtps_epi32(t);
+            __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(iv), _mm256_extracti128_si256(iv, 1));
+            _mm_storel_epi64((__m128i *)(qg + k), _mm_packs_epi16(w16, w16));
+        }
+        for (; k < gs; k++) {
+            double r = round(xg[k] / scale);
+            if (!(r >= -127.0 && r <= 127.0)) r = r > 0.0 ? 127.0 : (r < 0.0 ? -127.0 : 0.0);
+            qg[k] = (int8_t)r;
+        }
+    }
+}
+
+void ts__avx2_rmsnorm(float *o, const float *x, const float *w, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(x + j);
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    float ss = hsum_ps(acc);
+    for (; j < n; j++) ss += x[j] * x[j];
+    ss /= n;
+    ss += 1e-5f;
+    ss = 1.0f / sqrtf(ss);
+    const __m256 vss = _mm256_set1_ps(ss);
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_mul_ps(vss, _mm256_loadu_ps(x + j));
+        _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), v));
+    }
+    for (; j < n; j++) o[j] = w[j] * (ss * x[j]);
+}
+
+void ts__avx2_swiglu(float *h, const float *g, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(h + i);
+        __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), v))));
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(v, sig), _mm256_loadu_ps(g + i)));
+    }
+    for (; i < n; i++) {
+        float val = h[i];
+        val *= (1.0f / (1.0f + expf(-val)));
+        h[i] = val * g[i];
+    }
+}
+
+static void softmax(float *x, int n) {
+    float max_val = x[0];
+    int i = 0;
+    if (n >= 8) {
+        __m256 vmax = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(x + i), vmax);
+        max_val = hmax_ps(vmax);
+    }
+    for (; i < n; i++) {
+        if (x[i] > max_val) max_val = x[i];
+    }
+    const __m256 mx = _mm256_set1_ps(max_val);
+    __m256 vsum = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mx));
+        vsum = _mm256_add_ps(vsum, e);
+        _mm256_storeu_ps(x + i, e);
+    }
+    float sum = hsum_ps(vsum);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= 1.0f / sum;
+}
+
+void ts__avx2_attention(float *out, float *att, const float *q, const float *keys,
+                      const float *values, int n_pos, int head_size,
+                        int stride) {
+    const __m128 scale = _mm_set1_ps(sqrtf(head_size));
+    int t = 0;
+    for (; t + 4 <= n_pos; t += 4) {
+        const float *k0 = keys + (size_t)t * stride;
+        __m128 s = dot4(k0, k0 + stride, k0 + 2 * (size_t)stride, k0 + 3 * (size_t)stride, q,
+                        head_size);
+        _mm_storeu_ps(att + t, _mm_div_ps(s, scale));
+    }
+    for (; t < n_pos; t++) {
+        const float *k0 = keys + (size_t)t * stride;
+        att[t] = _mm_cvtss_f32(_mm_div_ps(dot4(k0, k0, k0, k0, q, head_size), scale));
+    }
+    softmax(att, n_pos);
+
+    /* weighted sum of the values, 8 dimensions at a time, over four
+     * interleaved partial sums (one dependent add per position would
+     * leave the FMA units idle) */
+    for (int i = 0; i < head_size; i += 8) {
+        __m256i m = tail_mask8(head_size - i < 8 ? head_size - i : 8);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *v = values + i;
+        int p = 0;
+        for (; p + 4 <= n_pos; p += 4, v += 4 * (size_t)stride) {
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m), a0);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 1]), _mm256_maskload_ps(v + stride, m), a1);
+            a2 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 2]), _mm256_maskload_ps(v + 2 * (size_t)stride, m), a2);
+            a3 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 3]), _mm256_maskload_ps(v + 3 * (size_t)stride, m), a3);
+        }
+        for (; p < n_pos; p++, v += stride) {
+            a0 = _mm256_fmadd_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m), a0);
+        }
+        _mm256_maskstore_ps(out + i, m, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    }
+}
+
+/* r[i] <- column i of the 8x8 matrix whose rows are r[0..8). */
+static inline void transpose8(__m256 r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* The scalar set's softmax, operation for operation: libm's expf, the sum
+ * in order; only the max and the division are vectorized (both exact). */
+static void softmax_exact(float *x, int n) {
+    float max_val = x[0];
+    int i = 0;
+    if (n >= 8) {
+        __m256 vmax = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(x + i), vmax);
+        max_val = hmax_ps(vmax);
+    }
+    for (; i < n; i++) {
+        if (x[i] > max_val) max_val = x[i];
+    }
+    float sum = 0.0f;
+    for (i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    const __m256 vsum = _mm256_set1_ps(sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vsum));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+/* The scalar set's attention, operation for operation (no FMA, the same
+ * summation orders, libm's expf), vectorized where that costs nothing in
+ * rounding: eight positions' scores at once (lanes = positions, each summed
+ * over the head in order) and the weighted sum across the head's
+ * dimensions (each dimension summed over positions in order). */
+void ts__attention_exact(float *out, float *att, const float *q, const float *keys,
+                         const float *values, int n_pos, int head_size, int stride) {
+    const float scale = sqrtf(head_size);
+    int t = 0;
+    for (; t + 8 <= n_pos; t += 8) {
+        __m256 score = _mm256_setzero_ps();
+        for (int i0 = 0; i0 < head_size; i0 += 8) {
+            int ni = head_size - i0 < 8 ? head_size - i0 : 8;
+            __m256i m = tail_mask8(ni);
+            __m256 r[8];
+            for (int p = 0; p < 8; p++) r[p] = _mm256_maskload_ps(keys + (size_t)(t + p) * stride + i0, m);
+            transpose8(r);
+            for (int i = 0; i < ni; i++) {
+                score = _mm256_add_ps(score, _mm256_mul_ps(_mm256_set1_ps(q[i0 + i]), r[i]));
+            }
+        }
+        _mm256_storeu_ps(att + t, _mm256_div_ps(score, _mm256_set1_ps(scale)));
+    }
+    for (; t < n_pos; t++) {
+        const float *kt = keys + (size_t)t * stride;
+        float score = 0.0f;
+        for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
+        att[t] = score / scale;
+    }
+    softmax_exact(att, n_pos);
+
+    /* 16 dimensions per pass in two registers, so two chains of dependent
+     * adds overlap */
+    for (int i = 0; i < head_size; i += 16) {
+        int left = head_size - i;
+        __m256i m0 = tail_mask8(left < 8 ? left : 8), m1 = tail_mask8(left < 16 ? (left > 8 ? left - 8 : 0) : 8);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+        const float *v = values + i;
+        for (int p = 0; p < n_pos; p++, v += stride) {
+            __m256 a = _mm256_set1_ps(att[p]);
+            acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(a, _mm256_maskload_ps(v, m0)));
+            acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(a, _mm256_maskload_ps(v + 8, m1)));
+        }
+        _mm256_maskstore_ps(out + i, m0, acc0);
+        _mm256_maskstore_ps(out + i + 8, m1, acc1);
+    }
+}
+
+const ts_kernels ts_kernels_avx2 = {
+    .name = "avx2",
+    .matmul_f32 = matmul_f32,
+    .matmul_q8 = matmul_q8,
+    .quantize_q8 = quantize_q8,
+    .rmsnorm = ts__avx2_rmsnorm,
+    .swiglu = ts__avx2_swiglu,
+    .attention = ts__avx2_attention,
+    .attention_exact = ts__attention_exact,
+};

@@ -1,0 +1,366 @@
+/*
+ * kernels_avx512.c — the kernel set for AVX-512 (F, BW, VL, VNNI) CPUs:
+ * Ice Lake and later Xeons, AMD Zen 4 and later.
+ *
+ * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma (see
+ * CMakeLists.txt) and only called after kernels.c has checked the CPU.
+ *
+ * Matmuls take output rows in blocks of 16, one accumulator register per
+ * row, and finish with one reduction tree for the block (reduce16), so each
+ * weight block, once loaded, serves every token from L1.
+ * fp32: each output is a dot product over 16-float chunks with fused
+ * multiply-adds, then the tree. Q8: the integer dot products use VNNI
+ * (u8 x s8): the input is shifted to unsigned by +128 and 128 * (the
+ * weights' group sum) taken off again, which is exact; the float
+ * accumulation over groups is runq's, in runq's order, 16 rows per vector.
+ * Quantization is exact too. rmsnorm, swiglu and the exact attention
+ * (Q8_0 models) are the avx2 set's.
+ */
+#include "internal.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- helpers */
+
+static inline __mmask16 tail_mask16(int n) { return (__mmask16)((1u << n) - 1u); }
+
+/* Matrix rows go in blocks of 16, one accumulator each; reduce16 sums each
+ * accumulator's lanes into one lane of the result. Its tree (128-bit
+ * blocks, then pairs of lanes) puts slot k's sum in lane slot_row[k], so
+ * slot k holds row slot_row[k] and lane r comes out as row r. Every slot
+ * is summed in the same order, whatever the others hold. */
+static const int slot_row[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
+
+static inline __m512 reduce16_ps(const __m512 v[16]) {
+    __m512 a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) {
+        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    }
+    for (int i = 0; i < 4; i++) {
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xDD));
+    }
+    for (int i = 0; i < 2; i++) {
+        __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
+        __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
+        c[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+    }
+    __m512d x = _mm512_castps_pd(_mm512_unpacklo_ps(c[0], c[1]));
+    __m512d y = _mm512_castps_pd(_mm512_unpackhi_ps(c[0], c[1]));
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+}
+
+static inline __m512i reduce16_epi32(const __m512i v[16]) {
+    __m512i a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) {
+        a[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0x44),
+                                _mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    }
+    for (int i = 0; i < 4; i++) {
+        b[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x88),
+                                _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xDD));
+    }
+    for (int i = 0; i < 2; i++) {
+        c[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(b[2 * i], b[2 * i + 1]),
+                                _mm512_unpackhi_epi64(b[2 * i], b[2 * i + 1]));
+    }
+    __m512i x = _mm512_unpacklo_epi32(c[0], c[1]), y = _mm512_unpackhi_epi32(c[0], c[1]);
+    return _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y));
+}
+
+/* Row pointers for a block of `rows` (<= 16) rows from `first`, in slot
+ * order; a short block repeats its first row, whose extra results are
+ * dropped. */
+#define BLOCK_ROWS(ptr, base, first, rows, n)                                         \
+    for (int k = 0; k < 16; k++) {                                                    \
+        int r_ = slot_row[k];                                                          \
+        ptr[k] = (base) + (size_t)((first) + (r_ < (rows) ? r_ : 0)) * (size_t)(n); \
+    }
+
+/* -------------------------------------------------------------- matmul */
+
+/* One token: blocks of 16 rows (decode). */
+static void matmul_f32_1(float *out, const float *x, const float *w, int n, int i0, int i1) {
+    int nfull = n & ~15;
+    __mmask16 tail = tail_mask16(n & 15);
+    for (int i = i0; i < i1; i += 16) {
+        int rows = i1 - i < 16 ? i1 - i : 16;
+        const float *wr[16];
+        BLOCK_ROWS(wr, w, i, rows, n);
+        /* the next block, streamed into cache while this one computes:
+         * rows of a few hundred floats are too short for the hardware
+         * prefetchers to pick up, and decode reads every weight once */
+        const char *next = (const char *)(w + (size_t)(i + 16) * n);
+        const char *next_end = (const char *)(w + (size_t)i1 * n);
+        __m512 acc[16];
+        for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+        for (int j = 0; j < nfull; j += 16) {
+            __m512 xv = _mm512_loadu_ps(x + j);
+            for (int k = 0; k < 16; k++, next += 64) {
+                if (next < next_end) _mm_prefetch(next, _MM_HINT_T0);
+            }
+            for (int k = 0; k < 16; k++) acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + j), xv, acc[k]);
+        }
+        if (tail) {
+            __m512 xv = _mm512_maskz_loadu_ps(tail, x + nfull);
+            for (int k = 0; k < 16; k++) {
+                acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr[k] + nfull), xv, acc[k]);
+            }
+        }
+        _mm512_mask_storeu_ps(out + i, tail_mask16(rows), reduce16_ps(acc));
+    }
+}
+
+/* The slot whose sum reduce16 puts in lane l (the inverse of slot_row). */
+static const int lane_slot[16] = {0, 8, 4, 12, 1, 9, 5, 13, 2, 10, 6, 14, 3, 11, 7, 15};
+
+/* Two tokens at a time: blocks of 8 rows, each weight chunk loaded once
+ * for both (lanes 0-7: token a, lanes 8-15: token b). Each output sees
+ * exactly the operations of matmul_f32_1. */
+static void matmul_f32_2(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                         int i1) {
+    int nfull = n & ~15;
+    __mmask16 tail = tail_mask16(n & 15);
+    for (int i = i0; i < i1; i += 8) {
+        int rows = i1 - i < 8 ? i1 - i : 8;
+        const float *wr[8];
+        for (int r = 0; r < 8; r++) wr[r] = w + (size_t)(i + (r < rows ? r : 0)) * n;
+        for (int t = 0; t < nt; t += 2) {
+            int tb = t + 1 < nt ? t + 1 : t; /* an odd last token pairs with itself */
+            const float *xa = x + (size_t)t * n, *xb = x + (size_t)tb * n;
+            __m512 acc[16];
+            for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+            for (int j = 0; j < nfull; j += 16) {
+                __m512 va = _mm512_loadu_ps(xa + j), vb = _mm512_loadu_ps(xb + j);
+                for (int r = 0; r < 8; r++) {
+                    __m512 wv = _mm512_loadu_ps(wr[r] + j);
+                    /* one load for both tokens (the compiler would fold it into each FMA) */
+                    __asm__("" : "+v"(wv));
+                    acc[lane_slot[r]] = _mm512_fmadd_ps(wv, va, acc[lane_slot[r]]);
+                    acc[lane_slot[r + 8]] = _mm512_fmadd_ps(wv, vb, acc[lane_slot[r + 8]]);
+                }
+            }
+            if (tail) {
+                __m512 va = _mm512_maskz_loadu_ps(tail, xa + nfull);
+                __m512 vb = _mm512_maskz_loadu_ps(tail, xb + nfull);
+                for (int r = 0; r < 8; r++) {
+                    __m512 wv = _mm512_maskz_loadu_ps(tail, wr[r] + nfull);
+                    acc[lane_slot[r]] = _mm512_fmadd_ps(wv, va, acc[lane_slot[r]]);
+                    acc[lane_slot[r + 8]] = _mm512_fmadd_ps(wv, vb, acc[lane_slot[r + 8]]);
+                }
+            }
+            __m512 sums = reduce16_ps(acc);
+            __mmask16 keep = tail_mask16(rows);
+            _mm512_mask_storeu_ps(out + (size_t)t * d + i, keep, sums);
+            if (tb != t) {
+                _mm512_mask_storeu_ps(out + (size_t)tb * d + i - 8, (__mmask16)(keep << 8), sums);
+            }
+        }
+    }
+}
+
+static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                       int i1) {
+    if (nt == 1) {
+        matmul_f32_1(out, x, w, n, i0, i1);
+    } else {
+        matmul_f32_2(out, x, nt, w, n, d, i0, i1);
+    }
+}
+
+static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, const int8_t *wq,
+                      const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
+                      int i1) {
+    int ng = n / gs; /* whole input groups; a tail of n % gs inputs is ignored */
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int i = i0; i < i1; i += 16) {
+        int rows = i1 - i < 16 ? i1 - i : 16;
+        __mmask16 keep = tail_mask16(rows);
+        const int8_t *wr[16];
+        BLOCK_ROWS(wr, wq, i, rows, n);
+        /* group g of row r starts at flat index r*n + g*gs: its scale is
+         * ws[(r*n)/gs + g] (a group may straddle two rows) */
+        const __m512i row = _mm512_mask_add_epi32(_mm512_set1_epi32(i), keep, _mm512_set1_epi32(i),
+                                                  _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                                    10, 11, 12, 13, 14, 15));
+        __m512i scale_index;
+        if (n % gs == 0) {
+            scale_index = _mm512_mullo_epi32(row, _mm512_set1_epi32(ng));
+        } else {
+            int first[16];
+            _mm512_storeu_si512(first, row);
+            for (int r = 0; r < 16; r++) first[r] = (int)((size_t)first[r] * (size_t)n / (size_t)gs);
+            scale_index = _mm512_loadu_si512(first);
+        }
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xq = x_q + (size_t)t * n;
+            const float *xs = x_s + (size_t)t * ng;
+            __m512 val = _mm512_setzero_ps();
+            for (int g = 0; g < ng; g++) {
+                size_t j = (size_t)g * gs;
+                __m512i acc[16];
+                for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_si512();
+                for (int c = 0; c < gs; c += 64) {
+                    __mmask64 m = gs - c >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (gs - c)) - 1);
+                    /* x + 128 as unsigned; masked-off lanes meet w = 0 and add nothing */
+                    __m512i xu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, xq + j + c), bias);
+                    for (int k = 0; k < 16; k++) {
+                        acc[k] = _mm512_dpbusd_epi32(acc[k], xu, _mm512_maskz_loadu_epi8(m, wr[k] + j + c));
+                    }
+                }
+                /* (x + 128) . w - 128 * sum(w) = x . w, exactly */
+                __m512i sums = _mm512_maskz_loadu_epi32(keep, row_sums + (size_t)g * d + i);
+                __m512i dot = _mm512_sub_epi32(reduce16_epi32(acc), _mm512_slli_epi32(sums, 7));
+                __m512 scale = _mm512_i32gather_ps(_mm512_add_epi32(scale_index, _mm512_set1_epi32(g)),
+                                                   ws, 4);
+                /* runq's order, lane by lane: ((float)ival * w_scale) * x_scale */
+                val = _mm512_add_ps(val, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), scale),
+                                                       _mm512_set1_ps(xs[g])));
+            }
+            _mm512_mask_storeu_ps(out + (size_t)t * d + i, keep, val);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ the rest */
+
+static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
+    for (int g = 0; g < n / gs; g++) {
+        const float *xg = x + (size_t)g * gs;
+        int8_t *qg = q + (size_t)g * gs;
+        __m512 vmax = _mm512_setzero_ps();
+        for (int k = 0; k < gs; k += 16) {
+            __mmask16 m = gs - k >= 16 ? 0xFFFF : tail_mask16(gs - k);
+            /* abs first: maxps returns its second operand for a NaN, so NaNs are skipped */
+            vmax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m, xg + k)), vmax);
+        }
+        float scale = _mm512_reduce_max_ps(vmax) / 127.0f;
+        s[g] = scale;
+        if (scale == 0.0f) {
+            memset(qg, 0, (size_t)gs);
+            continue;
+        }
+        const __m512 vs = _mm512_set1_ps(scale), half = _mm512_set1_ps(0.5f);
+        const __m512 one = _mm512_set1_ps(1.0f), lim = _mm512_set1_ps(127.0f);
+        for (int k = 0; k < gs; k += 16) {
+            __mmask16 m = gs - k >= 16 ? 0xFFFF : tail_mask16(gs - k);
+            __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, xg + k), vs);
+            /* round half away from zero, exactly: trunc, then the exact fraction */
+            __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m512 f = _mm512_sub_ps(v, t);
+            t = _mm512_mask_add_ps(t, _mm512_cmp_ps_mask(f, half, _CMP_GE_OQ), t, one);
+            t = _mm512_mask_sub_ps(t, _mm512_cmp_ps_mask(f, _mm512_sub_ps(_mm512_setzero_ps(), half),
+                                                         _CMP_LE_OQ),
+                                   t, one);
+            t = _mm512_min_ps(_mm512_max_ps(t, _mm512_sub_ps(_mm512_setzero_ps(), lim)), lim);
+            /* NaN (from a NaN input) quantizes to 0, as in the scalar set */
+            t = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), t);
+            _mm_mask_storeu_epi8(qg + k, m, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t)));
+        }
+    }
+}
+
+/* e^x to about 2 ulp: x = k ln2 + r, |r| <= ln2/2, a degree-6 polynomial
+ * for e^r, then a scale by 2^k. Returns 0 below -80 (e^-80 is 2e-35), so
+ * that no product downstream turns denormal. */
+static inline __m512 exp_ps(__m512 x) {
+    __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-80.0f), _CMP_GE_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_maskz_scalef_ps(keep, p, k);
+}
+
+/* One head's attention, 16 lanes wide, for head sizes up to 64 (larger
+ * ones take the avx2 set's). Scores go 16 positions at a time through
+ * reduce16; the weighted sum of the values keeps four partial sums per
+ * 16 dimensions, so the adds do not wait on each other. */
+static void attention(float *out, float *att, const float *q, const float *keys,
+                      const float *values, int n_pos, int head_size, int stride) {
+    if (head_size > 64) {
+        ts__avx2_attention(out, att, q, keys, values, n_pos, head_size, stride);
+        return;
+    }
+    int nc = (head_size + 15) / 16;
+    __mmask16 m[4];
+    __m512 qv[4];
+    for (int c = 0; c < nc; c++) {
+        int left = head_size - 16 * c;
+        m[c] = left >= 16 ? 0xFFFF : tail_mask16(left);
+        qv[c] = _mm512_maskz_loadu_ps(m[c], q + 16 * c);
+    }
+    const __m512 scale = _mm512_set1_ps(sqrtf(head_size));
+    for (int t = 0; t < n_pos; t += 16) {
+        int valid = n_pos - t < 16 ? n_pos - t : 16;
+        __m512 acc[16];
+        for (int k = 0; k < 16; k++) {
+            int p = t + (slot_row[k] < valid ? slot_row[k] : 0);
+            const float *kp = keys + (size_t)p * stride;
+            __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[0], kp), qv[0]);
+            for (int c = 1; c < nc; c++) {
+                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m[c], kp + 16 * c), qv[c], a);
+            }
+            acc[k] = a;
+        }
+        _mm512_mask_storeu_ps(att + t, tail_mask16(valid), _mm512_div_ps(reduce16_ps(acc), scale));
+    }
+
+    /* softmax */
+    __m512 vmax = _mm512_set1_ps(att[0]);
+    for (int i = 0; i < n_pos; i += 16) {
+        __mmask16 mm = n_pos - i >= 16 ? 0xFFFF : tail_mask16(n_pos - i);
+        vmax = _mm512_mask_max_ps(vmax, mm, _mm512_maskz_loadu_ps(mm, att + i), vmax);
+    }
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 sum = _mm512_setzero_ps();
+    for (int i = 0; i < n_pos; i += 16) {
+        __mmask16 mm = n_pos - i >= 16 ? 0xFFFF : tail_mask16(n_pos - i);
+        __m512 e = _mm512_maskz_mov_ps(mm, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mm, att + i), mx)));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_mask_storeu_ps(att + i, mm, e);
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(sum);
+
+    /* weighted sum of the values (the 1/sum applied once at the end) */
+    for (int c = 0; c < nc; c++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *v = values + 16 * c;
+        int p = 0;
+        for (; p + 4 <= n_pos; p += 4, v += 4 * (size_t)stride) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m[c], v), a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 1]), _mm512_maskz_loadu_ps(m[c], v + stride), a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 2]), _mm512_maskz_loadu_ps(m[c], v + 2 * (size_t)stride), a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 3]), _mm512_maskz_loadu_ps(m[c], v + 3 * (size_t)stride), a3);
+        }
+        for (; p < n_pos; p++, v += stride) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m[c], v), a0);
+        }
+        __m512 total = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        _mm512_mask_storeu_ps(out + 16 * c, m[c], _mm512_mul_ps(total, _mm512_set1_ps(inv)));
+    }
+}
+
+const ts_kernels ts_kernels_avx512 = {
+    .name = "avx512",
+    .matmul_f32 = matmul_f32,
+    .matmul_q8 = matmul_q8,
+    .quantize_q8 = quantize_q8,
+    /* shared with the avx2 set (see kernels_avx2.c) */
+    .rmsnorm = ts__avx2_rmsnorm,
+    .swiglu = ts__avx2_swiglu,
+    .attention = attention,
+    .attention_exact = ts__attention_exact,
+};

@@ -1,0 +1,215 @@
+/*
+ * pool.c — a persistent thread pool for the forward pass.
+ *
+ * A forward pass hands the pool a few dozen short jobs (the matmuls, the
+ * attention), so starting one must cost well under a microsecond: workers
+ * spin on a generation counter for a while after each job and only then
+ * sleep on a condition variable.
+ *
+ * Each thread owns a contiguous share of a job's items, split into a few
+ * chunks, so the same thread tends to get the same weight rows every time
+ * (they stay in its core's cache). A thread that runs out of work takes
+ * unclaimed chunks from the others. That keeps a busy machine from stalling
+ * the pool: when the OS deschedules a worker, the caller does its share
+ * instead of waiting for it.
+ *
+ * A chunk is claimed with one atomic add on its owner's claim word, which
+ * packs [epoch:32 | chunks:16 | next:16]; a claim is valid when next <
+ * chunks, and the job's fields stay fixed until every valid claim of its
+ * epoch has been reported done.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* How long an idle worker keeps spinning before it sleeps. */
+#define TS_POOL_SPIN_NS 200000
+/* Chunks per thread's share: more balance the load, fewer cost fewer claims. */
+#define TS_POOL_CHUNKS 4
+#define TS_POOL_MAX_THREADS 64
+
+typedef struct claim_word {
+    alignas(64) _Atomic uint64_t word; /* its own cache line */
+} claim_word;
+
+struct ts_pool {
+    int n_threads;
+    pthread_t *threads;
+    alignas(64) atomic_uint generation; /* bumped once per job */
+    atomic_int sleepers;                /* workers blocked (or about to block) on `wake` */
+    atomic_int stop;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    /* the current job; written before its claim words are published */
+    ts_pool_fn fn;
+    void *ctx;
+    int n_items;
+    alignas(64) atomic_int done; /* chunks finished */
+    claim_word claims[TS_POOL_MAX_THREADS];
+};
+
+typedef struct worker_arg {
+    ts_pool *pool;
+    int index;
+} worker_arg;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Claims and runs chunks of the current job, own share first, then the
+ * others'. `self` indexes per-thread scratch. */
+static void work(ts_pool *pool, int self) {
+    int n = pool->n_threads;
+    for (int k = 0; k < n; k++) {
+        int owner = (self + k) % n;
+        for (;;) {
+            uint64_t w = atomic_fetch_add(&pool->claims[owner].word, 1);
+            int next = (int)(w & 0xFFFF), chunks = (int)((w >> 16) & 0xFFFF);
+            if (next >= chunks) break;
+            /* valid claim: the job's fields are stable until it is done */
+            int64_t items = pool->n_items;
+            int64_t share0 = items * owner / n, share1 = items * (owner + 1) / n;
+            int begin = (int)(share0 + (share1 - share0) * next / chunks);
+            int end = (int)(share0 + (share1 - share0) * (next + 1) / chunks);
+            if (begin < end) pool->fn(pool->ctx, begin, end, self);
+            atomic_fetch_add(&pool->done, 1);
+        }
+    }
+}
+
+static void *worker_main(void *p) {
+    worker_arg arg = *(worker_arg *)p;
+    free(p);
+    ts_pool *pool = arg.pool;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g = atomic_load(&pool->generation);
+        if (g == seen) {
+            /* spin a while, reading the clock only every 256 rounds */
+            uint64_t deadline = now_ns() + TS_POOL_SPIN_NS;
+            for (int round = 1; (g = atomic_load(&pool->generation)) == seen; round++) {
+                if (atomic_load(&pool->stop)) return NULL;
+                cpu_relax();
+                if ((round & 255) == 0 && now_ns() > deadline) break;
+            }
+        }
+        if (g == seen) {
+            /* `sleepers` is raised before re-reading `generation`; the
+             * caller bumps `generation` before reading `sleepers`, so one
+             * of the two always sees the other. */
+            pthread_mutex_lock(&pool->lock);
+            atomic_fetch_add(&pool->sleepers, 1);
+            while ((g = atomic_load(&pool->generation)) == seen && !atomic_load(&pool->stop)) {
+                pthread_cond_wait(&pool->wake, &pool->lock);
+            }
+            atomic_fetch_sub(&pool->sleepers, 1);
+            pthread_mutex_unlock(&pool->lock);
+        }
+        if (atomic_load(&pool->stop)) return NULL;
+        seen = g;
+        work(pool, arg.index);
+    }
+}
+
+int ts__default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > 8) n = 8; /* the models this library targets stop scaling early */
+    return (int)n;
+}
+
+ts_pool *ts__pool_new(int n_threads) {
+    if (n_threads < 2) return NULL;
+    if (n_threads > TS_POOL_MAX_THREADS) n_threads = TS_POOL_MAX_THREADS;
+    ts_pool *pool = aligned_alloc(64, (sizeof *pool + 63) / 64 * 64);
+    if (!pool) return NULL;
+    *pool = (ts_pool){0};
+    pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
+    if (!pool->threads) {
+        free(pool);
+        return NULL;
+    }
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pool->n_threads = 1;
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *arg = malloc(sizeof *arg);
+        if (!arg) break;
+        arg->pool = pool;
+        arg->index = i;
+        if (pthread_create(&pool->threads[i], NULL, worker_main, arg) != 0) {
+            free(arg);
+            break;
+        }
+        pool->n_threads++;
+    }
+    if (pool->n_threads < 2) {
+        ts__pool_free(pool);
+        return NULL;
+    }
+    return pool;
+}
+
+void ts__pool_free(ts_pool *pool) {
+    if (!pool) return;
+    pthread_mutex_lock(&pool->lock);
+    atomic_store(&pool->stop, 1);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 1; i < pool->n_threads; i++) pthread_join(pool->threads[i], NULL);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool->threads);
+    free(pool);
+}
+
+int ts__pool_threads(const ts_pool *pool) { return pool ? pool->n_threads : 1; }
+
+void ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
+    if (n_items <= 0) return;
+    if (!pool || n_items == 1) {
+        fn(ctx, 0, n_items, 0);
+        return;
+    }
+    int n = pool->n_threads;
+    int chunks = n_items >= n * TS_POOL_CHUNKS ? TS_POOL_CHUNKS : 1;
+    unsigned epoch = atomic_load(&pool->generation) + 1;
+    pool->fn = fn;
+    pool->ctx = ctx;
+    pool->n_items = n_items;
+    atomic_store(&pool->done, 0);
+    for (int k = 0; k < n; k++) {
+        atomic_store(&pool->claims[k].word, ((uint64_t)epoch << 32) | ((uint64_t)chunks << 16));
+    }
+    atomic_store(&pool->generation, epoch);
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+    }
+    work(pool, 0);
+    /* Only chunks a worker is running are left; should the OS have
+     * descheduled that worker, give it the core after a short spin. */
+    for (int round = 1; atomic_load(&pool->done) < n * chunks; round++) {
+        cpu_relax();
+        if ((round & 1023) == 0) sched_yield();
+    }
+}

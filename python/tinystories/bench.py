@@ -1,0 +1,439 @@
+"""``python -m tinystories.bench``: the engine's speed, side by side with its peers.
+
+Measures single-stream decode (fp32, Q8_0 files, fp32 quantized on load),
+prompt processing, batched generation at several stream counts, load time and
+resident memory, and in the same run, when given or installed: llama2.c's
+``run``/``runq`` binaries, llama.cpp's ``llama-bench`` and a PyTorch eager
+forward of the same weights. Every timing is the median of ``--repeats``
+runs, interleaved across programs so that a busy machine slows all of them
+alike; the load average is printed with the table. Writes JSON with
+``--json``.
+
+This is a tool, not a test: nothing here asserts a speed. ``--quick`` runs a
+few seconds' worth of everything (the test suite uses it as a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _core
+from .generator import QUANTIZE_OPTIONS, Generator, kernels
+
+PROMPT_TOKENS = 200  # prompt processing is measured on a prompt this long
+BATCH_STREAMS = (1, 8, 32, 64)
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    group: str  # what is measured: decode, prefill, batch, load, memory
+    program: str  # who: tinystories, llama2.c run -Ofast, ...
+    setting: str  # model file, threads, streams
+    value: float
+    unit: str
+    runs: list[float] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------- machine
+
+
+def machine_info() -> dict:
+    """CPU model, cores, SIMD features and kernel sets, memory, load."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            cpu = m.group(1).strip()
+        if m := re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M):
+            flags = set(m.group(1).split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "asimd"]
+    return {
+        "cpu": cpu,
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "features": [f for f in wanted if f in flags],
+        "kernel_sets": kernels(),
+        "python": platform.python_version(),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+# ------------------------------------------------------------- measuring
+
+
+def median_rate(samples: list[float]) -> float:
+    return statistics.median(samples) if samples else float("nan")
+
+
+def interleave(jobs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Runs every job once per round, `repeats` rounds; returns each job's results."""
+    results: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            value = job()
+            if value == value:  # NaN: the job could not run
+                results[name].append(value)
+    return results
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def ours_decode(generator: Generator, positions: int) -> Callable[[], float]:
+    """Greedy generation from BOS through the public API: positions per wall second."""
+
+    def run() -> float:
+        start = time.perf_counter()
+        generator.generate("", temperature=0.0, max_new_tokens=positions - 1)
+        return positions / (time.perf_counter() - start)
+
+    return run
+
+
+def achieved_rate(command: list[str]) -> Callable[[], float]:
+    """llama2.c's (and tinystories-run's) own 'achieved tok/s' line."""
+
+    def run() -> float:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        m = re.search(r"achieved tok/s:\s*([0-9.]+)", result.stderr)
+        return float(m.group(1)) if m else float("nan")
+
+    return run
+
+
+def ours_prefill(generator: Generator, ids: list[int]) -> Callable[[], float]:
+    def run() -> float:
+        start = time.perf_counter()
+        generator.logits(ids)
+        return len(ids) / (time.perf_counter() - start)
+
+    return run
+
+
+def ours_batch(generator: Generator, streams: int, new_tokens: int) -> Callable[[], float]:
+    """Aggregate sampled tokens per second of `streams` sequences generated together."""
+    prompts = ["Once upon a time", "Lily and her dog", "The cat sat on the mat.", ""]
+
+    def run() -> float:
+        batch = _core.BatchGeneration(
+            generator._model, generator.tokenizer._native, streams, generator.n_threads
+        )
+        for i in range(streams):
+            args = generator._prepare(prompts[i % len(prompts)], new_tokens, 0.8, 0.9, 0, 1 + i)
+            batch.add(*args)
+        start = time.perf_counter()
+        batch.run()
+        return batch.n_generated / (time.perf_counter() - start)
+
+    return run
+
+
+def torch_decode(model_path: Path, positions: int) -> Callable[[], float] | None:
+    """llama2.c's model.generate path in PyTorch eager: the whole sequence re-run per token."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from .model_file import read_model
+
+    config, _, w = read_model(model_path)
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in w.items()}
+    hs, n_heads, n_kv = config.head_size, config.n_heads, config.n_kv_heads
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, hs, 2).float() / hs))
+    angles = torch.outer(torch.arange(config.seq_len).float(), freqs)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+
+    def rms(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * weight
+
+    def rope(x: torch.Tensor, n: int) -> torch.Tensor:
+        x = x.view(*x.shape[:-1], -1, 2)
+        c, s = cos[:n, None, :], sin[:n, None, :]
+        return torch.stack([x[..., 0] * c - x[..., 1] * s, x[..., 0] * s + x[..., 1] * c], -1)
+
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        n = tokens.shape[0]
+        x = t["token_embedding"][tokens]
+        for layer in range(config.n_layers):
+            h = rms(x, t["rms_att"][layer])
+            q = rope((h @ t["wq"][layer].T).view(n, n_heads, hs), n).flatten(-2)
+            k = rope((h @ t["wk"][layer].T).view(n, n_kv, hs), n).flatten(-2)
+            v = (h @ t["wv"][layer].T).view(n, n_kv, hs)
+            k = k.repeat_interleave(n_heads // n_kv, dim=1).transpose(0, 1)
+            v = v.repeat_interleave(n_heads // n_kv, dim=1).transpose(0, 1)
+            att = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(0, 1), k, v, is_causal=True
+            )
+            x = x + att.transpose(0, 1).reshape(n, -1) @ t["wo"][layer].T
+            h = rms(x, t["rms_ffn"][layer])
+            gate = torch.nn.functional.silu(h @ t["w1"][layer].T) * (h @ t["w3"][layer].T)
+            x = x + gate @ t["w2"][layer].T
+        cls = t.get("wcls", t["token_embedding"])
+        return rms(x[-1], t["rms_final"]) @ cls.T
+
+    torch.set_num_threads(1)  # single stream against single stream; more threads only contend
+
+    def run() -> float:
+        tokens = torch.tensor([1])
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(positions - 1):
+                nxt = int(torch.argmax(forward(tokens)))
+                tokens = torch.cat([tokens, torch.tensor([nxt])])
+        return (positions - 1) / (time.perf_counter() - start)
+
+    return run
+
+
+def llama_bench(binary: str, gguf: str, threads: Sequence[int], quick: bool) -> list[Row]:
+    """llama.cpp's own benchmark: prompt processing and generation, per thread count."""
+    n_prompt, n_gen = (32, 16) if quick else (PROMPT_TOKENS, 256)
+    command = [binary, "-m", gguf, "-p", str(n_prompt), "-n", str(n_gen), "-o", "json"]
+    command += ["-t", ",".join(str(t) for t in threads), "-r", "1" if quick else "5"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    rows = []
+    for entry in json.loads(result.stdout or "[]"):
+        kind = "prefill" if entry.get("n_prompt") else "decode"
+        setting = f"{entry.get('n_threads')} threads"
+        if kind == "prefill":
+            setting += f", {entry['n_prompt']}-token prompt"
+        rows.append(Row(kind, "llama.cpp llama-bench", setting, entry["avg_ts"], "tok/s"))
+    return rows
+
+
+# ------------------------------------------------------------------ main
+
+
+def run_binary() -> str | None:
+    candidate = Path(sysconfig.get_path("scripts")) / "tinystories-run"
+    return str(candidate) if candidate.exists() else shutil.which("tinystories-run")
+
+
+def default_models() -> Path:
+    root = Path(os.environ.get("TINYSTORIES_SHARED", Path.cwd().parent / "shared"))
+    return root / "models" / "tok105"
+
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[Row]]:
+    models = Path(args.models)
+    fp32, q80, tok = models / "model5000.bin", models / "model5000_q80.bin", models / "tok105.bin"
+    for path in (fp32, q80, tok):
+        if not path.exists():
+            raise SystemExit(f"{path} not found (use --models DIR)")
+    repeats = args.repeats or (1 if args.quick else 7)
+    positions = 32 if args.quick else 256
+    rows: list[Row] = []
+
+    def add(group: str, program: str, setting: str, runs: list[float], unit: str = "tok/s"):
+        rows.append(Row(group, program, setting, median_rate(runs), unit, runs))
+
+    # single-stream decode: ours (public API), tinystories-run, llama2.c, torch
+    g_fp32 = Generator(fp32, tok)
+    g_fp32_1 = Generator(fp32, tok, n_threads=1)
+    g_q80 = Generator(q80, tok)
+    g_quant = Generator(fp32, tok, quantize="q8_0")
+    jobs: dict[str, Callable[[], float]] = {
+        "fp32|threads auto": ours_decode(g_fp32, positions),
+        "fp32|1 thread": ours_decode(g_fp32_1, positions),
+        "q80 (v2 file)|threads auto": ours_decode(g_q80, positions),
+        "fp32 quantized on load (q8_0)|threads auto": ours_decode(g_quant, positions),
+    }
+    steps = ["-t", "0", "-n", str(positions), "-z", str(tok)]
+    if cli := run_binary():
+        jobs["cli|fp32"] = achieved_rate([cli, str(fp32), *steps])
+        jobs["cli|q80"] = achieved_rate([cli, str(q80), *steps])
+    for binary in args.llama2c_run:
+        jobs[f"run|{Path(binary).name}"] = achieved_rate([binary, str(fp32), *steps])
+    for binary in args.llama2c_runq:
+        jobs[f"runq|{Path(binary).name}"] = achieved_rate([binary, str(q80), *steps])
+    for name, runs in interleave(jobs, repeats).items():
+        kind, setting = name.split("|")
+        if kind == "cli":
+            add("decode", "tinystories-run (CLI)", setting, runs)
+        elif kind in ("run", "runq"):
+            add(
+                "decode",
+                f"llama2.c {kind}",
+                f"{setting} ({'q80' if kind == 'runq' else 'fp32'})",
+                runs,
+            )
+        else:
+            add("decode", "tinystories", f"{kind}, {setting}", runs)
+    torch_positions = 16 if args.quick else 64
+    if args.torch and (job := torch_decode(fp32, torch_positions)):
+        job()  # warm-up: the first call pays for PyTorch's lazy initialisation
+        runs = interleave({"t": job}, max(1, repeats // 2))["t"]
+        add(
+            "decode",
+            "PyTorch eager (model.generate path)",
+            f"fp32, {torch_positions} positions",
+            runs,
+        )
+
+    # prompt processing: one batched evaluation of a long prompt
+    n_prompt = 32 if args.quick else PROMPT_TOKENS
+    ids = [1] + [int(i) for i in np.random.default_rng(0).integers(3, 105, n_prompt - 1)]
+    jobs = {}
+    for threads in args.threads:
+        for name, path, quant in (("fp32", fp32, None), ("q80", q80, None)):
+            g = Generator(path, tok, n_threads=threads, quantize=quant)
+            jobs[f"{name}|{threads}"] = ours_prefill(g, ids)
+    for name, runs in interleave(jobs, repeats).items():
+        model, threads = name.split("|")
+        add("prefill", "tinystories", f"{model}, {threads} threads, {n_prompt}-token prompt", runs)
+
+    # batched generation: aggregate rate over many streams
+    new_tokens = 8 if args.quick else 128
+    streams = (1, 8) if args.quick else BATCH_STREAMS
+    jobs = {f"{s}": ours_batch(g_fp32, s, new_tokens) for s in streams}
+    jobs.update({f"{s}|q80": ours_batch(g_q80, s, new_tokens) for s in streams})
+    for name, runs in interleave(jobs, max(1, repeats // 2)).items():
+        s, _, q = name.partition("|")
+        add("batch", "tinystories", f"{q or 'fp32'}, {s} streams, threads auto", runs)
+
+    if args.llama_bench and args.gguf:
+        rows += llama_bench(args.llama_bench, args.gguf, args.threads, args.quick)
+
+    # load time (a fresh load, not the shared one) and memory
+    for name, path, quant in (
+        ("fp32", fp32, None),
+        ("q80", q80, None),
+        ("fp32 quantized on load", fp32, "q8_0"),
+    ):
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _core.Model(str(path), "", QUANTIZE_OPTIONS[quant])
+            runs.append((time.perf_counter() - start) * 1e3)
+        add("load", "tinystories", name, runs, "ms")
+    rows += memory_rows(fp32, q80, tok)
+    info = machine_info()
+    return info, rows
+
+
+MEMORY_PROBE = """
+import json, sys
+from tinystories import Generator
+from tinystories.bench import rss_bytes
+path, tok, count, quantize = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] or None
+before = rss_bytes()
+gs = [Generator(path, tok, quantize=quantize) for _ in range(count)]
+for g in gs:
+    g.generate("", temperature=0.0, max_new_tokens=255)
+print(json.dumps(rss_bytes() - before))
+"""
+
+
+def memory_rows(fp32: Path, q80: Path, tok: Path) -> list[Row]:
+    """RSS growth of a process that loads Generators and generates (fresh interpreter)."""
+    rows = []
+    for name, path, count, quant in (
+        ("fp32, 1 Generator", fp32, 1, ""),
+        ("fp32, 4 Generators on one file", fp32, 4, ""),
+        ("q80, 1 Generator", q80, 1, ""),
+        ("fp32 quantized on load, 1 Generator", fp32, 1, "q8_0"),
+    ):
+        probe = [sys.executable, "-c", MEMORY_PROBE, str(path), str(tok), str(count), quant]
+        result = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+        if result.returncode == 0:
+            grown = json.loads(result.stdout.strip().splitlines()[-1]) / 2**20
+            setting = f"{name} (file {path.stat().st_size / 2**20:.1f} MiB)"
+            rows.append(Row("memory", "tinystories", setting, grown, "MiB RSS growth"))
+    return rows
+
+
+def format_table(info: dict, rows: list[Row]) -> str:
+    lines = [
+        f"machine: {info['cpu']} ({info['machine']}, {info['cores']} cores), "
+        f"features: {' '.join(info['features']) or 'none'}",
+        f"kernel sets: {' '.join(info['kernel_sets'])} (first = default); "
+        f"load average at the end: {' '.join(f'{x:.2f}' for x in info['load_average'])}",
+        "",
+        f"{'what':<9} {'program':<38} {'setting':<55} {'median':>12}",
+    ]
+    for r in rows:
+        value = f"{r.value:,.0f}" if r.value >= 100 else f"{r.value:,.2f}"
+        lines.append(f"{r.group:<9} {r.program:<38} {r.setting:<55} {value:>12} {r.unit}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tinystories.bench", description=__doc__)
+    parser.add_argument(
+        "--models",
+        default=str(default_models()),
+        help="directory with model5000.bin, model5000_q80.bin, tok105.bin",
+    )
+    parser.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
+    parser.add_argument("--repeats", type=int, default=0, help="runs per measurement (7; 1 quick)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="thread counts for prompt processing and llama-bench",
+    )
+    parser.add_argument(
+        "--llama2c-run",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a llama2.c run binary (repeatable: e.g. -O3 and -Ofast builds)",
+    )
+    parser.add_argument(
+        "--llama2c-runq",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a llama2.c runq binary (repeatable)",
+    )
+    parser.add_argument("--llama-bench", metavar="PATH", help="llama.cpp's llama-bench binary")
+    parser.add_argument("--gguf", metavar="FILE", help="the same model as GGUF, for llama-bench")
+    parser.add_argument(
+        "--torch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time PyTorch eager (default: when installed, not in --quick)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.torch is None:
+        args.torch = not args.quick
+    info, rows = measure(args)
+    print(format_table(info, rows))
+    if args.json:
+        payload = {"machine": info, "results": [asdict(r) for r in rows], "argv": sys.argv[1:]}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
