@@ -134,7 +134,7 @@ def pick_device(requested: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+        raise ValueError(f"device {requested!r} was asked for but CUDA is not available")
     return device
 
 
@@ -308,7 +308,10 @@ def train(config: TrainConfig, log=print) -> TrainResult:
     model = Transformer(args).to(device)
     optimizer = make_optimizer(model, config, device)
     use_scaler = dtype == torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    if hasattr(torch.amp, "GradScaler"):
+        scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    else:  # torch < 2.3
+        scaler = torch.cuda.amp.GradScaler(enabled=use_scaler)
     autocast = (
         torch.autocast(device_type=device.type, dtype=dtype)
         if dtype != torch.float32

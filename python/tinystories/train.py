@@ -51,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--modal", action="store_true", help="run on Modal (not available yet)")
     return p
 
 
@@ -60,8 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .training import require
 
     require(what="training")
-    if args.modal:
-        raise SystemExit("--modal is not available yet")
     from .training.train import TrainConfig, train
 
     config = TrainConfig(
