@@ -1,0 +1,297 @@
+"""The Llama architecture exactly as the C engine computes it, in PyTorch.
+
+RMSNorm (eps 1e-5), rotary position embeddings on interleaved pairs
+(llama2.c's layout), grouped-query attention, a SwiGLU feed-forward block and
+a classifier tied to the token embedding or not.
+
+For speed the query/key/value projections are one matrix (``wqkv``) and so
+are the two SwiGLU input projections (``w13``); :func:`to_numpy_weights` splits
+them back into the model file's ``wq``/``wk``/``wv`` and ``w1``/``w3``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model_file import ModelConfig, read_model
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Shape of a model. ``hidden_dim`` None = llama2.c's rule from ``multiple_of``."""
+
+    dim: int = 128
+    n_layers: int = 5
+    n_heads: int = 8
+    n_kv_heads: int = 4
+    vocab_size: int = 105
+    seq_len: int = 256
+    hidden_dim: int | None = None
+    multiple_of: int = 32
+    shared_classifier: bool = True
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
+            )
+        if (self.dim // self.n_heads) % 2:
+            raise ValueError("the head size (dim / n_heads) must be even for rotary embeddings")
+
+    @property
+    def ffn_dim(self) -> int:
+        """SwiGLU hidden size: 2/3 of 4*dim rounded up to a multiple of ``multiple_of``."""
+        if self.hidden_dim is not None:
+            return self.hidden_dim
+        hidden = int(2 * (4 * self.dim) / 3)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    @property
+    def head_size(self) -> int:
+        return self.dim // self.n_heads
+
+    def file_config(self) -> ModelConfig:
+        """The model file's view of this shape."""
+        return ModelConfig(
+            dim=self.dim,
+            hidden_dim=self.ffn_dim,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            n_kv_heads=self.n_kv_heads,
+            vocab_size=self.vocab_size,
+            seq_len=self.seq_len,
+            shared_classifier=self.shared_classifier,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The seed's configuration: llama2.c's train.py with a 105-token vocabulary.
+PRESETS: dict[str, ModelArgs] = {
+    "tok105": ModelArgs(dim=128, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=105, seq_len=256),
+}
+
+
+def rope_tables(head_size: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of position * 10000^(-2i/head_size), shape (seq_len, head_size/2)."""
+    freqs = 1.0 / (10000.0 ** (torch.arange(0, head_size, 2).float() / head_size))
+    angles = torch.outer(torch.arange(seq_len).float(), freqs)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates each (even, odd) pair of the last dimension of x: (B, heads, T, head_size)."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads = args.n_heads
+        self.n_kv_heads = args.n_kv_heads
+        self.head_size = args.head_size
+        kv_dim = args.n_kv_heads * args.head_size
+        self.wqkv = nn.Linear(args.dim, args.dim + 2 * kv_dim, bias=False)
+        self.wo = nn.Linear(args.dim, args.dim, bias=False)
+        self.dropout = args.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        batch, seq, dim = x.shape
+        kv_dim = self.n_kv_heads * self.head_size
+        q, k, v = self.wqkv(x).split((dim, kv_dim, kv_dim), dim=-1)
+        q = q.view(batch, seq, self.n_heads, self.head_size).transpose(1, 2)
+        k = k.view(batch, seq, self.n_kv_heads, self.head_size).transpose(1, 2)
+        v = v.view(batch, seq, self.n_kv_heads, self.head_size).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.n_kv_heads != self.n_heads:  # query head h reads key/value head h // n_rep
+            n_rep = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(n_rep, dim=1)
+            v = v.repeat_interleave(n_rep, dim=1)
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        return self.wo(out.transpose(1, 2).reshape(batch, seq, dim))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.w13 = nn.Linear(dim, 2 * hidden_dim, bias=False)  # w1 (gate) then w3 (up)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.attention = Attention(args)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+        self.feed_forward = FeedForward(args.dim, args.ffn_dim)
+        self.dropout = nn.Dropout(args.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        h = x + self.dropout(self.attention(self.attention_norm(x), cos, sin))
+        return h + self.dropout(self.feed_forward(self.ffn_norm(h)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.shared_classifier:
+            self.output.weight = self.tok_embeddings.weight
+        cos, sin = rope_tables(args.head_size, args.seq_len)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 style: N(0, 0.02), residual output projections scaled by depth.
+        residual_std = 0.02 / math.sqrt(2 * self.args.n_layers)
+        for name, param in self.named_parameters():
+            if name.endswith("norm.weight"):
+                continue
+            std = residual_std if name.endswith(("wo.weight", "w2.weight")) else 0.02
+            nn.init.normal_(param, mean=0.0, std=std)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, vocab) for tokens (B, T), T <= seq_len."""
+        seq = tokens.shape[1]
+        if seq > self.args.seq_len:
+            raise ValueError(f"{seq} tokens do not fit the context of {self.args.seq_len}")
+        cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            h = layer(h, cos, sin)
+        return self.output(self.norm(h))
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of next-token predictions."""
+        logits = self(tokens)
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+    @torch.no_grad()
+    def generate_greedy(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        """Argmax continuation (no cache; for tests and small checks)."""
+        tokens = list(ids)
+        device = self.rope_cos.device
+        for _ in range(max_new_tokens):
+            if len(tokens) >= self.args.seq_len:
+                break
+            logits = self(torch.tensor([tokens], device=device))[0, -1]
+            tokens.append(int(logits.argmax()))
+        return tokens
+
+
+# --- conversion to and from the model file's NumPy arrays ---------------------
+
+
+def to_numpy_weights(model: Transformer) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """fp32 arrays named and shaped as ``ModelConfig.shapes()`` wants them."""
+    args = model.args
+    config = args.file_config()
+    dim, kv_dim, hidden = args.dim, args.n_kv_heads * args.head_size, args.ffn_dim
+
+    def array(t: torch.Tensor) -> np.ndarray:
+        return t.detach().float().cpu().numpy()
+
+    def stacked(get) -> np.ndarray:
+        return np.stack([array(get(layer)) for layer in model.layers])
+
+    wqkv = stacked(lambda layer: layer.attention.wqkv.weight)
+    w13 = stacked(lambda layer: layer.feed_forward.w13.weight)
+    weights = {
+        "token_embedding": array(model.tok_embeddings.weight),
+        "rms_att": stacked(lambda layer: layer.attention_norm.weight),
+        "wq": wqkv[:, :dim],
+        "wk": wqkv[:, dim : dim + kv_dim],
+        "wv": wqkv[:, dim + kv_dim :],
+        "wo": stacked(lambda layer: layer.attention.wo.weight),
+        "rms_ffn": stacked(lambda layer: layer.ffn_norm.weight),
+        "w1": w13[:, :hidden],
+        "w2": stacked(lambda layer: layer.feed_forward.w2.weight),
+        "w3": w13[:, hidden:],
+        "rms_final": array(model.norm.weight),
+    }
+    if not args.shared_classifier:
+        weights["wcls"] = array(model.output.weight)
+    return config, weights
+
+
+def from_numpy_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> Transformer:
+    """A Transformer holding ``weights`` (as read by ``model_file.read_model``)."""
+    args = ModelArgs(
+        dim=config.dim,
+        n_layers=config.n_layers,
+        n_heads=config.n_heads,
+        n_kv_heads=config.n_kv_heads,
+        vocab_size=config.vocab_size,
+        seq_len=config.seq_len,
+        hidden_dim=config.hidden_dim,
+        shared_classifier=config.shared_classifier,
+    )
+    model = Transformer(args)
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    with torch.no_grad():
+        model.tok_embeddings.weight.copy_(t(weights["token_embedding"]))
+        model.norm.weight.copy_(t(weights["rms_final"]))
+        for i, layer in enumerate(model.layers):
+            qkv = np.concatenate([weights["wq"][i], weights["wk"][i], weights["wv"][i]])
+            layer.attention.wqkv.weight.copy_(t(qkv))
+            layer.attention.wo.weight.copy_(t(weights["wo"][i]))
+            layer.attention_norm.weight.copy_(t(weights["rms_att"][i]))
+            layer.ffn_norm.weight.copy_(t(weights["rms_ffn"][i]))
+            w13 = np.concatenate([weights["w1"][i], weights["w3"][i]])
+            layer.feed_forward.w13.weight.copy_(t(w13))
+            layer.feed_forward.w2.weight.copy_(t(weights["w2"][i]))
+        if not config.shared_classifier:
+            model.output.weight.copy_(t(weights["wcls"]))
+    return model
+
+
+def load_model_file(path: str | Path) -> Transformer:
+    """A Transformer from a llama2.c model file (v0, v1, or v2 dequantized)."""
+    config, _version, weights = read_model(path)
+    return from_numpy_weights(config, weights).eval()
+
+
+def with_vocab_size(args: ModelArgs, vocab_size: int) -> ModelArgs:
+    return replace(args, vocab_size=vocab_size)
