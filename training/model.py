@@ -22,6 +22,10 @@ from torch import nn
 
 from ..model_file import ModelConfig, read_model
 
+_TORCH_VERSION = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+_HAS_RMS_NORM = hasattr(F, "rms_norm")
+_HAS_GQA = _TORCH_VERSION >= (2, 5)  # scaled_dot_product_attention(enable_gqa=True)
+
 
 @dataclass(frozen=True)
 class ModelArgs:
@@ -85,18 +89,22 @@ PRESETS: dict[str, ModelArgs] = {
 
 
 def rope_tables(head_size: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of position * 10000^(-2i/head_size), shape (seq_len, head_size/2)."""
+    """cos and signed sin tables, shape (seq_len, 1, head_size), for :func:`apply_rope`.
+
+    Pair i of a head, its entries (2i, 2i+1), turns by position * 10000^(-2i/head_size);
+    ``cos`` repeats each angle's cosine twice, ``sin`` holds (-sin, +sin) per pair.
+    """
     freqs = 1.0 / (10000.0 ** (torch.arange(0, head_size, 2).float() / head_size))
     angles = torch.outer(torch.arange(seq_len).float(), freqs)
-    return torch.cos(angles), torch.sin(angles)
+    cos = torch.cos(angles).repeat_interleave(2, dim=-1)
+    sin = torch.stack((-torch.sin(angles), torch.sin(angles)), dim=-1).flatten(-2)
+    return cos[:, None, :], sin[:, None, :]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates each (even, odd) pair of the last dimension of x: (B, heads, T, head_size)."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+    """Rotates each (even, odd) pair (a, b) of x (B, T, heads, head_size) to (ac - bs, as + bc)."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) for every pair
+    return x * cos + swapped * sin
 
 
 class RMSNorm(nn.Module):
@@ -106,9 +114,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        # x / sqrt(mean(x^2) + eps) * weight, as one kernel where torch has it
+        if _HAS_RMS_NORM:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed * self.weight
 
 
 class Attention(nn.Module):
@@ -124,19 +134,34 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         batch, seq, dim = x.shape
-        kv_dim = self.n_kv_heads * self.head_size
-        q, k, v = self.wqkv(x).split((dim, kv_dim, kv_dim), dim=-1)
-        q = q.view(batch, seq, self.n_heads, self.head_size).transpose(1, 2)
-        k = k.view(batch, seq, self.n_kv_heads, self.head_size).transpose(1, 2)
-        v = v.view(batch, seq, self.n_kv_heads, self.head_size).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.n_kv_heads != self.n_heads:  # query head h reads key/value head h // n_rep
-            n_rep = self.n_heads // self.n_kv_heads
-            k = k.repeat_interleave(n_rep, dim=1)
-            v = v.repeat_interleave(n_rep, dim=1)
-        dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        n_qk = self.n_heads + self.n_kv_heads
+        qkv = self.wqkv(x)
+        # Rotations in fp32. Under CPU autocast the attention stays fp32 too: the CPU
+        # flash-attention backward is several times slower in bf16 than in fp32.
+        attention_dtype = torch.float32 if x.device.type == "cpu" else qkv.dtype
+        qkv = qkv.float().view(batch, seq, n_qk + self.n_kv_heads, self.head_size)
+        qk = apply_rope(qkv[:, :, :n_qk], cos, sin).to(attention_dtype)
+        q = qk[:, :, : self.n_heads].transpose(1, 2)
+        k = qk[:, :, self.n_heads :].transpose(1, 2)
+        v = qkv[:, :, n_qk:].to(attention_dtype).transpose(1, 2)
+        if x.device.type == "cpu":
+            with torch.autocast("cpu", enabled=False):
+                out = self._attend(q, k, v)
+        else:
+            out = self._attend(q, k, v)
         return self.wo(out.transpose(1, 2).reshape(batch, seq, dim))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        dropout = self.dropout if self.training else 0.0
+        if self.n_kv_heads == self.n_heads:
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if _HAS_GQA:  # query head h reads key/value head h // (n_heads / n_kv_heads)
+            return F.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=True
+            )
+        n_rep = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
 
 
 class FeedForward(nn.Module):
