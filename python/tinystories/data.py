@@ -1,0 +1,105 @@
+"""``python -m tinystories.data``: download, vocab and pretokenize stages.
+
+python -m tinystories.data download [tinystories|tok105|URL ...] [--dir data]
+python -m tinystories.data vocab --data stories.txt --size 105 [--dir data]
+python -m tinystories.data pretokenize --data stories.txt --size 105 [--dir data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tinystories.data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="stage", required=True)
+    d = sub.add_parser("download", help="fetch TinyStories (resumable, size-checked)")
+    d.add_argument(
+        "what",
+        nargs="*",
+        default=["tinystories"],
+        help="tinystories (official JSON shards), tok105 (the seed's pretokenized "
+        "archive), tok105.model, or a URL; a local file is copied",
+    )
+    d.add_argument("--dir", default="data", help="destination directory (default: data)")
+    d.add_argument("--no-unpack", action="store_true", help="keep archives packed")
+    for name, help_text in (
+        ("vocab", "train a sentencepiece BPE vocabulary"),
+        ("pretokenize", "write uint16 shards, BOS before every story"),
+    ):
+        s = sub.add_parser(name, help=help_text)
+        s.add_argument("--data", required=True, help="corpus: .txt, JSON shard(s), .tar.gz, dir")
+        s.add_argument("--size", type=int, default=105, help="vocabulary size (default: 105)")
+        s.add_argument("--dir", default="data", help="where tokN.model/.bin and tokN/ go")
+        if name == "vocab":
+            s.add_argument("--byte-fallback", choices=["auto", "on", "off"], default="auto")
+        else:
+            s.add_argument("--split", default="train", help="shard name prefix (default train)")
+            s.add_argument("--workers", type=int, help="processes (default: all cores)")
+    return p
+
+
+def _download(what: list[str], dest_dir: Path, unpack: bool) -> None:
+    import shutil
+
+    from .training.data import SOURCES, download
+    from .training.data import unpack as unpack_archive
+
+    for item in what:
+        if Path(item).exists():  # offline: a local file is taken as it is
+            target = dest_dir / Path(item).name
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            if Path(item).resolve() != target.resolve():
+                shutil.copyfile(item, target)
+        else:
+            url = SOURCES.get(item, item)
+            if "://" not in url:
+                raise ValueError(f"unknown source {item!r}: one of {', '.join(SOURCES)} or a URL")
+            target = download(url, dest_dir / url.rsplit("/", 1)[-1].split("?")[0])
+        print(f"have {target}")
+        if unpack and target.name.endswith((".tar.gz", ".tgz", ".tar")):
+            out = dest_dir / target.name.split(".tar")[0].removesuffix(".tgz")
+            unpack_archive(target, out)
+            print(f"unpacked into {out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .training import require
+
+    if args.stage != "download":
+        require(("sentencepiece", "tqdm"), what=f"data {args.stage}")
+    from .training import data
+
+    try:
+        if args.stage == "download":
+            _download(args.what, Path(args.dir), not args.no_unpack)
+        elif args.stage == "vocab":
+            docs = data.load_documents(args.data)
+            fallback = {"auto": None, "on": True, "off": False}[args.byte_fallback]
+            model, bin_path = data.train_vocab(docs, args.size, args.dir, byte_fallback=fallback)
+            print(f"wrote {model} and {bin_path}")
+        else:
+            model, _ = data.vocab_paths(args.dir, args.size)
+            if not model.exists():
+                raise FileNotFoundError(f"no vocabulary {model}: run the vocab stage first")
+            docs = data.load_documents(args.data)
+            shards = data.pretokenize(
+                docs, model, Path(args.dir) / f"tok{args.size}", args.split, workers=args.workers
+            )
+            print(f"wrote {len(shards.paths)} shard(s), {shards.n_tokens:,} tokens")
+    except (FileNotFoundError, ValueError, data.DownloadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""``python -m tinystories.train``: vocabulary, shards, training and export in one command.
+
+Flags map one-to-one onto :class:`tinystories.training.train.TrainConfig`; the
+work happens in :func:`tinystories.training.train.train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tinystories.train",
+        description="Train a small Llama model on TinyStories and export model.bin.",
+    )
+    p.add_argument(
+        "--data",
+        required=False,
+        default="",
+        help="corpus: .txt, JSON shard(s), "
+        ".tar.gz or a directory of them (not needed to --resume with shards made)",
+    )
+    p.add_argument("--val-data", help="held-out corpus (default: the last 5%% of --data)")
+    p.add_argument("--out", default="out", help="output directory (default: out)")
+    p.add_argument("--data-dir", help="vocabulary and shards (default: OUT/data)")
+    p.add_argument("--preset", default="tok105", help="model preset (default: tok105)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary size (default: the preset's, 105)")
+    for name in ("dim", "n-layers", "n-heads", "n-kv-heads", "hidden-dim", "seq-len"):
+        p.add_argument(f"--{name}", type=int, help="override the preset")
+    p.add_argument("--untied", action="store_true", help="unshared classifier weights")
+    p.add_argument("--max-iters", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--warmup-iters", type=int, help="default: 5%% of --max-iters, at most 1000")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--eval-interval", type=int, help="default: max-iters / 10")
+    p.add_argument("--eval-iters", type=int, default=20, help="validation batches per eval")
+    p.add_argument("--log-interval", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    p.add_argument("--format", default="v0", choices=["v0", "v1", "v2"], help="model.bin format")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    compile_group = p.add_mutually_exclusive_group()
+    compile_group.add_argument("--compile", dest="compile", action="store_true", default=None)
+    compile_group.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--modal", action="store_true", help="run on Modal (not available yet)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .training import require
+
+    require(what="training")
+    if args.modal:
+        raise SystemExit("--modal is not available yet")
+    from .training.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data,
+        val_data=args.val_data,
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        preset=args.preset,
+        vocab_size=args.vocab_size,
+        dim=args.dim,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        n_kv_heads=args.n_kv_heads,
+        hidden_dim=args.hidden_dim,
+        seq_len=args.seq_len,
+        shared_classifier=False if args.untied else None,
+        batch_size=args.batch_size,
+        grad_accum_steps=args.grad_accum,
+        max_iters=args.max_iters,
+        learning_rate=args.lr,
+        warmup_iters=args.warmup_iters,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        eval_interval=args.eval_interval,
+        eval_iters=args.eval_iters,
+        log_interval=args.log_interval,
+        resume=args.resume,
+        export_format=args.format,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        seed=args.seed,
+        num_threads=args.threads,
+        progress=not args.no_progress,
+    )
+    try:
+        result = train(config)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
+    print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
