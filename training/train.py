@@ -404,7 +404,7 @@ def train(config: TrainConfig, log=print) -> TrainResult:
                 loss_value = float(loss_sum)  # syncs with the device, so the timing is real
                 dt = time.perf_counter() - t0
                 tokens_per_sec = tokens_per_iter / dt
-                evaluate = it % config.eval_every() == 0 or it == last_iter
+                evaluate = it % config.eval_every() == 0 or it == config.max_iters
                 row = None
                 if it % config.log_interval == 0 or evaluate:
                     row = {
@@ -416,6 +416,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
                 if evaluate:
                     val_loss = estimate_val_loss()
                     row["val_loss"] = round(val_loss, 6)
+                    log(f"iter {it}: train loss {loss_value:.4f}, val loss {val_loss:.4f}")
+                if evaluate or it == last_iter:
                     _save_checkpoint(
                         ckpt_path,
                         {
@@ -428,7 +430,6 @@ def train(config: TrainConfig, log=print) -> TrainResult:
                             "tokenizer_bin": vocab_bin.read_bytes(),
                         },
                     )
-                    log(f"iter {it}: train loss {loss_value:.4f}, val loss {val_loss:.4f}")
                 if row is not None:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
