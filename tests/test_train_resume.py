@@ -71,6 +71,7 @@ def test_resume_matches_uninterrupted_run(corpus, tmp_path):
 
     rows = [json.loads(line) for line in second.metrics_path.read_text().splitlines()]
     assert [r["iter"] for r in rows] == list(range(1, 13))  # no duplicated iteration 7
+
     def curve(rows):  # everything but the timing
         return [{k: v for k, v in row.items() if k != "tokens_per_sec"} for row in rows]
 
