@@ -136,6 +136,7 @@ def function_options(function: modal.Function) -> dict:
     return {
         "gpu": impl._spec.gpus,
         "cpu": impl._spec.cpu,
+        "memory": impl._spec.memory,
         "volumes": dict(impl._spec.volumes),
         "image": impl._spec.image,
         "timeout": cells["timeout"],

@@ -70,6 +70,7 @@ def test_app_definition_defaults():
         assert mf.volume_name(options["volumes"]["/data"]) == "tinystories-volume"
         assert options["image"] is mf.impl(app.image)
     assert (train["timeout"], prepare["timeout"], sample["timeout"]) == (6 * 3600, 7200, 600)
+    assert (prepare["cpu"], prepare["memory"]) == (4.0, 16 * 1024)
 
 
 def _registered(app) -> dict:
@@ -123,6 +124,38 @@ def test_image_builds_the_local_wheel():
     tops = {r.split("/")[3] for r in remote}
     assert tops == set(ma.SOURCE_ITEMS)
     assert not any("__pycache__" in r or r.endswith(".pyc") for r in remote)
+
+
+def test_copied_source_builds_the_wheel(tmp_path):
+    """The image's copy and build steps, offline: the files the copy=True layer bakes in
+    are enough to build the wheel (engine, bindings, training, this module)."""
+    pytest.importorskip("scikit_build_core")
+    pytest.importorskip("pybind11")
+    import zipfile
+
+    with mf.no_network():
+        files = mf.copied_files(ma.build_app(ma.Settings(source=REPO)).image)
+    src = tmp_path / "tinystories"
+    for local, remote in files:
+        dest = src / Path(remote).relative_to(ma.REMOTE_SOURCE)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(local.read_bytes())
+    # the image's BUILD_WHEEL, with the build requirements taken from here (no index)
+    command = ma.BUILD_WHEEL.replace(ma.REMOTE_WHEELS, str(tmp_path / "wheels"))
+    command = command.replace(ma.REMOTE_SOURCE, str(src)).split()[1:]
+    done = subprocess.run(
+        [sys.executable, *command, "--no-build-isolation", "--no-index", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("tinystories-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("tinystories/_core") and n.endswith(".so") for n in names)
+    for name in ("tinystories/modal_app.py", "tinystories/training/train.py"):
+        assert name in names
+    assert any(n.endswith("/scripts/tinystories-run") for n in names)
 
 
 def test_find_source(tmp_path, monkeypatch):

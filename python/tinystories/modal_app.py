@@ -90,6 +90,7 @@ class Settings:
     prepare_timeout: int = 2 * 3600
     sample_timeout: int = 10 * 60
     prepare_cpu: float = 4.0
+    prepare_memory: int = 16 * 1024  # MiB: the full TinyStories is ~2 GB of text in memory
     python_version: str = f"{sys.version_info.major}.{sys.version_info.minor}"
     torch: str = TORCH_SPEC
 
@@ -207,6 +208,7 @@ def build_app(settings: Settings) -> ModalApp:
         image=image,
         volumes=mounts,
         cpu=settings.prepare_cpu,
+        memory=settings.prepare_memory,
         timeout=settings.prepare_timeout,
         serialized=True,
         name="prepare",
@@ -491,7 +493,8 @@ def describe_plan(ma: ModalApp, training: TrainingPlan | None = None) -> str:
     lines += [f"  {i}. {step}" for i, step in enumerate(ma.image_steps, 1)]
     lines += [
         "functions:",
-        f"  prepare  no GPU, {s.prepare_cpu:g} CPUs, timeout {_fmt_time(s.prepare_timeout)}: "
+        f"  prepare  no GPU, {s.prepare_cpu:g} CPUs, {s.prepare_memory // 1024} GiB, "
+        f"timeout {_fmt_time(s.prepare_timeout)}: "
         "download a corpus URL into the volume, train the vocabulary and pretokenize when "
         "missing (tinystories.training.train.prepare_data); commits the volume",
         f"  train    GPU {s.gpu}, timeout {_fmt_time(s.train_timeout)}: "
