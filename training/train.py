@@ -435,12 +435,12 @@ def train(config: TrainConfig, log=print, on_checkpoint=None) -> TrainResult:
                             "tokenizer_bin": vocab_bin.read_bytes(),
                         },
                     )
-                    if on_checkpoint is not None:
-                        on_checkpoint(ckpt_path)
                 if row is not None:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
                     metrics.append(row)
+                if on_checkpoint is not None and (evaluate or it == last_iter):
+                    on_checkpoint(ckpt_path)  # after the metrics row, which it covers
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
                     bar.update(1)
