@@ -280,8 +280,13 @@ def _read_metrics(path: Path, up_to_iter: int) -> list[dict]:
 # --- the loop ------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, log=print) -> TrainResult:
-    """Runs data preparation, training and export as ``config`` says; see the module doc."""
+def train(config: TrainConfig, log=print, on_checkpoint=None) -> TrainResult:
+    """Runs data preparation, training and export as ``config`` says; see the module doc.
+
+    ``on_checkpoint(path)``, when given, is called after each checkpoint is written (and
+    after the export); ``--modal`` commits the volume there so a lost container loses
+    nothing that was checkpointed.
+    """
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
@@ -437,6 +442,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
                     metrics.append(row)
+                if on_checkpoint is not None and (evaluate or it == last_iter):
+                    on_checkpoint(ckpt_path)  # after the metrics row, which it covers
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
                     bar.update(1)
@@ -449,6 +456,8 @@ def train(config: TrainConfig, log=print) -> TrainResult:
         model, out_dir / "model.bin", vocab_bin, fmt=config.export_format
     )
     log(f"wrote {model_path} and {tokenizer_path}")
+    if on_checkpoint is not None:
+        on_checkpoint(model_path)
     return TrainResult(
         out_dir=out_dir,
         model_path=model_path,

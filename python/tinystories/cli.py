@@ -48,8 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--model model.bin --tokenizer tok105.bin -t 0.8 -s 42",
     )
     generate.add_argument("prompt", nargs="?", default="", help="text to continue (default: empty)")
-    generate.add_argument("--model", "-m", required=True, help="llama2.c model file (v0/v1/v2)")
-    generate.add_argument("--tokenizer", "-z", required=True, help="llama2.c tokenizer.bin")
+    generate.add_argument("--model", "-m", help="llama2.c model file (v0/v1/v2)")
+    generate.add_argument(
+        "--tokenizer", "-z", help="llama2.c tokenizer.bin (--modal: on the volume)"
+    )
+    generate.add_argument(
+        "--modal", action="store_true", help="sample in a Modal container from the volume"
+    )
+    generate.add_argument(
+        "--model-path",
+        default="out/model.bin",
+        help="--modal: model on the volume (default: out/model.bin, its tokenizer.bin beside)",
+    )
+    generate.add_argument("--volume", default="tinystories-volume", help="--modal: the volume")
     generate.add_argument("--n-threads", type=int, default=None)
     _add_sampling_arguments(generate)
     generate.set_defaults(run=_generate)
@@ -57,6 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    if args.modal:
+        from .modal_check import require_modal
+
+        require_modal("generate --modal")
+        from . import modal_app
+
+        options = dict(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+        settings = modal_app.Settings(volume=args.volume, source=modal_app.find_source())
+        return modal_app.run_sampling(
+            settings, args.model_path, args.tokenizer, args.prompt, options
+        )
+    if not (args.model and args.tokenizer):
+        raise ValueError("generate needs --model and --tokenizer (or --modal)")
     from .generator import Generator
 
     generator = Generator(args.model, args.tokenizer, n_threads=args.n_threads)

@@ -1,7 +1,8 @@
 """``python -m tinystories.train``: vocabulary, shards, training and export in one command.
 
 Flags map one-to-one onto :class:`tinystories.training.train.TrainConfig`; the
-work happens in :func:`tinystories.training.train.train`.
+work happens in :func:`tinystories.training.train.train`, here or, with ``--modal``, in
+a Modal container (:mod:`tinystories.modal_app`) from the same config.
 """
 
 from __future__ import annotations
@@ -51,17 +52,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    m = p.add_argument_group(
+        "Modal",
+        "run the same training on a Modal GPU (pip install 'tinystories[modal]'); "
+        "see the README's 'Train on Modal'",
+    )
+    m.add_argument("--modal", action="store_true", help="train on Modal instead of here")
+    m.add_argument("--gpu", default="T4", help="Modal GPU type (default: T4)")
+    m.add_argument(
+        "--volume",
+        default="tinystories-volume",
+        help="Modal volume for data, checkpoints and models, mounted at /data "
+        "(default: tinystories-volume, created if missing)",
+    )
+    m.add_argument(
+        "--timeout-hours", type=float, default=6.0, help="limit of the training call (max 24)"
+    )
+    m.add_argument(
+        "--no-download", action="store_true", help="leave model.bin on the volume, not in --out"
+    )
+    m.add_argument(
+        "--source",
+        help="tinystories checkout the Modal image builds its wheel from "
+        "(default: $TINYSTORIES_SOURCE, else the current directory or a parent)",
+    )
+    m.add_argument("--dry-run", action="store_true", help="print what --modal would run, then exit")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .training import require
-
-    require(what="training")
-    from .training.train import TrainConfig, train
-
-    config = TrainConfig(
+def config_kwargs(args: argparse.Namespace) -> dict:
+    """The :class:`TrainConfig` keyword arguments the flags give (no torch needed)."""
+    return dict(
         data=args.data,
         val_data=args.val_data,
         out_dir=args.out,
@@ -94,6 +115,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_threads=args.threads,
         progress=not args.no_progress,
     )
+
+
+def _main_modal(args: argparse.Namespace) -> int:
+    """``--modal``: the same TrainConfig, run by tinystories.modal_app on a Modal GPU."""
+    from .modal_check import require_modal
+
+    require_modal("train --modal", credentials=not args.dry_run)
+    from . import modal_app
+
+    try:
+        settings = modal_app.Settings(
+            gpu=args.gpu,
+            volume=args.volume,
+            source=modal_app.find_source(args.source),
+            train_timeout=round(args.timeout_hours * 3600),
+        )
+        return modal_app.run_training(
+            config_kwargs(args),
+            settings,
+            out=args.out,
+            data_dir=args.data_dir,
+            download=not args.no_download,
+            dry_run=args.dry_run,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.modal or args.dry_run:
+        return _main_modal(args)
+    from .training import require
+
+    require(what="training")
+    from .training.train import TrainConfig, train
+
+    config = TrainConfig(**config_kwargs(args))
     try:
         result = train(config)
     except (FileNotFoundError, ValueError) as err:

@@ -1,0 +1,558 @@
+"""Modal integration, offline: the app definition built with the real `modal` package, the
+remote function bodies run through `.local()` against a temporary folder standing in for the
+volume, the dry run, the volume tools on a local stand-in, and the messages for a missing
+extra or missing credentials. Nothing here contacts Modal."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import warnings
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+modal = pytest.importorskip("modal")
+
+import modal_fakes as mf  # noqa: E402
+from conftest import REPO  # noqa: E402
+from stories import make_corpus, write_txt  # noqa: E402
+from tinystories import modal_app as ma  # noqa: E402
+
+# The flags of a tiny local run (as in test_train_pipeline), used for the remote one too.
+TINY_FLAGS = [
+    "--vocab-size", "96", "--dim", "32", "--n-layers", "2", "--n-heads", "4",
+    "--n-kv-heads", "2", "--seq-len", "64", "--batch-size", "8", "--eval-iters", "2",
+    "--max-iters", "12", "--eval-interval", "4", "--lr", "3e-3", "--dtype", "float32",
+    "--no-compile", "--no-progress", "--device", "cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _quiet_local_volume_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*executing locally.*Volume", category=UserWarning
+        )
+        yield
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("modal_corpus") / "stories.txt"
+    write_txt(path, make_corpus(300, seed=5))
+    return path
+
+
+def _env_without_modal_credentials(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env["MODAL_CONFIG_PATH"] = str(tmp_path / "no-modal.toml")
+    return env
+
+
+# --- the app definition ----------------------------------------------------------------
+
+
+def test_app_definition_defaults():
+    with mf.no_network():  # defining the app, image and volume is lazy and offline
+        app = ma.build_app(ma.Settings(source=REPO))
+    assert mf.volume_name(app.volume) == "tinystories-volume"
+    assert set(_registered(app.app)) == {"prepare", "train", "sample"}
+    train, prepare, sample = (mf.function_options(f) for f in (app.train, app.prepare, app.sample))
+    assert train["gpu"] == "T4"
+    assert prepare["gpu"] is None and sample["gpu"] is None  # no GPU paid for outside training
+    for options in (train, prepare, sample):
+        assert list(options["volumes"]) == ["/data"]
+        assert mf.volume_name(options["volumes"]["/data"]) == "tinystories-volume"
+        assert options["image"] is mf.impl(app.image)
+    assert (train["timeout"], prepare["timeout"], sample["timeout"]) == (6 * 3600, 7200, 600)
+    assert (prepare["cpu"], prepare["memory"]) == (4.0, 16 * 1024)
+
+
+def _registered(app) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return app.registered_functions
+
+
+def test_app_definition_settings():
+    settings = ma.Settings(gpu="A10G", volume="scratch", source=REPO, train_timeout=3600)
+    with mf.no_network():
+        app = ma.build_app(settings)
+    options = mf.function_options(app.train)
+    assert (options["gpu"], options["timeout"]) == ("A10G", 3600)
+    assert mf.volume_name(options["volumes"]["/data"]) == "scratch"
+    with pytest.raises(ValueError, match="24 h"):
+        ma.Settings(source=REPO, train_timeout=25 * 3600)
+
+
+def test_image_builds_the_local_wheel():
+    with mf.no_network():
+        app = ma.build_app(ma.Settings(source=REPO))
+        commands = mf.dockerfile_commands(app.image)
+        files = mf.copied_files(app.image)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert commands[0].startswith(f"FROM python:{py}")  # cloudpickle: the local Python
+    runs = [c for c in commands if c.startswith("RUN ")]
+
+    def index(text: str) -> int:
+        return next(i for i, c in enumerate(runs) if text in c)
+
+    apt = index("apt-get install -y build-essential cmake")
+    torch = index("pip install torch==")
+    wheel = index("pip wheel --no-deps --wheel-dir /root/wheels /root/tinystories")
+    install = index("/root/wheels/tinystories-*.whl)[train]")
+    assert apt < torch < wheel < install  # torch before the source: edits keep its layer
+    assert "ENV TINYSTORIES_VOLUME_ROOT=/data" in commands
+    # the copy=True layer: exactly the checkout's build inputs, nothing else
+    remote = {r: local for local, r in files}
+    for name in (
+        "pyproject.toml",
+        "CMakeLists.txt",
+        "README.md",
+        "bindings/core.cpp",
+        "csrc/run/tinystories.h",
+        "python/tinystories/modal_app.py",
+        "training/train.py",
+    ):
+        assert f"/root/tinystories/{name}" in remote, name
+        assert remote[f"/root/tinystories/{name}"] == REPO / name
+    tops = {r.split("/")[3] for r in remote}
+    assert tops == set(ma.SOURCE_ITEMS)
+    assert not any("__pycache__" in r or r.endswith(".pyc") for r in remote)
+
+
+def test_copied_source_builds_the_wheel(tmp_path):
+    """The image's copy and build steps, offline: the files the copy=True layer bakes in
+    are enough to build the wheel (engine, bindings, training, this module)."""
+    pytest.importorskip("scikit_build_core")
+    pytest.importorskip("pybind11")
+    import zipfile
+
+    with mf.no_network():
+        files = mf.copied_files(ma.build_app(ma.Settings(source=REPO)).image)
+    src = tmp_path / "tinystories"
+    for local, remote in files:
+        dest = src / Path(remote).relative_to(ma.REMOTE_SOURCE)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(local.read_bytes())
+    # the image's BUILD_WHEEL, with the build requirements taken from here (no index)
+    command = ma.BUILD_WHEEL.replace(ma.REMOTE_WHEELS, str(tmp_path / "wheels"))
+    command = command.replace(ma.REMOTE_SOURCE, str(src)).split()[1:]
+    done = subprocess.run(
+        [sys.executable, *command, "--no-build-isolation", "--no-index", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("tinystories-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("tinystories/_core") and n.endswith(".so") for n in names)
+    for name in ("tinystories/modal_app.py", "tinystories/training/train.py"):
+        assert name in names
+    assert any(n.endswith("/scripts/tinystories-run") for n in names)
+
+
+def test_find_source(tmp_path, monkeypatch):
+    monkeypatch.delenv(ma.SOURCE_ENV, raising=False)
+    assert ma.find_source(REPO) == REPO.resolve()
+    assert ma.find_source(cwd=REPO / "python" / "tinystories") == REPO.resolve()
+    monkeypatch.setenv(ma.SOURCE_ENV, str(REPO))
+    assert ma.find_source(cwd=tmp_path) == REPO.resolve()
+    monkeypatch.delenv(ma.SOURCE_ENV)
+    with pytest.raises(ma.SourceNotFound, match="--source DIR"):
+        ma.find_source(cwd=tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "tinystories"\n')
+    with pytest.raises(ma.SourceNotFound, match="not a complete checkout"):
+        ma.find_source(tmp_path)
+
+
+# --- the remote functions, run locally through .local() --------------------------------
+
+
+def _plan(corpus: Path, *extra: str) -> ma.TrainingPlan:
+    from tinystories.train import build_parser, config_kwargs
+
+    args = build_parser().parse_args(["--data", str(corpus), *TINY_FLAGS, *extra])
+    return ma.plan_training(config_kwargs(args), out=args.out, data_dir=args.data_dir)
+
+
+@pytest.fixture
+def local_volume(tmp_path, monkeypatch):
+    """A temp folder as the volume root, and a record of the functions' volume commits."""
+    root = tmp_path / "volume"
+    root.mkdir()
+    monkeypatch.setenv(ma.ROOT_ENV, str(root))
+    commits: list[str] = []
+    monkeypatch.setattr(ma, "committer", lambda name: lambda: commits.append(name))
+    return root, commits
+
+
+def test_remote_functions_run_locally(corpus, tmp_path, local_volume, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("sentencepiece")
+    from tinystories import Generator
+
+    root, commits = local_volume
+    volume = mf.LocalVolume(root)
+    app = ma.build_app(ma.Settings(source=REPO))
+    plan = _plan(corpus)
+    assert plan.config["out_dir"] == "out" and plan.config["data"].startswith("corpus/")
+
+    # client: the corpus goes to the volume once (content-addressed)
+    assert ma.upload(volume, corpus, plan.data[0].dest, skip_existing=True)
+    assert not ma.upload(volume, corpus, plan.data[0].dest, skip_existing=True)
+    assert volume.uploads == [plan.data[0].dest]
+
+    # prepare: vocabulary and shards on the volume
+    ready = app.prepare.local(plan.config, plan.fetch)
+    assert ready["tokenizer"] == "out/data/tok96.bin" and ready["train_tokens"] > 0
+    vocab = root / "out" / "data" / "tok96.model"
+    stamp = vocab.stat().st_mtime_ns
+    assert commits == ["tinystories-volume"]
+
+    # train: checkpoints at 4, 8, 12, export; a commit after each
+    result = app.train.local(plan.config)
+    assert result["iters"] == 12 and result["model"] == "out/model.bin"
+    assert result["tokenizer"] == "out/tokenizer.bin"
+    assert len(commits) == 1 + 3 + 1
+    for name in ("ckpt.pt", "metrics.jsonl", "model.bin", "tokenizer.bin"):
+        assert (root / "out" / name).is_file()
+    assert vocab.stat().st_mtime_ns == stamp  # train() found the prepared data
+
+    # a second prepare skips everything; resume continues from the volume's checkpoint
+    app.prepare.local(plan.config, plan.fetch)
+    assert vocab.stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    more = {**plan.config, "resume": True, "max_iters": 16}
+    assert app.train.local(more)["iters"] == 16
+    assert "resuming from" in capsys.readouterr().out
+
+    # sample: the engine on the volume's files streams what it streams locally
+    options = dict(max_new_tokens=30, temperature=0.8, top_p=0.9, top_k=0, seed=42)
+    pieces = list(app.sample.local("out/model.bin", "out/tokenizer.bin", "Once upon a", options))
+    local = Generator(root / "out" / "model.bin", root / "out" / "tokenizer.bin")
+    assert pieces == list(local.stream("Once upon a", **options)) and "".join(pieces)
+
+    # client: the results come back to --out
+    out = tmp_path / "local-out"
+    for name in ma.RESULT_FILES:
+        ma.download_file(volume, f"out/{name}", out / name, progress=False, log=lambda m: None)
+        assert (out / name).read_bytes() == (root / "out" / name).read_bytes()
+
+
+def test_prepare_fetches_a_corpus_url(corpus, tmp_path, local_volume):
+    pytest.importorskip("sentencepiece")
+    pytest.importorskip("torch")
+    root, commits = local_volume
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(corpus.parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{corpus.name}"
+        plan = _plan(Path("unused"), "--data", url, "--data-dir", "shared-data")
+        assert plan.fetch == [{"url": url, "dest": f"downloads/{corpus.name}"}]
+        assert plan.config["data_dir"] == "shared-data"
+        ready = ma.build_app(ma.Settings(source=REPO)).prepare.local(plan.config, plan.fetch)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (root / "downloads" / corpus.name).read_bytes() == corpus.read_bytes()
+    assert ready["tokenizer"] == "shared-data/tok96.bin"
+    assert len(commits) == 2  # after the download, after the shards
+
+
+def test_rescheduled_call_resumes(tmp_path, monkeypatch):
+    config = {"out_dir": "run", "resume": False}
+    assert ma.resume_if_rescheduled(config, tmp_path) is config  # not in a container
+    monkeypatch.setattr(modal, "current_function_call_id", lambda: "fc-1")
+    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is False  # first attempt
+    assert (tmp_path / "run" / ".modal-call").read_text() == "fc-1"
+    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is False  # no checkpoint yet
+    (tmp_path / "run" / "ckpt.pt").write_bytes(b"")
+    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is True  # restarted
+    monkeypatch.setattr(modal, "current_function_call_id", lambda: "fc-2")
+    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is False  # a new call
+
+
+def test_sampling_imports_neither_torch_nor_modal_runtime(random_model_files, tmp_path):
+    model, tokenizer, _, _ = random_model_files[("gqa_shared", 0)]
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tinystories.cli import main\n"
+        f"assert main(['generate', 'a', '-m', {str(model)!r}, '-z', {str(tokenizer)!r}, "
+        "'-s', '3', '-n', '5']) == 0\n"
+        "assert 'modal' not in sys.modules and 'torch' not in sys.modules\n"
+        "from tinystories.modal_app import sample_body\n"
+        f"root = Path({str(model.parent)!r})\n"
+        f"text = ''.join(sample_body({model.name!r}, {tokenizer.name!r}, 'a', "
+        "{'seed': 3, 'max_new_tokens': 5}, root=root))\n"
+        "assert 'torch' not in sys.modules, 'sampling imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_serialized_functions_run_in_a_fresh_process(random_model_files, tmp_path):
+    """What a container does with a function: unpickle it (no Modal client at hand) in a
+    process that has not imported the app, then call it; here ``sample`` on a tmp volume."""
+    model, tokenizer, _, _ = random_model_files[("gqa_shared", 1)]
+    root = tmp_path / "volume"
+    (root / "m").mkdir(parents=True)
+    (root / "m" / "model.bin").write_bytes(model.read_bytes())
+    (root / "m" / "tokenizer.bin").write_bytes(tokenizer.read_bytes())
+    with mf.no_network():
+        app = ma.build_app(ma.Settings(source=REPO))
+        for name in ("prepare", "train", "sample"):
+            (tmp_path / f"{name}.pkl").write_bytes(mf.serialized_function(getattr(app, name)))
+    code = (
+        "import sys\n"
+        "from modal._serialization import deserialize\n"
+        "fns = {n: deserialize(open(n + '.pkl', 'rb').read(), None) "
+        "for n in ('prepare', 'train', 'sample')}\n"
+        "assert all(callable(f) for f in fns.values())\n"
+        "text = ''.join(fns['sample']('m/model.bin', 'm/tokenizer.bin', 'a', "
+        "{'seed': 7, 'max_new_tokens': 8}))\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(text)\n"
+    )
+    env = {**os.environ, ma.ROOT_ENV: str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    from tinystories import Generator
+
+    expected = Generator(model, tokenizer).generate("a", seed=7, max_new_tokens=8)
+    assert done.stdout == expected + "\n"
+
+
+# --- paths and data plans --------------------------------------------------------------
+
+
+def test_data_plans(corpus, tmp_path):
+    assert ma.plan_data("--data", "") is None
+    assert ma.plan_data("--data", "volume:/corpus/x.txt").dest == "corpus/x.txt"
+    named = ma.plan_data("--data", "tinystories")
+    assert named.url.endswith("TinyStories_all_data.tar.gz")
+    assert named.dest == "downloads/TinyStories_all_data.tar.gz"
+    local = ma.plan_data("--data", str(corpus))
+    assert local.upload == corpus and local.dest.endswith("/stories.txt")
+    copy = tmp_path / "stories.txt"
+    copy.write_bytes(corpus.read_bytes())
+    assert ma.plan_data("--data", str(copy)).dest == local.dest  # same content, same place
+    copy.write_text("different")
+    assert ma.plan_data("--data", str(copy)).dest != local.dest
+    with pytest.raises(FileNotFoundError, match="volume:PATH"):
+        ma.plan_data("--data", str(tmp_path / "missing.txt"))
+    with pytest.raises(ValueError, match=r"'\.\.'"):
+        ma.plan_data("--data", "volume:../etc/passwd")
+    assert ma.remote_dir("out") == "out" and ma.remote_dir("runs/a/") == "runs/a"
+    assert ma.remote_dir("/home/me/runs/b") == "b"
+
+
+def test_config_kwargs_are_train_config_fields(corpus):
+    pytest.importorskip("torch")
+    from tinystories.training.train import TrainConfig
+
+    plan = _plan(corpus)
+    TrainConfig(**plan.config)  # the remote side rebuilds it from these
+
+
+# --- the command lines ----------------------------------------------------------------
+
+
+def test_dry_run_prints_the_plan(corpus, tmp_path, monkeypatch, capsys):
+    from tinystories.train import main as train_main
+
+    for name in [k for k in os.environ if k.startswith("MODAL_TOKEN")]:
+        monkeypatch.delenv(name)
+    argv = ["--modal", "--dry-run", "--data", str(corpus), "--source", str(REPO), *TINY_FLAGS]
+    with mf.no_network():
+        assert train_main(argv) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "dry run", "volume:   tinystories-volume (created if missing), mounted at /data",
+        "apt-get install build-essential cmake", "pip install torch==", f"copy {REPO}",
+        "pip wheel --no-deps", "[train]", "train    GPU T4, timeout 6 h",
+        "prepare  no GPU", "sample   no GPU, timeout 10 min", f"upload {corpus}",
+        "12 iterations, start from scratch", "download model.bin, tokenizer.bin",
+    ):  # fmt: skip
+        assert text in out, text
+    with mf.no_network():
+        argv += [
+            "--gpu",
+            "A100",
+            "--volume",
+            "mine",
+            "--resume",
+            "--timeout-hours",
+            "2",
+            "--no-download",
+        ]
+        assert train_main(argv) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "GPU A100, timeout 2 h",
+        "volume:   mine",
+        "resume from /data/out/ckpt.pt",
+        "no download",
+    ):
+        assert text in out, text
+
+
+def test_dry_run_without_a_checkout(tmp_path, monkeypatch, capsys):
+    from tinystories.train import main as train_main
+
+    monkeypatch.delenv(ma.SOURCE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--modal", "--dry-run", "--max-iters", "5"]) == 1
+    assert "--source DIR" in capsys.readouterr().err
+
+
+COMMANDS = {
+    "train": ["-m", "tinystories.train", "--modal", "--data", "stories.txt"],
+    "generate": ["-m", "tinystories", "generate", "--modal", "Once upon a time"],
+    "volume": ["-m", "tinystories.volume", "ls"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_missing_credentials(command, tmp_path):
+    env = _env_without_modal_credentials(tmp_path)
+    done = subprocess.run(
+        [sys.executable, *COMMANDS[command]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "needs Modal credentials" in done.stderr and "`modal token new`" in done.stderr
+    assert "Nothing was started" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_credentials_detected(tmp_path):
+    env = _env_without_modal_credentials(tmp_path)
+    code = "from tinystories.modal_check import has_credentials as h; print(h())"
+    run = partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True)
+    assert run(env=env).stdout.strip() == "False"
+    with_env = {**env, "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-y"}
+    assert run(env=with_env).stdout.strip() == "True"
+    (tmp_path / "no-modal.toml").write_text('[default]\ntoken_id = "ak-x"\ntoken_secret = "as-y"\n')
+    assert run(env=env).stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS) + ["dry-run"])
+def test_missing_extra(command, tmp_path):
+    argv = COMMANDS.get(command, ["-m", "tinystories.train", "--modal", "--dry-run"])
+    code = (
+        "import runpy, sys\n"
+        "sys.modules['modal'] = None  # as if the extra were not installed\n"
+        f"sys.argv = ['x'] + {argv[2:]!r}\n"
+        f"runpy.run_module({argv[1]!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 1
+    assert "pip install 'tinystories[modal]'" in done.stderr
+    assert "`modal token new`" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- volume tools ---------------------------------------------------------------------
+
+
+def _volume_cli(volume, *argv: str) -> int:
+    from tinystories.volume import build_parser, run
+
+    return run(build_parser().parse_args(["--no-progress", *argv]), volume)
+
+
+def test_volume_tools(tmp_path, capsys, monkeypatch):
+    volume = mf.LocalVolume(tmp_path / "vol")
+    local = tmp_path / "local"
+    (local / "run" / "data").mkdir(parents=True)
+    (local / "run" / "model.bin").write_bytes(os.urandom(5000))
+    (local / "run" / "data" / "tok.bin").write_bytes(b"tok")
+    (local / "big.bin").write_bytes(os.urandom(3000))
+
+    assert _volume_cli(volume, "upload", str(local / "run"), "out") == 0
+    assert _volume_cli(volume, "upload", str(local / "big.bin"), "/files/big.bin") == 0
+    with pytest.raises(FileExistsError):
+        _volume_cli(volume, "upload", str(local / "big.bin"), "files/big.bin")
+    assert _volume_cli(volume, "upload", str(local / "big.bin"), "files/big.bin", "--force") == 0
+    capsys.readouterr()
+
+    assert _volume_cli(volume, "ls") == 0
+    assert [line.split()[-1] for line in capsys.readouterr().out.splitlines()] == ["files/", "out/"]
+    assert _volume_cli(volume, "ls", "out", "-r") == 0
+    listing = capsys.readouterr().out
+    assert "out/model.bin" in listing and "4.9 KiB" in listing and "out/data/tok.bin" in listing
+
+    # download: a file to a file, a file into a folder, a folder keeping its layout
+    down = tmp_path / "down"
+    down.mkdir()
+    assert _volume_cli(volume, "download", "out/model.bin", str(down / "m.bin")) == 0
+    assert (down / "m.bin").read_bytes() == (local / "run" / "model.bin").read_bytes()
+    assert _volume_cli(volume, "download", "files/big.bin", str(down)) == 0
+    assert (down / "big.bin").read_bytes() == (local / "big.bin").read_bytes()
+    assert _volume_cli(volume, "download", "out", str(down / "tree")) == 0
+    assert (down / "tree" / "data" / "tok.bin").read_bytes() == b"tok"
+    assert not list(down.rglob("*.part"))
+
+    # rm
+    assert _volume_cli(volume, "rm", "files/big.bin") == 0
+    assert not (volume.root / "files" / "big.bin").exists()
+    with pytest.raises(modal.exception.InvalidError):
+        _volume_cli(volume, "rm", "out/data")
+    assert _volume_cli(volume, "rm", "out/data", "-r") == 0
+    with pytest.raises(ValueError, match="root"):
+        _volume_cli(volume, "rm", "/", "-r")
+
+    # clean: leftovers by default, checkpoints on request, everything with --all
+    (volume.root / "out" / "ckpt.pt").write_bytes(b"c")
+    (volume.root / "out" / "ckpt.pt.tmp").write_bytes(b"t")
+    (volume.root / "downloads").mkdir()
+    (volume.root / "downloads" / "x.tar.gz.part").write_bytes(b"p")
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert _volume_cli(volume, "clean") == 1  # asked, declined
+    assert (volume.root / "out" / "ckpt.pt.tmp").exists()
+    assert _volume_cli(volume, "clean", "--yes") == 0
+    assert not (volume.root / "out" / "ckpt.pt.tmp").exists()
+    assert not (volume.root / "downloads" / "x.tar.gz.part").exists()
+    assert (volume.root / "out" / "ckpt.pt").exists() and (
+        volume.root / "out" / "model.bin"
+    ).exists()
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert _volume_cli(volume, "clean", "--checkpoints") == 0
+    assert not (volume.root / "out" / "ckpt.pt").exists()
+    assert (volume.root / "out" / "model.bin").exists()
+    assert _volume_cli(volume, "clean", "--all", "--yes") == 0
+    assert list(volume.root.iterdir()) == []
+    assert _volume_cli(volume, "clean") == 0
+    assert "nothing to clean" in capsys.readouterr().out
+
+
+def test_download_progress_reports_bytes(tmp_path):
+    volume = mf.LocalVolume(tmp_path / "vol")
+    (volume.root / "m.bin").write_bytes(os.urandom(4500))
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            Bar.n += k
+
+    with open(tmp_path / "x", "wb") as f:
+        volume.read_file_into_fileobj("m.bin", ma._CountingWriter(f, Bar()))
+    assert Bar.n == 4500
