@@ -120,3 +120,10 @@ def test_q80_and_fp32_agree_on_config(tok105):
     q = Generator(tok105["model_q80"], tok105["tokenizer"])
     assert q.config.version == 2 and q.config.group_size == 64
     assert q.generate("Once upon a time", temperature=0, max_new_tokens=20).startswith(",")
+
+
+def test_max_new_tokens_zero_with_empty_prompt_makes_nothing(story):
+    assert story.generate("", max_new_tokens=0, seed=3) == ""
+    assert list(story.stream("", max_new_tokens=0, seed=3)) == []
+    assert story.generate_batch(["", "Once"], max_new_tokens=0, seed=3) == ["", ""]
+    assert story.generate("", temperature=0, max_new_tokens=1) == "O"  # one single-letter piece

@@ -46,11 +46,12 @@ static ts_status sequence_init(sequence *q, const ts_config *p, const ts_tokeniz
         return ts__fail(err, TS_ERR_ARG, "the tokenizer has %d entries, the model's vocabulary is %d",
                         ts_tokenizer_vocab_size(tokenizer), p->vocab_size);
     }
+    if (steps < 0) return ts__fail(err, TS_ERR_ARG, "steps must be >= 0, got %d", steps);
     q->prompt = malloc(n_prompt * sizeof *q->prompt);
     if (!q->prompt) return ts__fail(err, TS_ERR_NOMEM, "out of memory for a %zu-token prompt", n_prompt);
     memcpy(q->prompt, prompt, n_prompt * sizeof *q->prompt);
     q->n_prompt = n_prompt;
-    q->steps = (steps <= 0 || steps > p->seq_len) ? p->seq_len : steps;
+    q->steps = steps > p->seq_len ? p->seq_len : steps; /* 0: nothing to evaluate */
     q->token = prompt[0];
     return TS_OK;
 }

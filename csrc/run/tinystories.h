@@ -261,7 +261,8 @@ void ts_generation_free(ts_generation *generation);
 
 /* run.c's generation loop. Starting from a fresh position 0, evaluates the
  * prompt and samples until BOS is sampled or `steps` positions (prompt
- * included, clamped to seq_len) have been evaluated. The session's KV cache
+ * included, clamped to seq_len; 0 evaluates nothing — run.c's "-n 0 means
+ * the whole context" is the CLI's to apply) have been evaluated. The session's KV cache
  * is overwritten. `stats` may be NULL. */
 ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sampler *sampler,
                       const int32_t *prompt, size_t n_prompt, int steps,
