@@ -764,12 +764,17 @@ static void test_real(const char *dir) {
         /* cancel after 5 pieces */
         collect c2 = {0};
         c2.stop_after = 5;
-        CHECK(ts_generate(s, t, sp, toks, nt, 0, on_token, &c2, &st, &err) == TS_ERR_CANCELLED);
+        CHECK(ts_generate(s, t, sp, toks, nt, 256, on_token, &c2, &st, &err) == TS_ERR_CANCELLED);
         /* the first piece is the dummy-prefix space, dropped after BOS */
         CHECK(c2.calls == 5 && st.n_positions == 5 && strcmp(c2.text, "Once") == 0);
         CHECK(ts_generate(s, t, sp, toks, 0, 0, on_token, &c2, &st, &err) == TS_ERR_ARG);
         int32_t badp[2] = {1, 105};
-        CHECK(ts_generate(s, t, sp, badp, 2, 0, on_token, &c2, &st, &err) == TS_ERR_ARG);
+        CHECK(ts_generate(s, t, sp, badp, 2, 256, on_token, &c2, &st, &err) == TS_ERR_ARG);
+        CHECK(ts_generate(s, t, sp, toks, nt, -1, on_token, &c2, &st, &err) == TS_ERR_ARG);
+        /* steps = 0 evaluates nothing (the CLI maps run.c's -n 0 to seq_len itself) */
+        collect c3 = {0};
+        CHECK(ts_generate(s, t, sp, toks, nt, 0, on_token, &c3, &st, &err) == TS_OK);
+        CHECK(c3.calls == 0 && st.n_positions == 0);
         ts_sampler_free(sp);
         ts_session_free(s);
         ts_model_free(m);
