@@ -171,6 +171,29 @@ static ts_weight f32w(const float *p) {
     return w;
 }
 
+/* Where each kind of fp32 layer weight starts, all layers stacked. */
+typedef struct f32_stack {
+    const float *rms_att, *rms_ffn, *wq, *wk, *wv, *wo, *w1, *w2, *w3;
+} f32_stack;
+
+/* Points every layer at its slice of the stacked fp32 weights. */
+static void point_layers_f32(ts_model *m, const f32_stack *w) {
+    size_t dim = (size_t)m->config.dim, hid = (size_t)m->config.hidden_dim;
+    size_t kv = (size_t)m->kv_dim;
+    for (size_t l = 0; l < (size_t)m->config.n_layers; l++) {
+        ts_layer *ly = &m->layers[l];
+        ly->rms_att = w->rms_att + l * dim;
+        ly->rms_ffn = w->rms_ffn + l * dim;
+        ly->wq = f32w(w->wq + l * dim * dim);
+        ly->wk = f32w(w->wk + l * dim * kv);
+        ly->wv = f32w(w->wv + l * dim * kv);
+        ly->wo = f32w(w->wo + l * dim * dim);
+        ly->w1 = f32w(w->w1 + l * hid * dim);
+        ly->w2 = f32w(w->w2 + l * dim * hid);
+        ly->w3 = f32w(w->w3 + l * hid * dim);
+    }
+}
+
 /* v0 (run.c's legacy export): embedding, then each kind for all layers,
  * rms_final, two unused RoPE tables, and wcls when unshared. */
 static void layout_v0(ts_model *m, cursor *c) {
@@ -192,18 +215,7 @@ static void layout_v0(ts_model *m, cursor *c) {
     take_f32(c, (size_t)p->seq_len * hs / 2); /* freq_cis_imag, unused */
     m->token_embedding = emb;
     m->wcls = f32w(p->shared_classifier ? emb : take_f32(c, (size_t)p->vocab_size * dim));
-    for (size_t l = 0; l < L; l++) {
-        ts_layer *ly = &m->layers[l];
-        ly->rms_att = rms_att + l * dim;
-        ly->rms_ffn = rms_ffn + l * dim;
-        ly->wq = f32w(wq + l * dim * dim);
-        ly->wk = f32w(wk + l * dim * kv);
-        ly->wv = f32w(wv + l * dim * kv);
-        ly->wo = f32w(wo + l * dim * dim);
-        ly->w1 = f32w(w1 + l * hid * dim);
-        ly->w2 = f32w(w2 + l * dim * hid);
-        ly->w3 = f32w(w3 + l * hid * dim);
-    }
+    point_layers_f32(m, &(const f32_stack){rms_att, rms_ffn, wq, wk, wv, wo, w1, w2, w3});
 }
 
 /* v1 (export.py version1_export): norms first, then the matrices. */
@@ -224,18 +236,7 @@ static void layout_v1(ts_model *m, cursor *c) {
     const float *w3 = take_f32(c, L * hid * dim);
     m->token_embedding = emb;
     m->wcls = f32w(p->shared_classifier ? emb : take_f32(c, (size_t)p->vocab_size * dim));
-    for (size_t l = 0; l < L; l++) {
-        ts_layer *ly = &m->layers[l];
-        ly->rms_att = rms_att + l * dim;
-        ly->rms_ffn = rms_ffn + l * dim;
-        ly->wq = f32w(wq + l * dim * dim);
-        ly->wk = f32w(wk + l * dim * kv);
-        ly->wv = f32w(wv + l * dim * kv);
-        ly->wo = f32w(wo + l * dim * dim);
-        ly->w1 = f32w(w1 + l * hid * dim);
-        ly->w2 = f32w(w2 + l * dim * hid);
-        ly->w3 = f32w(w3 + l * hid * dim);
-    }
+    point_layers_f32(m, &(const f32_stack){rms_att, rms_ffn, wq, wk, wv, wo, w1, w2, w3});
 }
 
 /* v2 (export.py version2_export, read by runq.c): fp32 norms, then Q8_0
