@@ -270,6 +270,8 @@ def test_cli_help_version_and_errors():
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("tinystories: error: ")
     debug = run("--debug", "generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+    after = run("generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok", "--debug")
+    assert after.returncode == 1 and "Traceback" in after.stderr
 
 
 def test_eval_without_model_uses_bundled(tmp_path):

@@ -85,6 +85,13 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    # also after the subcommand; SUPPRESS keeps a --debug given before it
+    parser.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinystories",
@@ -143,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--volume", default="tinystories-volume", help="--modal: the volume")
     generate.add_argument("--n-threads", type=int, default=None)
+    _add_debug_argument(generate)
     _add_sampling_arguments(generate)
     generate.set_defaults(run=_generate)
 
@@ -158,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--cache-dir", help="cache (default: $TINYSTORIES_CACHE or ~/.cache)")
     download.add_argument("--offline", action="store_true", help="only check the cache")
     download.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_debug_argument(download)
     download.set_defaults(run=_download)
 
     for name, (_, help_text) in DELEGATED.items():

@@ -354,20 +354,13 @@ class Generator:
 
 def _completion_pieces(generation: _core.Generation) -> Iterator[str]:
     """The text of a generation's sampled tokens, decoded incrementally as UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    while (event := generation.next()) is not None:
-        _, piece, is_prompt = event
-        if is_prompt:
-            continue
-        text = decoder.decode(piece)
+    for _, text in _token_pieces(generation):
         if text:
             yield text
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        yield tail
 
 
 def _token_pieces(generation: _core.Generation) -> Iterator[tuple[int, str]]:
+    """``(token id, text)`` per sampled token (id -1: a final incomplete UTF-8 tail)."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     while (event := generation.next()) is not None:
         token, piece, is_prompt = event
