@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=_download)
 
     for name, (_, help_text) in DELEGATED.items():
-        commands.add_parser(name, help=help_text + f" (tinystories {name} --help)", add_help=False)
+        commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
