@@ -26,8 +26,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+# download() moved to tinystories.download; re-exported for the data stage's callers
+from ..download import DownloadError as DownloadError
+from ..download import download as download
+from ..download import progress_bar
 from ..tokenizer_file import sentencepiece_pieces, write_tokenizer
 
 BOS_ID = 1
@@ -57,107 +59,7 @@ class DataError(ValueError):
     """Input data that cannot be used, with a message saying why."""
 
 
-# --- download ------------------------------------------------------------------
-
-
-class DownloadError(RuntimeError):
-    pass
-
-
-def _progress(total: int | None, initial: int, desc: str, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # the progress bar is a nicety; downloads work without tqdm
-        enabled = False
-    if not enabled:
-        return _NoProgress()
-    return tqdm(
-        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024
-    )
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
-def download(
-    url: str,
-    dest: str | Path,
-    *,
-    expected_size: int | None = None,
-    chunk_size: int = 1 << 20,
-    progress: bool = True,
-    timeout: float = 60.0,
-) -> Path:
-    """Downloads ``url`` to ``dest``, resuming ``dest + '.part'`` if a previous try left one.
-
-    The size is checked against ``expected_size`` when given, else against the
-    server's Content-Length / Content-Range total. A short transfer raises
-    :class:`DownloadError` and keeps the partial file, so calling again resumes.
-    """
-    dest = Path(dest)
-    if dest.exists() and (expected_size is None or dest.stat().st_size == expected_size):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "tinystories"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have and have == expected_size:  # already complete
-            part.replace(dest)
-            return dest
-        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
-    except urllib.error.URLError as err:
-        raise DownloadError(f"{url}: {err.reason}") from err
-
-    with response:
-        if response.status == 206:
-            content_range = response.headers.get("Content-Range", "")
-            start = int(content_range.split()[1].split("-")[0]) if content_range else -1
-            if start != have:
-                raise DownloadError(f"{url}: asked to resume at {have}, got {content_range!r}")
-            total_text = content_range.rsplit("/", 1)[-1]
-            total = int(total_text) if total_text.isdigit() else None
-            mode = "ab"
-        else:  # 200: the server ignored the Range header (or there was none); start over
-            length = response.headers.get("Content-Length")
-            total = int(length) if length else None
-            have, mode = 0, "wb"
-        if expected_size is not None and total is not None and total != expected_size:
-            raise DownloadError(f"{url}: server reports {total} bytes, expected {expected_size}")
-        total = expected_size if expected_size is not None else total
-        with open(part, mode) as out, _progress(total, have, dest.name, progress) as bar:
-            while True:
-                try:
-                    chunk = response.read(chunk_size)
-                except (OSError, ValueError) as err:  # connection dropped mid-body
-                    raise DownloadError(
-                        f"{url}: transfer interrupted after {have} bytes ({err}); "
-                        "run again to resume"
-                    ) from err
-                if not chunk:
-                    break
-                out.write(chunk)
-                have += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and have != total:
-        raise DownloadError(
-            f"{url}: got {have} of {total} bytes; the partial file {part} is kept, "
-            "run again to resume"
-        )
-    part.replace(dest)
-    return dest
+# --- download: tinystories.download (re-exported here) ----------------------------
 
 
 def unpack(archive: str | Path, dest_dir: str | Path) -> Path:
@@ -398,7 +300,7 @@ def pretokenize(
         for i, chunk in enumerate(chunks)
     ]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
-    bar = _progress(len(docs), 0, f"pretokenize {split}", progress)
+    bar = progress_bar(len(docs), 0, f"pretokenize {split}", progress)
     bar.unit, bar.unit_scale = "story", False
     with bar:
         if workers <= 1:

@@ -382,7 +382,14 @@ def format_table(info: dict, rows: list[Row]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tinystories.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tinystories.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  python -m tinystories.bench\n"
+        "  python -m tinystories.bench --models ../shared/models/tok105\n",
+    )
     parser.add_argument(
         "--models",
         default=str(default_models()),

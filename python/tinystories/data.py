@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _download(what: list[str], dest_dir: Path, unpack: bool) -> None:
     import shutil
 
-    from .training.data import SOURCES, download
+    from .download import download
+    from .training.data import SOURCES
     from .training.data import unpack as unpack_archive
 
     for item in what:

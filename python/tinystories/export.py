@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tinystories.export", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m tinystories.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  python -m tinystories.export out/ckpt.pt                      # out/model.bin (v0)\n"
+        "  python -m tinystories.export out/ckpt.pt --format v2 --out out/model_q80.bin\n",
+    )
     p.add_argument("checkpoint", help="ckpt.pt written by python -m tinystories.train")
     p.add_argument("--out", help="model file to write (default: model.bin beside the checkpoint)")
     p.add_argument(

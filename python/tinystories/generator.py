@@ -98,6 +98,10 @@ class Tokenizer:
 class Generator:
     """Text generation with a llama2.c model file (v0, v1 or v2) and its tokenizer.
 
+    With no paths it uses the default model bundled in the package
+    (:func:`tinystories.pretrained.default_model`); :meth:`from_pretrained`
+    downloads a named one.
+
     Loading memory-maps the weights (Generators on one file share the
     mapping); one Generator may be used from many threads at once (every
     call runs on its own session).
@@ -113,8 +117,8 @@ class Generator:
 
     def __init__(
         self,
-        model_path: PathLike,
-        tokenizer_path: PathLike,
+        model_path: PathLike | None = None,
+        tokenizer_path: PathLike | None = None,
         *,
         n_threads: int | None = None,
         quantize: str | None = None,
@@ -126,6 +130,14 @@ class Generator:
             raise ValueError(f"quantize must be None or 'q8_0', got {quantize!r}")
         if kernels is not None and not isinstance(kernels, str):
             raise TypeError(f"kernels must be a str or None, got {kernels!r}")
+        if model_path is None and tokenizer_path is None:
+            from .pretrained import default_model
+
+            model_path, tokenizer_path = default_model()
+        elif model_path is None or tokenizer_path is None:
+            raise ValueError(
+                "pass both model_path and tokenizer_path, or neither for the bundled default model"
+            )
         self.model_path = os.fspath(model_path)
         self.tokenizer = Tokenizer(tokenizer_path)
         self._model = _load_model(self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize])
@@ -137,6 +149,34 @@ class Generator:
                 "use the tokenizer the model was trained with"
             )
         self.n_threads = n_threads or 0  # 0: the engine chooses
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str,
+        *,
+        cache_dir: PathLike | None = None,
+        offline: bool = False,
+        progress: bool = True,
+        **generator_kwargs,
+    ) -> Generator:
+        """A Generator on a named pretrained model, downloaded into the cache when missing.
+
+        ``name`` is ``"default"`` (the bundled model) or a key of
+        :data:`tinystories.pretrained.REGISTRY` (``"stories260K"``, ``"stories15M"``,
+        ``"stories42M"``, ``"stories110M"``). Files are cached in ``cache_dir``, else
+        ``$TINYSTORIES_CACHE``, else ``~/.cache/tinystories``; downloads resume and are
+        validated before use; ``offline=True`` reads only the cache. Other keyword
+        arguments go to :class:`Generator`.
+
+        >>> g = Generator.from_pretrained("stories15M")  # doctest: +SKIP
+        """
+        from .pretrained import fetch_model
+
+        model, tokenizer = fetch_model(
+            name, cache_dir=cache_dir, offline=offline, progress=progress
+        )
+        return cls(model, tokenizer, **generator_kwargs)
 
     @property
     def kernels(self) -> str:
@@ -195,6 +235,21 @@ class Generator:
         """
         generation = self._start(prompt, max_new_tokens, temperature, top_p, top_k, seed)
         return _completion_pieces(generation)
+
+    def _stream_tokens(
+        self,
+        prompt: str = "",
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 0.9,
+        top_k: int = 0,
+        seed: int | None = None,
+    ) -> Iterator[tuple[int, str]]:
+        """Like :meth:`stream`, but yields ``(token id, text)`` for every sampled token
+        (the text may be empty while a UTF-8 character is incomplete). For the CLI."""
+        generation = self._start(prompt, max_new_tokens, temperature, top_p, top_k, seed)
+        return _token_pieces(generation)
 
     def generate_batch(
         self,
@@ -299,17 +354,21 @@ class Generator:
 
 def _completion_pieces(generation: _core.Generation) -> Iterator[str]:
     """The text of a generation's sampled tokens, decoded incrementally as UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    while (event := generation.next()) is not None:
-        _, piece, is_prompt = event
-        if is_prompt:
-            continue
-        text = decoder.decode(piece)
+    for _, text in _token_pieces(generation):
         if text:
             yield text
+
+
+def _token_pieces(generation: _core.Generation) -> Iterator[tuple[int, str]]:
+    """``(token id, text)`` per sampled token (id -1: a final incomplete UTF-8 tail)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    while (event := generation.next()) is not None:
+        token, piece, is_prompt = event
+        if not is_prompt:
+            yield token, decoder.decode(piece)
     tail = decoder.decode(b"", final=True)
     if tail:
-        yield tail
+        yield -1, tail
 
 
 def check_sampling(

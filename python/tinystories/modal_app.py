@@ -293,7 +293,7 @@ def prepare_body(
 ) -> dict:
     """Fetches corpus URLs into the volume (skipped when there, resumed when partial), then
     trains the vocabulary and pretokenizes when they are missing; commits after each step."""
-    from .training.data import download
+    from .download import download
     from .training.train import TrainConfig, prepare_data
 
     for item in fetch:

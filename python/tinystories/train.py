@@ -16,6 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tinystories.train",
         description="Train a small Llama model on TinyStories and export model.bin.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  python -m tinystories.train --data train-sample.txt --val-data valid-sample.txt \\
+      --max-iters 1200 --threads 1 --out out
+  python -m tinystories.train --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
+  python -m tinystories.train --out out --resume
+  python -m tinystories.train --data train.txt --modal --gpu T4 --dry-run
+""",
     )
     p.add_argument(
         "--data",
