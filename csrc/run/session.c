@@ -29,6 +29,14 @@
  * from this much smaller size up. */
 #define TS_SPLIT_MIN_WEIGHT_BYTES (3u << 19)
 #define TS_SPLIT_MIN_MACS (1 << 13)
+/* With more runnable threads than cores the split loses: the worker is
+ * often not running when a token's tiny matmul is handed out (the caller
+ * then does all of it, after paying for the hand-out), or is descheduled in
+ * the middle of its rows and stalls the caller for a time slice. After a
+ * matmul in which no worker helped, this many run on the caller alone (about
+ * a dozen tokens of a small model), which also lets the idle worker go to
+ * sleep, before the pool is tried again. The outputs are the same either way. */
+#define TS_SPLIT_BACKOFF 256
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -45,6 +53,7 @@ struct ts_batch {
     int capacity;
     ts_pool *pool;
     int64_t min_parallel_macs; /* a matmul this large or larger uses the pool */
+    int split_backoff;         /* small matmuls left to run unsplit (TS_SPLIT_BACKOFF) */
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
     float *xb2;      /* (capacity, dim) */
@@ -109,12 +118,19 @@ static void matmul_items(void *ctx, int begin, int end, int thread) {
     }
 }
 
-static void run_matmuls(const ts_batch *b, matmul_job *job) {
+static void run_matmuls(ts_batch *b, matmul_job *job) {
     int rows = 0;
     for (int i = 0; i < job->count; i++) rows += job_rows(job, i);
     int items = (rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM;
     double macs = (double)job->nt * job->n * rows;
-    ts__pool_for(macs >= (double)b->min_parallel_macs ? b->pool : NULL, items, matmul_items, job);
+    if (macs >= TS_PARALLEL_MIN_MACS) {
+        ts__pool_for(b->pool, items, matmul_items, job);
+    } else if (macs < (double)b->min_parallel_macs || b->split_backoff > 0) {
+        if (b->split_backoff > 0) b->split_backoff--;
+        ts__pool_for(NULL, items, matmul_items, job);
+    } else if (ts__pool_for(b->pool, items, matmul_items, job)) {
+        b->split_backoff = TS_SPLIT_BACKOFF;
+    }
 }
 
 /* out_i = W_i x for one, two or three weights of the model's kind. For Q8_0
