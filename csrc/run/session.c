@@ -32,11 +32,14 @@
 /* With more runnable threads than cores the split loses: the worker is
  * often not running when a token's tiny matmul is handed out (the caller
  * then does all of it, after paying for the hand-out), or is descheduled in
- * the middle of its rows and stalls the caller for a time slice. After a
- * matmul in which no worker helped, this many run on the caller alone (about
- * a dozen tokens of a small model), which also lets the idle worker go to
- * sleep, before the pool is tried again. The outputs are the same either way. */
+ * the middle of its rows and stalls the caller for a time slice. After
+ * TS_SPLIT_MAX_MISSES matmuls in a row in which no worker helped, this many
+ * run on the caller alone (about a dozen tokens of a small model), which
+ * also lets the idle worker go to sleep, before the pool is tried again. A
+ * sleeping worker misses the first job or two while it wakes, so one miss is
+ * not enough. The outputs are the same either way. */
 #define TS_SPLIT_BACKOFF 256
+#define TS_SPLIT_MAX_MISSES 4
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -54,6 +57,7 @@ struct ts_batch {
     ts_pool *pool;
     int64_t min_parallel_macs; /* a matmul this large or larger uses the pool */
     int split_backoff;         /* small matmuls left to run unsplit (TS_SPLIT_BACKOFF) */
+    int split_misses;          /* consecutive split matmuls no worker helped with */
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
     float *xb2;      /* (capacity, dim) */
@@ -128,7 +132,10 @@ static void run_matmuls(ts_batch *b, matmul_job *job) {
     } else if (macs < (double)b->min_parallel_macs || b->split_backoff > 0) {
         if (b->split_backoff > 0) b->split_backoff--;
         ts__pool_for(NULL, items, matmul_items, job);
-    } else if (ts__pool_for(b->pool, items, matmul_items, job)) {
+    } else if (!ts__pool_for(b->pool, items, matmul_items, job)) {
+        b->split_misses = 0;
+    } else if (++b->split_misses >= TS_SPLIT_MAX_MISSES) {
+        b->split_misses = 0;
         b->split_backoff = TS_SPLIT_BACKOFF;
     }
 }
