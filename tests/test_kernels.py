@@ -90,8 +90,9 @@ def test_prefill_equals_token_by_token(tok105, key, kernels, threads):
 @pytest.mark.parametrize("kernels", KERNEL_SETS)
 @pytest.mark.parametrize("key", ["model", "model_q80"])
 def test_decode_is_thread_count_invariant(tok105, key, kernels):
-    """Decode splits a token's matmuls by rows between threads (n_threads >= 2, or by
-    default for weights beyond one core's L2); a row's dot product must not change."""
+    """With two threads or more, decode splits a token's matmuls by rows between them
+    when the weights outgrow one core's L2 (model5000.bin); a row's dot product must
+    not change."""
     model = Generator(tok105[key], tok105["tokenizer"], kernels=kernels)._model
     ids = ids_for(105, 96, 13)
 
