@@ -88,6 +88,26 @@ def test_prefill_equals_token_by_token(tok105, key, kernels, threads):
 
 
 @pytest.mark.parametrize("kernels", KERNEL_SETS)
+@pytest.mark.parametrize("key", ["model", "model_q80"])
+def test_decode_is_thread_count_invariant(tok105, key, kernels):
+    """With two threads or more, decode splits a token's matmuls by rows between them
+    when the weights outgrow one core's L2 (model5000.bin); a row's dot product must
+    not change."""
+    model = Generator(tok105[key], tok105["tokenizer"], kernels=kernels)._model
+    ids = ids_for(105, 96, 13)
+
+    def decode(threads: int) -> np.ndarray:
+        session = _core.Session(model, threads)
+        return np.stack(
+            [session.eval(np.array([t], dtype=np.int32), pos, True)[0] for pos, t in enumerate(ids)]
+        )
+
+    want = decode(1)
+    for threads in (2, 3, 0):
+        np.testing.assert_array_equal(decode(threads), want)
+
+
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
 def test_quantize_on_load_is_the_v2_export(tok105, kernels):
     """quantize="q8_0" on the fp32 file equals the v2 file export.py wrote from it."""
     ids = ids_for(105, 64, 5)

@@ -167,8 +167,11 @@ typedef void (*ts_pool_fn)(void *ctx, int begin, int end, int thread);
 ts_pool *ts__pool_new(int n_threads); /* NULL when threads cannot start */
 void ts__pool_free(ts_pool *pool);
 /* Splits [0, n_items) into one contiguous range per thread (in order) and
- * returns when all are done. A NULL pool runs everything on the caller. */
-void ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx);
+ * returns when all are done. A NULL pool runs everything on the caller.
+ * Returns 1 when no worker helped: the caller ran every range itself, or had
+ * to wait long enough to yield the CPU for a worker's unfinished one (signs
+ * of more runnable threads than cores), else 0. */
+int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx);
 int ts__pool_threads(const ts_pool *pool);
 /* The thread count that n_threads <= 0 means on this machine. */
 int ts__default_threads(void);

@@ -75,8 +75,9 @@ static uint64_t now_ns(void) {
 }
 
 /* Claims and runs chunks of the current job, own share first, then the
- * others'. `self` indexes per-thread scratch. */
-static void work(ts_pool *pool, int self) {
+ * others'. `self` indexes per-thread scratch. Returns the chunks it ran. */
+static int work(ts_pool *pool, int self) {
+    int ran = 0;
     int n = pool->n_threads;
     for (int k = 0; k < n; k++) {
         int owner = (self + k) % n;
@@ -91,8 +92,10 @@ static void work(ts_pool *pool, int self) {
             int end = (int)(share0 + (share1 - share0) * (next + 1) / chunks);
             if (begin < end) pool->fn(pool->ctx, begin, end, self);
             atomic_fetch_add(&pool->done, 1);
+            ran++;
         }
     }
+    return ran;
 }
 
 static void *worker_main(void *p) {
@@ -108,7 +111,14 @@ static void *worker_main(void *p) {
             for (int round = 1; (g = atomic_load(&pool->generation)) == seen; round++) {
                 if (atomic_load(&pool->stop)) return NULL;
                 cpu_relax();
-                if ((round & 255) == 0 && now_ns() > deadline) break;
+                if ((round & 255) == 0) {
+                    if (now_ns() > deadline) break;
+                    /* A CPU shared with the caller (more threads than
+                     * cores) goes back to it instead of spinning out a
+                     * whole time slice; alone on its CPU this returns at
+                     * once. */
+                    sched_yield();
+                }
             }
         }
         if (g == seen) {
@@ -183,11 +193,11 @@ void ts__pool_free(ts_pool *pool) {
 
 int ts__pool_threads(const ts_pool *pool) { return pool ? pool->n_threads : 1; }
 
-void ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
-    if (n_items <= 0) return;
+int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
+    if (n_items <= 0) return 0;
     if (!pool || n_items == 1) {
         fn(ctx, 0, n_items, 0);
-        return;
+        return 0;
     }
     int n = pool->n_threads;
     int chunks = n_items >= n * TS_POOL_CHUNKS ? TS_POOL_CHUNKS : 1;
@@ -205,11 +215,16 @@ void ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
-    work(pool, 0);
+    int ran = work(pool, 0);
     /* Only chunks a worker is running are left; should the OS have
      * descheduled that worker, give it the core after a short spin. */
+    int stalled = ran == n * chunks; /* no worker showed up in time */
     for (int round = 1; atomic_load(&pool->done) < n * chunks; round++) {
         cpu_relax();
-        if ((round & 1023) == 0) sched_yield();
+        if ((round & 1023) == 0) {
+            sched_yield();
+            stalled = 1;
+        }
     }
+    return stalled;
 }

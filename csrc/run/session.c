@@ -21,6 +21,25 @@
 /* Below this many multiply-adds a matmul runs on the calling thread alone:
  * waking the pool would cost more than it saves. */
 #define TS_PARALLEL_MIN_MACS (1 << 17)
+/* Single-token decode of a model whose matmul weights do not fit one core's
+ * L2 (2 MiB on the machines we measure; 1.5 MiB leaves room for the KV cache
+ * and activations) is bound by reading the weights from L3. Split across two
+ * cores, each core's fixed half of the rows (ts__pool_for gives a thread the
+ * same share every call) stays in its own L2, so such matmuls go to the pool
+ * from this much smaller size up. */
+#define TS_SPLIT_MIN_WEIGHT_BYTES (3u << 19)
+#define TS_SPLIT_MIN_MACS (1 << 13)
+/* With more runnable threads than cores the split loses: the worker is
+ * often not running when a token's tiny matmul is handed out (the caller
+ * then does all of it, after paying for the hand-out), or is descheduled in
+ * the middle of its rows and stalls the caller for a time slice. After
+ * TS_SPLIT_MAX_MISSES matmuls in a row in which no worker helped, this many
+ * run on the caller alone (about a dozen tokens of a small model), which
+ * also lets the idle worker go to sleep, before the pool is tried again. A
+ * sleeping worker misses the first job or two while it wakes, so one miss is
+ * not enough. The outputs are the same either way. */
+#define TS_SPLIT_BACKOFF 256
+#define TS_SPLIT_MAX_MISSES 4
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -36,6 +55,9 @@ struct ts_batch {
     elementwise ew;
     int capacity;
     ts_pool *pool;
+    int64_t min_parallel_macs; /* a matmul this large or larger uses the pool */
+    int split_backoff;         /* small matmuls left to run unsplit (TS_SPLIT_BACKOFF) */
+    int split_misses;          /* consecutive split matmuls no worker helped with */
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
     float *xb2;      /* (capacity, dim) */
@@ -100,12 +122,22 @@ static void matmul_items(void *ctx, int begin, int end, int thread) {
     }
 }
 
-static void run_matmuls(const ts_batch *b, matmul_job *job) {
+static void run_matmuls(ts_batch *b, matmul_job *job) {
     int rows = 0;
     for (int i = 0; i < job->count; i++) rows += job_rows(job, i);
     int items = (rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM;
     double macs = (double)job->nt * job->n * rows;
-    ts__pool_for(macs >= TS_PARALLEL_MIN_MACS ? b->pool : NULL, items, matmul_items, job);
+    if (macs >= TS_PARALLEL_MIN_MACS) {
+        ts__pool_for(b->pool, items, matmul_items, job);
+    } else if (macs < (double)b->min_parallel_macs || b->split_backoff > 0) {
+        if (b->split_backoff > 0) b->split_backoff--;
+        ts__pool_for(NULL, items, matmul_items, job);
+    } else if (!ts__pool_for(b->pool, items, matmul_items, job)) {
+        b->split_misses = 0;
+    } else if (++b->split_misses >= TS_SPLIT_MAX_MISSES) {
+        b->split_misses = 0;
+        b->split_backoff = TS_SPLIT_BACKOFF;
+    }
 }
 
 /* out_i = W_i x for one, two or three weights of the model's kind. For Q8_0
@@ -275,6 +307,16 @@ static float *alloc_f32(uint64_t a, uint64_t b, uint64_t c) {
     return calloc(n ? (size_t)n : 1, sizeof(float));
 }
 
+/* Bytes of matmul weights one token reads (the classifier included). */
+static double weight_bytes(const ts_model *m) {
+    const ts_config *p = &m->config;
+    double dim = p->dim, hid = p->hidden_dim, kv = m->kv_dim;
+    double params = p->n_layers * (2 * dim * dim + 2 * kv * dim + 3 * hid * dim) +
+                    (double)p->vocab_size * dim;
+    double per_param = m->quantized ? 1.0 + 4.0 / p->group_size : 4.0;
+    return params * per_param;
+}
+
 ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     const ts_config *p = &model->config;
     ts_batch *b = calloc(1, sizeof *b);
@@ -294,6 +336,16 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     b->capacity = capacity;
     if (n_threads <= 0) n_threads = model->n_threads_default;
     b->pool = ts__pool_new(n_threads); /* NULL: single-threaded */
+    /* Small (decode-sized) matmuls split only when the weights outgrow one
+     * core's L2 (see TS_SPLIT_MIN_WEIGHT_BYTES): below that one core reads
+     * them from its L2 already and the hand-outs cost more than the second
+     * core saves (model5000_q80, 1 MiB: 15% slower decode split on an idle
+     * machine). Splitting only changes which thread computes a row, never
+     * how: the outputs are the same either way. */
+    b->min_parallel_macs = TS_PARALLEL_MIN_MACS;
+    if (b->pool && weight_bytes(model) >= TS_SPLIT_MIN_WEIGHT_BYTES) {
+        b->min_parallel_macs = TS_SPLIT_MIN_MACS;
+    }
     uint64_t cap = (uint64_t)capacity, dim = (uint64_t)p->dim, hid = (uint64_t)p->hidden_dim;
     uint64_t kv = (uint64_t)model->kv_dim, hs = (uint64_t)model->head_size;
     uint64_t qmax = dim > hid ? dim : hid;

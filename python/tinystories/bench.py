@@ -255,11 +255,13 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     g_fp32 = Generator(fp32, tok)
     g_fp32_1 = Generator(fp32, tok, n_threads=1)
     g_q80 = Generator(q80, tok)
+    g_q80_1 = Generator(q80, tok, n_threads=1)
     g_quant = Generator(fp32, tok, quantize="q8_0")
     jobs: dict[str, Callable[[], float]] = {
         "fp32|threads auto": ours_decode(g_fp32, positions),
         "fp32|1 thread": ours_decode(g_fp32_1, positions),
         "q80 (v2 file)|threads auto": ours_decode(g_q80, positions),
+        "q80 (v2 file)|1 thread": ours_decode(g_q80_1, positions),
         "fp32 quantized on load (q8_0)|threads auto": ours_decode(g_quant, positions),
     }
     steps = ["-t", "0", "-n", str(positions), "-z", str(tok)]
