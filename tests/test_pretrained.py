@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import synthetic_vocab
+from http_mirror import Mirror
 from tinystories import Generator, pretrained
 from tinystories.cli import _has_newline
 from tinystories.cli import main as cli_main
@@ -19,54 +18,6 @@ from tinystories.tokenizer_file import write_tokenizer
 
 MODEL_PATH = "tinyllamas/stories260K/stories260K.bin"
 TOKENIZER_PATH = "tinyllamas/stories260K/tok512.bin"
-
-
-class Mirror:
-    """http.server on 127.0.0.1 serving {path: bytes}, with Range, 404 and a truncation mode."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files = files
-        self.truncate: dict[str, int] = {}  # path -> send only this many body bytes, once
-        self.requests: list[tuple[str, str | None]] = []
-        mirror = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = self.path.lstrip("/")
-                rng = self.headers.get("Range")
-                mirror.requests.append((path, rng))
-                body = mirror.files.get(path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                if rng:
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                chunk = body[start:]
-                if path in mirror.truncate:
-                    chunk = chunk[: mirror.truncate.pop(path)]
-                    self.close_connection = True
-                self.wfile.write(chunk)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -5,67 +5,19 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from http_mirror import Mirror
 from stories import make_corpus, write_txt
 from tinystories.training import data
 
+ARCHIVE = "TinyStories_small.tar.gz"
 
-class ArchiveServer:
-    """http.server on 127.0.0.1 serving one payload, with Range support and fault modes."""
 
-    def __init__(self, payload: bytes):
-        self.payload = payload
-        self.truncate_at: int | None = None  # send only this many bytes of the body once
-        self.ignore_range = False
-        self.requests: list[str | None] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                body = server.payload
-                rng = self.headers.get("Range")
-                server.requests.append(rng)
-                start = 0
-                if rng and not server.ignore_range:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                chunk = body[start:]
-                if server.truncate_at is not None:
-                    chunk, server.truncate_at = chunk[: server.truncate_at], None
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(chunk)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/TinyStories_small.tar.gz"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def archive_server(payload: bytes) -> Mirror:
+    """The loopback mirror serving one archive; its URL is ``server.url + "/" + ARCHIVE``."""
+    return Mirror({ARCHIVE: payload})
 
 
 def json_shards_archive(stories: list[str], n_shards: int = 3) -> bytes:
@@ -94,47 +46,51 @@ def payload(stories):
 
 
 def test_download_whole(payload, tmp_path):
-    with ArchiveServer(payload) as server:
-        path = data.download(server.url, tmp_path / "a.tar.gz", progress=False)
+    with archive_server(payload) as server:
+        path = data.download(f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", progress=False)
     assert path.read_bytes() == payload
     assert not (tmp_path / "a.tar.gz.part").exists()
 
 
 def test_download_truncated_then_resumed(payload, tmp_path):
     dest = tmp_path / "a.tar.gz"
-    with ArchiveServer(payload) as server:
-        server.truncate_at = 1000
+    with archive_server(payload) as server:
+        server.truncate[ARCHIVE] = 1000
         with pytest.raises(data.DownloadError, match=f"got 1000 of {len(payload)} bytes"):
-            data.download(server.url, dest, progress=False, chunk_size=256)
+            data.download(f"{server.url}/{ARCHIVE}", dest, progress=False, chunk_size=256)
         assert (tmp_path / "a.tar.gz.part").stat().st_size == 1000
         assert not dest.exists()
-        path = data.download(server.url, dest, progress=False)  # resumes with a Range request
-        assert server.requests == [None, "bytes=1000-"]
+        path = data.download(
+            f"{server.url}/{ARCHIVE}", dest, progress=False
+        )  # resumes with a Range request
+        assert [rng for _, rng in server.requests] == [None, "bytes=1000-"]
     assert path.read_bytes() == payload
 
 
 def test_download_server_without_range_restarts(payload, tmp_path):
     (tmp_path / "a.tar.gz.part").write_bytes(b"garbage that is not the start of the file")
-    with ArchiveServer(payload) as server:
+    with archive_server(payload) as server:
         server.ignore_range = True
-        path = data.download(server.url, tmp_path / "a.tar.gz", progress=False)
+        path = data.download(f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", progress=False)
     assert path.read_bytes() == payload
 
 
 def test_download_size_check(payload, tmp_path):
-    with ArchiveServer(payload) as server:
+    with archive_server(payload) as server:
         with pytest.raises(data.DownloadError, match="expected 5"):
-            data.download(server.url, tmp_path / "a.tar.gz", expected_size=5, progress=False)
+            data.download(
+                f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", expected_size=5, progress=False
+            )
         with pytest.raises(data.DownloadError, match="HTTP 416|expected"):
             (tmp_path / "b.tar.gz.part").write_bytes(payload + b"extra")
-            data.download(server.url, tmp_path / "b.tar.gz", progress=False)
+            data.download(f"{server.url}/{ARCHIVE}", tmp_path / "b.tar.gz", progress=False)
 
 
 def test_download_cli_and_unpack(payload, stories, tmp_path):
     from tinystories.data import main as data_main
 
-    with ArchiveServer(payload) as server:
-        assert data_main(["download", server.url, "--dir", str(tmp_path)]) == 0
+    with archive_server(payload) as server:
+        assert data_main(["download", f"{server.url}/{ARCHIVE}", "--dir", str(tmp_path)]) == 0
     unpacked = tmp_path / "TinyStories_small"
     assert sorted(p.name for p in unpacked.iterdir()) == [
         "data00.json",
