@@ -20,39 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures = 0;
-static int checks = 0;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            failures++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                             \
-    } while (0)
-
-static char tmpdir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int which = 0;
-    which = (which + 1) % 4;
-    snprintf(buf[which], sizeof buf[which], "%s/%s", tmpdir, name);
-    return buf[which];
-}
+#include "check.h"
 
 /* ------------------------------------------------------- file writing */
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        perror(path);
-        exit(2);
-    }
-    if (n && fwrite(data, 1, n, f) != n) exit(2);
-    fclose(f);
-}
 
 /* A growable byte buffer to assemble files in memory. */
 typedef struct buf {

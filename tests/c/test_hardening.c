@@ -22,36 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures = 0;
-static int checks = 0;
+#include "check.h"
 
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            failures++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                             \
-    } while (0)
-
-static char tmpdir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[4][512];
-    static int which = 0;
-    which = (which + 1) % 4;
-    snprintf(buf[which], sizeof buf[which], "%s/%s", tmpdir, name);
-    return buf[which];
-}
-
-static void write_bytes(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f || (n && fwrite(data, 1, n, f) != n)) {
-        perror(path);
-        exit(2);
-    }
-    fclose(f);
-}
 
 /* A v1 file (fp32, shared classifier) of the given dims with small weights. */
 static void write_v1(const char *path, int dim, int hidden, int layers, int heads, int kv_heads,
