@@ -245,7 +245,8 @@ void ts__avx2_swiglu(float *h, const float *g, int n) {
     }
 }
 
-static void softmax(float *x, int n) {
+/* The largest of x[0..n) (n >= 1); a maximum is exact in any order. */
+static float max_of(const float *x, int n) {
     float max_val = x[0];
     int i = 0;
     if (n >= 8) {
@@ -256,6 +257,12 @@ static void softmax(float *x, int n) {
     for (; i < n; i++) {
         if (x[i] > max_val) max_val = x[i];
     }
+    return max_val;
+}
+
+static void softmax(float *x, int n) {
+    const float max_val = max_of(x, n);
+    int i;
     const __m256 mx = _mm256_set1_ps(max_val);
     __m256 vsum = _mm256_setzero_ps();
     for (i = 0; i + 8 <= n; i += 8) {
@@ -334,16 +341,8 @@ static inline void transpose8(__m256 r[8]) {
 /* The scalar set's softmax, operation for operation: libm's expf, the sum
  * in order; only the max and the division are vectorized (both exact). */
 static void softmax_exact(float *x, int n) {
-    float max_val = x[0];
-    int i = 0;
-    if (n >= 8) {
-        __m256 vmax = _mm256_loadu_ps(x);
-        for (i = 8; i + 8 <= n; i += 8) vmax = _mm256_max_ps(_mm256_loadu_ps(x + i), vmax);
-        max_val = hmax_ps(vmax);
-    }
-    for (; i < n; i++) {
-        if (x[i] > max_val) max_val = x[i];
-    }
+    const float max_val = max_of(x, n);
+    int i;
     float sum = 0.0f;
     for (i = 0; i < n; i++) {
         x[i] = expf(x[i] - max_val);
