@@ -172,9 +172,24 @@ void ts__pool_free(ts_pool *pool);
  * to wait long enough to yield the CPU for a worker's unfinished one (signs
  * of more runnable threads than cores), else 0. */
 int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx);
+/* Runs fn(ctx, thread, n_threads) on every thread of the pool at once (the
+ * caller is thread 0; a NULL pool runs fn(ctx, 0, 1)), returning when all
+ * have returned. The members share out the work themselves and wait for
+ * each other with ts__pool_barrier, which every member must call equally
+ * often. Nobody can take over a member's part, so a descheduled member
+ * stalls the others: returns 1 when some member waited long at a barrier
+ * (a sign of more runnable threads than cores), else 0. */
+typedef void (*ts_team_fn)(void *ctx, int thread, int n_threads);
+int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx);
+/* Waits until every member of the current team job has reached this
+ * barrier; memory written before it is visible to all after it. A no-op
+ * for a NULL pool. */
+void ts__pool_barrier(ts_pool *pool, int thread);
 int ts__pool_threads(const ts_pool *pool);
 /* The thread count that n_threads <= 0 means on this machine. */
 int ts__default_threads(void);
+/* The CPUs online. */
+int ts__online_cpus(void);
 
 /* ---------------------------------------------------------------- forward */
 

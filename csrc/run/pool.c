@@ -17,6 +17,13 @@
  * packs [epoch:32 | chunks:16 | next:16]; a claim is valid when next <
  * chunks, and the job's fields stay fixed until every valid claim of its
  * epoch has been reported done.
+ *
+ * A team job (ts__pool_team) is the other kind: every thread runs the same
+ * function on its own part, meeting the others at barriers. A barrier is
+ * one store to the thread's own arrival counter (its own cache line) and a
+ * wait for the others' counters to catch up, so two threads pass one in
+ * about one cache-line transfer each way, several times cheaper than a
+ * ts__pool_for hand-out.
  */
 #include "internal.h"
 
@@ -47,6 +54,10 @@ typedef struct claim_word {
     alignas(64) _Atomic uint64_t word; /* its own cache line */
 } claim_word;
 
+typedef struct arrival_count {
+    alignas(64) _Atomic uint64_t count; /* barriers this thread has reached */
+} arrival_count;
+
 struct ts_pool {
     int n_threads;
     pthread_t *threads;
@@ -57,10 +68,19 @@ struct ts_pool {
     pthread_cond_t wake;
     /* the current job; written before its claim words are published */
     ts_pool_fn fn;
+    ts_team_fn team_fn; /* the current team job's function */
+    /* The generation of the latest team job. A worker tells a team job from
+     * this, not from team_fn: a worker late for a ts__pool_for job (its
+     * chunks all taken by others) may look while the caller writes the
+     * next job's fields, but it cannot be late for a team job, which waits
+     * for every worker. */
+    atomic_uint team_generation;
     void *ctx;
     int n_items;
-    alignas(64) atomic_int done; /* chunks finished */
+    alignas(64) atomic_int done; /* chunks finished (team job: workers finished) */
+    atomic_int team_stalled;     /* a team member waited long at a barrier */
     claim_word claims[TS_POOL_MAX_THREADS];
+    arrival_count arrivals[TS_POOL_MAX_THREADS];
 };
 
 typedef struct worker_arg {
@@ -135,15 +155,23 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
-        work(pool, arg.index);
+        if (atomic_load(&pool->team_generation) == g) {
+            pool->team_fn(pool->ctx, arg.index, pool->n_threads);
+            atomic_fetch_add(&pool->done, 1);
+        } else {
+            work(pool, arg.index);
+        }
     }
 }
 
-int ts__default_threads(void) {
+int ts__online_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) n = 1;
-    if (n > 8) n = 8; /* the models this library targets stop scaling early */
-    return (int)n;
+    return n < 1 ? 1 : (int)n;
+}
+
+int ts__default_threads(void) {
+    int n = ts__online_cpus();
+    return n > 8 ? 8 : n; /* the models this library targets stop scaling early */
 }
 
 ts_pool *ts__pool_new(int n_threads) {
@@ -193,6 +221,16 @@ void ts__pool_free(ts_pool *pool) {
 
 int ts__pool_threads(const ts_pool *pool) { return pool ? pool->n_threads : 1; }
 
+/* Publishes job `epoch` (its fields already written) to the workers. */
+static void wake_workers(ts_pool *pool, unsigned epoch) {
+    atomic_store(&pool->generation, epoch);
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+    }
+}
+
 int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
     if (n_items <= 0) return 0;
     if (!pool || n_items == 1) {
@@ -209,12 +247,7 @@ int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
     for (int k = 0; k < n; k++) {
         atomic_store(&pool->claims[k].word, ((uint64_t)epoch << 32) | ((uint64_t)chunks << 16));
     }
-    atomic_store(&pool->generation, epoch);
-    if (atomic_load(&pool->sleepers) > 0) {
-        pthread_mutex_lock(&pool->lock);
-        pthread_cond_broadcast(&pool->wake);
-        pthread_mutex_unlock(&pool->lock);
-    }
+    wake_workers(pool, epoch);
     int ran = work(pool, 0);
     /* Only chunks a worker is running are left; should the OS have
      * descheduled that worker, give it the core after a short spin. */
@@ -227,4 +260,44 @@ int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
         }
     }
     return stalled;
+}
+
+int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
+    if (!pool) {
+        fn(ctx, 0, 1);
+        return 0;
+    }
+    int n = pool->n_threads;
+    unsigned epoch = atomic_load(&pool->generation) + 1;
+    pool->team_fn = fn;
+    pool->ctx = ctx;
+    atomic_store(&pool->done, 0);
+    atomic_store(&pool->team_stalled, 0);
+    atomic_store(&pool->team_generation, epoch);
+    wake_workers(pool, epoch);
+    fn(ctx, 0, n);
+    for (int round = 1; atomic_load(&pool->done) < n - 1; round++) {
+        cpu_relax();
+        if ((round & 255) == 0) sched_yield();
+    }
+    return atomic_load(&pool->team_stalled);
+}
+
+void ts__pool_barrier(ts_pool *pool, int thread) {
+    if (!pool) return;
+    uint64_t mine = atomic_load_explicit(&pool->arrivals[thread].count, memory_order_relaxed) + 1;
+    atomic_store_explicit(&pool->arrivals[thread].count, mine, memory_order_release);
+    for (int k = 0; k < pool->n_threads; k++) {
+        if (k == thread) continue;
+        for (int round = 1;
+             atomic_load_explicit(&pool->arrivals[k].count, memory_order_acquire) < mine; round++) {
+            cpu_relax();
+            /* ~10 us of spinning: the other thread is probably not running
+             * (more runnable threads than cores); let it have the core */
+            if ((round & 255) == 0) {
+                atomic_store_explicit(&pool->team_stalled, 1, memory_order_relaxed);
+                sched_yield();
+            }
+        }
+    }
 }

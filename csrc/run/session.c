@@ -21,25 +21,16 @@
 /* Below this many multiply-adds a matmul runs on the calling thread alone:
  * waking the pool would cost more than it saves. */
 #define TS_PARALLEL_MIN_MACS (1 << 17)
-/* Single-token decode of a model whose matmul weights do not fit one core's
- * L2 (2 MiB on the machines we measure; 1.5 MiB leaves room for the KV cache
- * and activations) is bound by reading the weights from L3. Split across two
- * cores, each core's fixed half of the rows (ts__pool_for gives a thread the
- * same share every call) stays in its own L2, so such matmuls go to the pool
- * from this much smaller size up. */
-#define TS_SPLIT_MIN_WEIGHT_BYTES (3u << 19)
-#define TS_SPLIT_MIN_MACS (1 << 13)
-/* With more runnable threads than cores the split loses: the worker is
- * often not running when a token's tiny matmul is handed out (the caller
- * then does all of it, after paying for the hand-out), or is descheduled in
- * the middle of its rows and stalls the caller for a time slice. After
- * TS_SPLIT_MAX_MISSES matmuls in a row in which no worker helped, this many
- * run on the caller alone (about a dozen tokens of a small model), which
- * also lets the idle worker go to sleep, before the pool is tried again. A
- * sleeping worker misses the first job or two while it wakes, so one miss is
- * not enough. The outputs are the same either way. */
-#define TS_SPLIT_BACKOFF 256
-#define TS_SPLIT_MAX_MISSES 4
+/* A single token runs as a team of the pool's threads (see token_team),
+ * whose barriers stall whenever a member is descheduled. After
+ * TS_TEAM_MAX_STALLS tokens in a row with such a stall (more runnable
+ * threads than cores: the machine is busy), this many tokens run on the
+ * calling thread alone, which also lets the idle workers go to sleep,
+ * before the team is tried again. A sleeping worker makes the first token
+ * or two wait while it wakes, so one stall is not enough. The outputs are
+ * the same either way. */
+#define TS_TEAM_BACKOFF 64
+#define TS_TEAM_MAX_STALLS 4
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -55,9 +46,9 @@ struct ts_batch {
     elementwise ew;
     int capacity;
     ts_pool *pool;
-    int64_t min_parallel_macs; /* a matmul this large or larger uses the pool */
-    int split_backoff;         /* small matmuls left to run unsplit (TS_SPLIT_BACKOFF) */
-    int split_misses;          /* consecutive split matmuls no worker helped with */
+    int team_size;    /* threads that run a single token together; 0: the caller alone */
+    int team_backoff; /* tokens left to run on the caller alone (TS_TEAM_BACKOFF) */
+    int team_stalls;  /* consecutive tokens whose team stalled */
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
     float *xb2;      /* (capacity, dim) */
@@ -70,137 +61,81 @@ struct ts_batch {
     float *logits;   /* (capacity, vocab) for the rows that want them */
     float *rope;     /* (capacity, head_size) cos, sin of each row's angles */
     float *freq;     /* (head_size / 2) RoPE frequencies */
-    int8_t *xq;      /* (capacity, max(dim, hidden_dim)) Q8_0 activations */
+    int8_t *xq;      /* (capacity, qmax) Q8_0 activations */
     float *xs;       /* their scales */
+    int qmax;        /* max(dim, hidden_dim) */
+    int qgroups;     /* scales per Q8_0 activation row (0 for fp32 models) */
+    /* per team thread (threads, ...): its rmsnorm output and Q8_0 input */
+    float *thread_xb;
+    int8_t *thread_xq;
+    float *thread_xs;
 };
 
-/* ------------------------------------------------------------- matmuls */
-
-/* Up to three matmuls sharing one input (wq/wk/wv, w1/w3), run as one
- * parallel job over their concatenated output rows. */
-typedef struct matmul_job {
-    const ts_batch *b;
-    int nt;            /* tokens */
-    int n;             /* input width */
-    const float *x;    /* (nt, n) fp32 input, or */
-    const int8_t *xq;  /* its Q8_0 form, with */
-    const float *xs;
-    int count;
-    struct {
-        const ts_weight *w;
-        float *out;    /* (nt, d) */
-        int d;
-    } m[3];
-} matmul_job;
+/* ---------------------------------------------------------------- jobs
+ * Each step of a layer is one job for the pool: its items are blocks of
+ * ROWS_PER_ITEM output rows of the step's matmul (or (token, head) pairs
+ * for the attention), and each item also does the element-wise work that
+ * depends only on its own rows (RoPE and the KV-cache writes after q/k/v,
+ * the residual add after wo and w2, SwiGLU after w1/w3). So the only serial
+ * work between jobs is the rmsnorm (and, for Q8_0 models, quantizing the
+ * next matmul's input), and a thread takes the same rows, hence the same
+ * weights and KV-cache heads, every token. */
 
 enum { ROWS_PER_ITEM = 16 };
 
-static int job_rows(const matmul_job *job, int i) { return job->m[i].d; }
+/* A matmul input: fp32 rows, and for Q8_0 models their quantized form. */
+typedef struct matmul_input {
+    const float *x;
+    const int8_t *xq;
+    const float *xs;
+} matmul_input;
 
-static void matmul_items(void *ctx, int begin, int end, int thread) {
-    (void)thread;
-    const matmul_job *job = ctx;
-    const ts_kernels *k = job->b->k;
-    int gs = job->b->model->config.group_size;
-    int first = begin * ROWS_PER_ITEM, last = end * ROWS_PER_ITEM; /* global rows */
-    int base = 0;
-    for (int i = 0; i < job->count; i++) {
-        int d = job_rows(job, i);
-        int i0 = first - base, i1 = last - base;
-        if (i0 < 0) i0 = 0;
-        if (i1 > d) i1 = d;
-        if (i0 < i1) {
-            const ts_weight *w = job->m[i].w;
-            if (w->f32) {
-                k->matmul_f32(job->m[i].out, job->x, job->nt, w->f32, job->n, d, i0, i1);
-            } else {
-                k->matmul_q8(job->m[i].out, job->xq, job->xs, job->nt, w->q, w->s, w->row_sums,
-                             job->n, d, gs, i0, i1);
-            }
-        }
-        base += d;
+typedef struct layer_job {
+    ts_batch *b;
+    const ts_row *rows;
+    int nt;              /* tokens */
+    const ts_layer *w;
+    size_t layer_offset; /* this layer's part of every KV cache */
+    matmul_input in;     /* the current step's matmul input */
+} layer_job;
+
+/* out[t, i0:i1] = (W x_t)[i0:i1] for every token. */
+static void matmul_rows(const ts_batch *b, float *out, matmul_input in, int nt,
+                        const ts_weight *w, int n, int d, int i0, int i1) {
+    if (w->f32) {
+        b->k->matmul_f32(out, in.x, nt, w->f32, n, d, i0, i1);
+    } else {
+        b->k->matmul_q8(out, in.xq, in.xs, nt, w->q, w->s, w->row_sums, n, d,
+                        b->model->config.group_size, i0, i1);
     }
 }
 
-static void run_matmuls(ts_batch *b, matmul_job *job) {
-    int rows = 0;
-    for (int i = 0; i < job->count; i++) rows += job_rows(job, i);
-    int items = (rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM;
-    double macs = (double)job->nt * job->n * rows;
-    if (macs >= TS_PARALLEL_MIN_MACS) {
-        ts__pool_for(b->pool, items, matmul_items, job);
-    } else if (macs < (double)b->min_parallel_macs || b->split_backoff > 0) {
-        if (b->split_backoff > 0) b->split_backoff--;
-        ts__pool_for(NULL, items, matmul_items, job);
-    } else if (!ts__pool_for(b->pool, items, matmul_items, job)) {
-        b->split_misses = 0;
-    } else if (++b->split_misses >= TS_SPLIT_MAX_MISSES) {
-        b->split_misses = 0;
-        b->split_backoff = TS_SPLIT_BACKOFF;
-    }
-}
-
-/* out_i = W_i x for one, two or three weights of the model's kind. For Q8_0
- * weights each token's input is quantized first (runq quantizes once and
- * reuses it for wq/wk/wv and for w1/w3). */
-static void matmuls(ts_batch *b, const float *x, int nt, int n, int count, const ts_weight *w0,
-                    float *out0, const ts_weight *w1, float *out1, const ts_weight *w2,
-                    float *out2, int d0, int d1, int d2) {
-    matmul_job job = {.b = b, .nt = nt, .n = n, .x = x, .count = count};
-    job.m[0].w = w0, job.m[0].out = out0, job.m[0].d = d0;
-    job.m[1].w = w1, job.m[1].out = out1, job.m[1].d = d1;
-    job.m[2].w = w2, job.m[2].out = out2, job.m[2].d = d2;
+/* The input x (nt rows of n) of the next matmuls, quantized into xq, xs
+ * for Q8_0 models, once for all the matmuls that share it, as runq does. */
+static matmul_input prepare_input(const ts_batch *b, const float *x, int8_t *xq, float *xs,
+                                  int nt, int n) {
     if (b->model->quantized) {
         int gs = b->model->config.group_size;
         for (int t = 0; t < nt; t++) {
-            b->k->quantize_q8(b->xq + (size_t)t * n, b->xs + (size_t)t * (n / gs),
-                              x + (size_t)t * n, n, gs);
+            b->k->quantize_q8(xq + (size_t)t * n, xs + (size_t)t * (n / gs), x + (size_t)t * n,
+                              n, gs);
         }
-        job.xq = b->xq;
-        job.xs = b->xs;
     }
-    run_matmuls(b, &job);
+    return (matmul_input){x, xq, xs};
 }
 
-static void matmul(ts_batch *b, float *out, const float *x, int nt, const ts_weight *w, int n,
-                   int d) {
-    matmuls(b, x, nt, n, 1, w, out, NULL, NULL, NULL, NULL, d, 0, 0);
+/* The intersection of an item range's rows [first, last) with the
+ * matrix at rows [base, base + d), relative to the matrix; 0 when empty. */
+static int clip_rows(int first, int last, int base, int d, int *i0, int *i1) {
+    *i0 = first - base < 0 ? 0 : first - base;
+    *i1 = last - base > d ? d : last - base;
+    return *i0 < *i1;
 }
 
-/* ----------------------------------------------------------- attention */
-
-typedef struct attention_job {
-    ts_batch *b;
-    const ts_row *rows;
-    size_t layer_offset; /* this layer's part of every KV cache */
-} attention_job;
-
-/* Items are (row, head) pairs. */
-static void attention_items(void *ctx, int begin, int end, int thread) {
-    const attention_job *job = ctx;
-    ts_batch *b = job->b;
-    const ts_model *m = b->model;
-    int n_heads = m->config.n_heads, head_size = m->head_size;
-    int kv_mul = n_heads / m->config.n_kv_heads; /* query heads per kv head */
-    float *att = b->att + (size_t)thread * m->config.seq_len;
-    for (int item = begin; item < end; item++) {
-        int t = item / n_heads, h = item % n_heads;
-        const ts_row *r = &job->rows[t];
-        /* this kv head's keys (values alike): seq_len rows of head_size */
-        size_t kv_off = job->layer_offset + (size_t)(h / kv_mul) * m->config.seq_len * head_size;
-        b->ew.attention(b->xb + (size_t)t * m->config.dim + (size_t)h * head_size, att,
-                        b->q + (size_t)t * m->config.dim + (size_t)h * head_size,
-                        r->key_cache + kv_off, r->value_cache + kv_off, r->pos + 1, head_size,
-                        head_size);
-    }
-}
-
-/* ------------------------------------------------------------- forward */
-
-/* RoPE: rotate each (even, odd) pair of v by its position's angle. `rope`
- * holds cos, sin of the angle for each pair index within a head. */
-static void rotate(float *v, int n, int head_size, const float *rope) {
-    for (int i = 0; i < n; i += 2) {
+/* RoPE: rotate each (even, odd) pair of v[i0:i1] by its position's angle.
+ * `rope` holds cos, sin of the angle for each pair index within a head. */
+static void rotate(float *v, int i0, int i1, int head_size, const float *rope) {
+    for (int i = i0; i < i1; i += 2) {
         int pair = i % head_size;
         float fcr = rope[pair], fci = rope[pair + 1];
         float v0 = v[i], v1 = v[i + 1];
@@ -208,6 +143,252 @@ static void rotate(float *v, int n, int head_size, const float *rope) {
         v[i + 1] = v0 * fci + v1 * fcr;
     }
 }
+
+/* Entries [i0, i1) of a key or value vector at position pos into a cache
+ * (layer_offset: the layer's part). */
+static void store_kv(const ts_model *m, float *cache, size_t layer_offset, int pos,
+                     const float *src, int i0, int i1) {
+    int head_size = m->head_size, seq_len = m->config.seq_len;
+    for (int i = i0; i < i1;) {
+        int kvh = i / head_size, j = i % head_size;
+        int len = head_size - j < i1 - i ? head_size - j : i1 - i;
+        size_t at = layer_offset + ((size_t)kvh * seq_len + (size_t)pos) * head_size + j;
+        memcpy(cache + at, src + i, (size_t)len * sizeof(float));
+        i += len;
+    }
+}
+
+/* q, k, v (their rows concatenated), RoPE on q and k, k and v into the
+ * caches. */
+static void qkv_items(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const layer_job *job = ctx;
+    ts_batch *b = job->b;
+    const ts_model *m = b->model;
+    int dim = m->config.dim, kv_dim = m->kv_dim, hs = m->head_size, nt = job->nt;
+    int first = begin * ROWS_PER_ITEM, last = end * ROWS_PER_ITEM, i0, i1;
+    if (clip_rows(first, last, 0, dim, &i0, &i1)) {
+        matmul_rows(b, b->q, job->in, nt, &job->w->wq, dim, dim, i0, i1);
+        for (int t = 0; t < nt; t++) {
+            rotate(b->q + (size_t)t * dim, i0, i1, hs, b->rope + (size_t)t * hs);
+        }
+    }
+    if (clip_rows(first, last, dim, kv_dim, &i0, &i1)) {
+        matmul_rows(b, b->kb, job->in, nt, &job->w->wk, dim, kv_dim, i0, i1);
+        for (int t = 0; t < nt; t++) {
+            float *kt = b->kb + (size_t)t * kv_dim;
+            rotate(kt, i0, i1, hs, b->rope + (size_t)t * hs);
+            store_kv(m, job->rows[t].key_cache, job->layer_offset, job->rows[t].pos, kt, i0, i1);
+        }
+    }
+    if (clip_rows(first, last, dim + kv_dim, kv_dim, &i0, &i1)) {
+        matmul_rows(b, b->vb, job->in, nt, &job->w->wv, dim, kv_dim, i0, i1);
+        for (int t = 0; t < nt; t++) {
+            store_kv(m, job->rows[t].value_cache, job->layer_offset, job->rows[t].pos,
+                     b->vb + (size_t)t * kv_dim, i0, i1);
+        }
+    }
+}
+
+/* Multi-head attention over positions 0..pos of each row's sequence, into
+ * xb2. Items are (row, head) pairs. */
+static void attention_items(void *ctx, int begin, int end, int thread) {
+    const layer_job *job = ctx;
+    ts_batch *b = job->b;
+    const ts_model *m = b->model;
+    int n_heads = m->config.n_heads, head_size = m->head_size, dim = m->config.dim;
+    int kv_mul = n_heads / m->config.n_kv_heads; /* query heads per kv head */
+    float *att = b->att + (size_t)thread * m->config.seq_len;
+    for (int item = begin; item < end; item++) {
+        int t = item / n_heads, h = item % n_heads;
+        const ts_row *r = &job->rows[t];
+        /* this kv head's keys (values alike): seq_len rows of head_size */
+        size_t kv_off = job->layer_offset + (size_t)(h / kv_mul) * m->config.seq_len * head_size;
+        size_t at = (size_t)t * dim + (size_t)h * head_size;
+        b->ew.attention(b->xb2 + at, att, b->q + at, r->key_cache + kv_off,
+                        r->value_cache + kv_off, r->pos + 1, head_size, head_size);
+    }
+}
+
+/* x[:, i0:i1] += (W y)[:, i0:i1], through xb, for W = wo or w2. */
+static void add_matmul_rows(ts_batch *b, const ts_weight *w, matmul_input y, int nt, int n,
+                            int i0, int i1) {
+    int dim = b->model->config.dim;
+    matmul_rows(b, b->xb, y, nt, w, n, dim, i0, i1);
+    for (int t = 0; t < nt; t++) {
+        float *x = b->x + (size_t)t * dim, *o = b->xb + (size_t)t * dim;
+        for (int i = i0; i < i1; i++) x[i] += o[i];
+    }
+}
+
+static void wo_items(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const layer_job *job = ctx;
+    int dim = job->b->model->config.dim, i0, i1;
+    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, dim, &i0, &i1)) return;
+    add_matmul_rows(job->b, &job->w->wo, job->in, job->nt, dim, i0, i1);
+}
+
+static void w2_items(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const layer_job *job = ctx;
+    int dim = job->b->model->config.dim, i0, i1;
+    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, dim, &i0, &i1)) return;
+    add_matmul_rows(job->b, &job->w->w2, job->in, job->nt, job->b->model->config.hidden_dim, i0,
+                    i1);
+}
+
+/* hb[:, i0:i1] = silu(w1 x) * (w3 x) on those rows of hidden_dim. */
+static void ffn_up_rows(ts_batch *b, matmul_input x, int nt, const ts_layer *w, int i0, int i1) {
+    int dim = b->model->config.dim, hid = b->model->config.hidden_dim;
+    matmul_rows(b, b->hb, x, nt, &w->w1, dim, hid, i0, i1);
+    matmul_rows(b, b->hb2, x, nt, &w->w3, dim, hid, i0, i1);
+    for (int t = 0; t < nt; t++) {
+        size_t at = (size_t)t * hid + (size_t)i0;
+        b->ew.swiglu(b->hb + at, b->hb2 + at, i1 - i0);
+    }
+}
+
+/* The same on the item's rows. */
+static void ffn_up_items(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const layer_job *job = ctx;
+    ts_batch *b = job->b;
+    int hid = b->model->config.hidden_dim, i0, i1;
+    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, hid, &i0, &i1)) return;
+    ffn_up_rows(b, job->in, job->nt, job->w, i0, i1);
+}
+
+/* The classifier's rows of the final-normed xb, for nt rows. */
+static void classifier_items(void *ctx, int begin, int end, int thread) {
+    (void)thread;
+    const layer_job *job = ctx;
+    ts_batch *b = job->b;
+    const ts_model *m = b->model;
+    int vocab = m->config.vocab_size, i0, i1;
+    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, vocab, &i0, &i1)) return;
+    matmul_rows(b, b->logits, job->in, job->nt, &m->wcls, m->config.dim, vocab, i0, i1);
+}
+
+/* Runs a job of n_items on the pool, or on the calling thread alone when it
+ * is too small to be worth a hand-out. `macs` is its multiply-adds. */
+static void run_job(ts_batch *b, int n_items, ts_pool_fn fn, layer_job *job, double macs) {
+    ts__pool_for(macs >= TS_PARALLEL_MIN_MACS ? b->pool : NULL, n_items, fn, job);
+}
+
+static int row_items(int rows) { return (rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM; }
+
+/* ----------------------------------------------------- one token, a team
+ * A single token (decode) is too little work to hand out step by step: at
+ * a few microseconds per step, one ts__pool_for per step costs as much as
+ * the step. So the pool's threads run the whole token as a team
+ * (ts__pool_team), each on a fixed part of every step, meeting at a barrier
+ * where a step needs the others' results (four per layer): thread r takes
+ * the r-th share of the kv heads (their rows of wq, wk, wv, RoPE, the cache
+ * writes and the attention of their query heads, which need nothing from
+ * the other threads) and the r-th share of the rows of wo, w1/w3, w2 and
+ * the classifier. The rmsnorms and quantizations are cheap, so every
+ * thread computes them for itself instead of waiting for one to. Each
+ * thread reads the same weights and cache heads every token, which stay
+ * in its core's cache. The kernels compute every output exactly as the
+ * batched path does, whatever the team size. */
+
+typedef struct token_job {
+    ts_batch *b;
+    const ts_row *row;
+} token_job;
+
+/* Thread r's share [i0, i1) of `rows` rows, in whole ROWS_PER_ITEM blocks. */
+static void share_rows(int rows, int r, int n_threads, int *i0, int *i1) {
+    int blocks = row_items(rows);
+    *i0 = blocks * r / n_threads * ROWS_PER_ITEM;
+    *i1 = blocks * (r + 1) / n_threads * ROWS_PER_ITEM;
+    if (*i1 > rows) *i1 = rows;
+}
+
+static void token_team(void *ctx, int r, int n_threads) {
+    const token_job *job = ctx;
+    ts_batch *b = job->b;
+    const ts_row *row = job->row;
+    const ts_model *m = b->model;
+    const ts_config *p = &m->config;
+    int dim = p->dim, hid = p->hidden_dim, hs = m->head_size, kv_dim = m->kv_dim;
+    int kv_mul = p->n_heads / p->n_kv_heads;
+    ts_pool *team = n_threads > 1 ? b->pool : NULL;
+    /* this thread's scratch: its rmsnorm output and quantized inputs */
+    float *xb = b->thread_xb + (size_t)r * dim;
+    int8_t *xq = m->quantized ? b->thread_xq + (size_t)r * b->qmax : NULL;
+    float *xs = m->quantized ? b->thread_xs + (size_t)r * b->qgroups : NULL;
+    float *att = b->att + (size_t)r * p->seq_len;
+    /* its kv heads, as rows of wk/wv (k0..k1) and of wq (q0..q1) */
+    int kv0 = p->n_kv_heads * r / n_threads, kv1 = p->n_kv_heads * (r + 1) / n_threads;
+    int k0 = kv0 * hs, k1 = kv1 * hs, q0 = k0 * kv_mul, q1 = k1 * kv_mul;
+    int o0, o1, h0, h1; /* its rows of wo and w2, of w1 and w3 */
+    share_rows(dim, r, n_threads, &o0, &o1);
+    share_rows(hid, r, n_threads, &h0, &h1);
+
+    for (int l = 0; l < p->n_layers; l++) {
+        const ts_layer *w = &m->layers[l];
+        size_t loff = (size_t)l * p->seq_len * kv_dim;
+
+        b->ew.rmsnorm(xb, b->x, w->rms_att, dim);
+        matmul_input in = prepare_input(b, xb, xq, xs, 1, dim);
+        if (q0 < q1) {
+            matmul_rows(b, b->q, in, 1, &w->wq, dim, dim, q0, q1);
+            rotate(b->q, q0, q1, hs, b->rope);
+            matmul_rows(b, b->kb, in, 1, &w->wk, dim, kv_dim, k0, k1);
+            rotate(b->kb, k0, k1, hs, b->rope);
+            store_kv(m, row->key_cache, loff, row->pos, b->kb, k0, k1);
+            matmul_rows(b, b->vb, in, 1, &w->wv, dim, kv_dim, k0, k1);
+            store_kv(m, row->value_cache, loff, row->pos, b->vb, k0, k1);
+        }
+        for (int h = kv0 * kv_mul; h < kv1 * kv_mul; h++) {
+            size_t kv_off = loff + (size_t)(h / kv_mul) * p->seq_len * hs;
+            b->ew.attention(b->xb2 + (size_t)h * hs, att, b->q + (size_t)h * hs,
+                            row->key_cache + kv_off, row->value_cache + kv_off, row->pos + 1, hs,
+                            hs);
+        }
+        ts__pool_barrier(team, r);
+
+        in = prepare_input(b, b->xb2, xq, xs, 1, dim);
+        add_matmul_rows(b, &w->wo, in, 1, dim, o0, o1);
+        ts__pool_barrier(team, r);
+
+        b->ew.rmsnorm(xb, b->x, w->rms_ffn, dim);
+        in = prepare_input(b, xb, xq, xs, 1, dim);
+        ffn_up_rows(b, in, 1, w, h0, h1);
+        ts__pool_barrier(team, r);
+
+        in = prepare_input(b, b->hb, xq, xs, 1, hid);
+        add_matmul_rows(b, &w->w2, in, 1, hid, o0, o1);
+        ts__pool_barrier(team, r);
+    }
+
+    if (row->logits) {
+        int c0, c1;
+        share_rows(p->vocab_size, r, n_threads, &c0, &c1);
+        b->ew.rmsnorm(xb, b->x, m->rms_final, dim);
+        matmul_input in = prepare_input(b, xb, xq, xs, 1, dim);
+        matmul_rows(b, row->logits, in, 1, &m->wcls, dim, p->vocab_size, c0, c1);
+    }
+}
+
+/* One token through the model, by the team or, when the pool is absent or
+ * backing off (see TS_TEAM_BACKOFF), by the calling thread alone. */
+static void forward_token(ts_batch *b, const ts_row *row) {
+    token_job job = {b, row};
+    if (!b->team_size || b->team_backoff > 0) {
+        if (b->team_backoff > 0) b->team_backoff--;
+        token_team(&job, 0, 1);
+    } else if (!ts__pool_team(b->pool, token_team, &job)) {
+        b->team_stalls = 0;
+    } else if (++b->team_stalls >= TS_TEAM_MAX_STALLS) {
+        b->team_stalls = 0;
+        b->team_backoff = TS_TEAM_BACKOFF;
+    }
+}
+
+/* ------------------------------------------------------------- forward */
 
 void ts__forward(ts_batch *b, const ts_row *rows, int n) {
     const ts_model *m = b->model;
@@ -226,56 +407,37 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
             rope[i + 1] = sinf(val);
         }
     }
+    if (n == 1) {
+        forward_token(b, rows);
+        return;
+    }
+    double attention_macs = 0;
+    for (int t = 0; t < n; t++) attention_macs += (double)(rows[t].pos + 1) * dim * 2;
 
     for (int l = 0; l < p->n_layers; l++) {
-        const ts_layer *w = &m->layers[l];
-        size_t loff = (size_t)l * p->seq_len * kv_dim; /* this layer's KV cache */
+        layer_job job = {b, rows, n, &m->layers[l], (size_t)l * p->seq_len * kv_dim, {0}};
 
-        /* attention rmsnorm, then q, k, v */
+        /* attention rmsnorm; q, k, v, RoPE and the caches; attention */
         for (int t = 0; t < n; t++) {
-            b->ew.rmsnorm(b->xb + (size_t)t * dim, b->x + (size_t)t * dim, w->rms_att, dim);
+            b->ew.rmsnorm(b->xb + (size_t)t * dim, b->x + (size_t)t * dim, job.w->rms_att, dim);
         }
-        matmuls(b, b->xb, n, dim, 3, &w->wq, b->q, &w->wk, b->kb, &w->wv, b->vb, dim, kv_dim,
-                kv_dim);
-
-        /* RoPE on q and k, then k and v into each row's cache */
-        for (int t = 0; t < n; t++) {
-            const float *rope = b->rope + (size_t)t * head_size;
-            float *kt = b->kb + (size_t)t * kv_dim, *vt = b->vb + (size_t)t * kv_dim;
-            rotate(b->q + (size_t)t * dim, dim, head_size, rope);
-            rotate(kt, kv_dim, head_size, rope);
-            for (int kvh = 0; kvh < p->n_kv_heads; kvh++) {
-                size_t at = loff + ((size_t)kvh * p->seq_len + (size_t)rows[t].pos) * head_size;
-                size_t from = (size_t)kvh * head_size;
-                memcpy(rows[t].key_cache + at, kt + from, (size_t)head_size * sizeof(float));
-                memcpy(rows[t].value_cache + at, vt + from, (size_t)head_size * sizeof(float));
-            }
-        }
-
-        /* multi-head attention over positions 0..pos of each row's sequence */
-        attention_job aj = {b, rows, loff};
-        double work = 0;
-        for (int t = 0; t < n; t++) work += (double)(rows[t].pos + 1) * dim * 2;
-        ts__pool_for(work >= TS_PARALLEL_MIN_MACS ? b->pool : NULL, n * p->n_heads,
-                     attention_items, &aj);
+        job.in = prepare_input(b, b->xb, b->xq, b->xs, n, dim);
+        run_job(b, row_items(dim + 2 * kv_dim), qkv_items, &job,
+                (double)n * dim * (dim + 2 * kv_dim));
+        run_job(b, n * p->n_heads, attention_items, &job, attention_macs);
 
         /* output projection and residual */
-        matmul(b, b->xb2, b->xb, n, &w->wo, dim, dim);
-        for (size_t i = 0; i < (size_t)n * dim; i++) {
-            b->x[i] += b->xb2[i];
-        }
+        job.in = prepare_input(b, b->xb2, b->xq, b->xs, n, dim);
+        run_job(b, row_items(dim), wo_items, &job, (double)n * dim * dim);
 
         /* ffn rmsnorm, then w2(silu(w1 x) * w3 x) and residual */
         for (int t = 0; t < n; t++) {
-            b->ew.rmsnorm(b->xb + (size_t)t * dim, b->x + (size_t)t * dim, w->rms_ffn, dim);
+            b->ew.rmsnorm(b->xb + (size_t)t * dim, b->x + (size_t)t * dim, job.w->rms_ffn, dim);
         }
-        matmuls(b, b->xb, n, dim, 2, &w->w1, b->hb, &w->w3, b->hb2, NULL, NULL, hidden_dim,
-                hidden_dim, 0);
-        b->ew.swiglu(b->hb, b->hb2, n * hidden_dim);
-        matmul(b, b->xb, b->hb, n, &w->w2, hidden_dim, dim);
-        for (size_t i = 0; i < (size_t)n * dim; i++) {
-            b->x[i] += b->xb[i];
-        }
+        job.in = prepare_input(b, b->xb, b->xq, b->xs, n, dim);
+        run_job(b, row_items(hidden_dim), ffn_up_items, &job, 2.0 * n * dim * hidden_dim);
+        job.in = prepare_input(b, b->hb, b->xq, b->xs, n, hidden_dim);
+        run_job(b, row_items(dim), w2_items, &job, (double)n * dim * hidden_dim);
     }
 
     /* final rmsnorm and the classifier, for the rows that want logits */
@@ -286,7 +448,8 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
         nl++;
     }
     if (nl == 0) return;
-    matmul(b, b->logits, b->xb, nl, &m->wcls, dim, p->vocab_size);
+    layer_job job = {b, rows, nl, NULL, 0, prepare_input(b, b->xb, b->xq, b->xs, nl, dim)};
+    run_job(b, row_items(p->vocab_size), classifier_items, &job, (double)nl * dim * p->vocab_size);
     size_t V = (size_t)p->vocab_size;
     for (int t = 0, i = 0; t < n; t++) {
         if (rows[t].logits) memcpy(rows[t].logits, b->logits + V * (size_t)i++, V * sizeof(float));
@@ -305,16 +468,6 @@ static float *alloc_f32(uint64_t a, uint64_t b, uint64_t c) {
         return NULL;
     }
     return calloc(n ? (size_t)n : 1, sizeof(float));
-}
-
-/* Bytes of matmul weights one token reads (the classifier included). */
-static double weight_bytes(const ts_model *m) {
-    const ts_config *p = &m->config;
-    double dim = p->dim, hid = p->hidden_dim, kv = m->kv_dim;
-    double params = p->n_layers * (2 * dim * dim + 2 * kv * dim + 3 * hid * dim) +
-                    (double)p->vocab_size * dim;
-    double per_param = m->quantized ? 1.0 + 4.0 / p->group_size : 4.0;
-    return params * per_param;
 }
 
 ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
@@ -336,19 +489,14 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     b->capacity = capacity;
     if (n_threads <= 0) n_threads = model->n_threads_default;
     b->pool = ts__pool_new(n_threads); /* NULL: single-threaded */
-    /* Small (decode-sized) matmuls split only when the weights outgrow one
-     * core's L2 (see TS_SPLIT_MIN_WEIGHT_BYTES): below that one core reads
-     * them from its L2 already and the hand-outs cost more than the second
-     * core saves (model5000_q80, 1 MiB: 15% slower decode split on an idle
-     * machine). Splitting only changes which thread computes a row, never
-     * how: the outputs are the same either way. */
-    b->min_parallel_macs = TS_PARALLEL_MIN_MACS;
-    if (b->pool && weight_bytes(model) >= TS_SPLIT_MIN_WEIGHT_BYTES) {
-        b->min_parallel_macs = TS_SPLIT_MIN_MACS;
-    }
+    int threads = ts__pool_threads(b->pool);
+    /* A team waits for its slowest member at every barrier, so it is only
+     * formed when each thread can have a core of its own. */
+    b->team_size = b->pool && threads <= ts__online_cpus() ? threads : 0;
     uint64_t cap = (uint64_t)capacity, dim = (uint64_t)p->dim, hid = (uint64_t)p->hidden_dim;
     uint64_t kv = (uint64_t)model->kv_dim, hs = (uint64_t)model->head_size;
     uint64_t qmax = dim > hid ? dim : hid;
+    b->qmax = (int)qmax;
     b->x = alloc_f32(cap, dim, 1);
     b->xb = alloc_f32(cap, dim, 1);
     b->xb2 = alloc_f32(cap, dim, 1);
@@ -357,16 +505,21 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     b->vb = alloc_f32(cap, kv, 1);
     b->hb = alloc_f32(cap, hid, 1);
     b->hb2 = alloc_f32(cap, hid, 1);
-    b->att = alloc_f32((uint64_t)ts__pool_threads(b->pool), (uint64_t)p->seq_len, 1);
+    b->att = alloc_f32((uint64_t)threads, (uint64_t)p->seq_len, 1);
+    b->thread_xb = alloc_f32((uint64_t)threads, dim, 1);
     b->logits = alloc_f32(cap, (uint64_t)p->vocab_size, 1);
     b->rope = alloc_f32(cap, hs, 1);
     b->freq = alloc_f32(hs / 2, 1, 1);
     int ok = b->x && b->xb && b->xb2 && b->q && b->kb && b->vb && b->hb && b->hb2 && b->att &&
-             b->logits && b->rope && b->freq;
+             b->logits && b->rope && b->freq && b->thread_xb;
     if (model->quantized) {
+        uint64_t groups = qmax / (uint64_t)p->group_size + 1;
+        b->qgroups = (int)groups;
         b->xq = calloc((size_t)(cap * qmax), 1);
-        b->xs = alloc_f32(cap, qmax / (uint64_t)p->group_size + 1, 1);
-        ok = ok && b->xq && b->xs;
+        b->xs = alloc_f32(cap, groups, 1);
+        b->thread_xq = calloc((size_t)threads * (size_t)qmax, 1);
+        b->thread_xs = alloc_f32((uint64_t)threads, groups, 1);
+        ok = ok && b->xq && b->xs && b->thread_xq && b->thread_xs;
     }
     if (!ok) {
         ts__batch_free(b);
@@ -395,6 +548,9 @@ void ts__batch_free(ts_batch *b) {
     free(b->freq);
     free(b->xq);
     free(b->xs);
+    free(b->thread_xb);
+    free(b->thread_xq);
+    free(b->thread_xs);
     free(b);
 }
 
