@@ -4,10 +4,18 @@ Measures single-stream decode (fp32, Q8_0 files, fp32 quantized on load),
 prompt processing, batched generation at several stream counts, load time and
 resident memory, and in the same run, when given or installed: llama2.c's
 ``run``/``runq`` binaries, llama.cpp's ``llama-bench`` and a PyTorch eager
-forward of the same weights. Every timing is the median of ``--repeats``
-runs, interleaved across programs so that a busy machine slows all of them
-alike; the load average is printed with the table. Writes JSON with
-``--json``.
+forward of the same weights.
+
+Decode rates follow run.c's definition for every program, positions after the
+first per second: the CLIs print theirs; the API's is timed from outside as
+(n - 1) / (T(n) - T(1)), T(k) the wall time of a whole ``generate`` call that
+evaluates k positions. The "overhead" rows give the API's rate over
+tinystories-run's on the same work (the Python overhead) and what one call
+costs besides its positions.
+
+Every timing is the median of ``--repeats`` runs, interleaved across programs
+so that a busy machine slows all of them alike; the load average is printed
+with the table. Writes JSON with ``--json``.
 
 This is a tool, not a test: nothing here asserts a speed. ``--quick`` runs a
 few seconds' worth of everything (the test suite uses it as a smoke test).
@@ -95,6 +103,14 @@ def interleave(jobs: dict[str, Callable[[], float]], repeats: int) -> dict[str, 
     return results
 
 
+def interleave_rounds(
+    jobs: dict[str, Callable[[], dict[str, float]]], repeats: int
+) -> list[dict[str, dict[str, float]]]:
+    """Like :func:`interleave` for jobs that measure several things at once: per round,
+    every job's results by name (kept per round, so that ratios can pair rounds)."""
+    return [{name: job() for name, job in jobs.items()} for _ in range(repeats)]
+
+
 def rss_bytes() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -103,24 +119,82 @@ def rss_bytes() -> int:
     return 0
 
 
-def ours_decode(generator: Generator, positions: int) -> Callable[[], float]:
-    """Greedy generation from BOS through the public API: positions per wall second."""
+def wall(call: Callable[[], object]) -> float:
+    """Seconds `call` takes, on the clock of this process."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
 
-    def run() -> float:
-        start = time.perf_counter()
-        generator.generate("", temperature=0.0, max_new_tokens=positions - 1)
-        return positions / (time.perf_counter() - start)
+
+def difference_rate(positions: int, t_all: float, t_one: float) -> float:
+    """(positions - 1) / (t_all - t_one): positions 2.. per second; NaN when the
+    difference is not positive (timing noise larger than the work)."""
+    return (positions - 1) / (t_all - t_one) if t_all > t_one else float("nan")
+
+
+def greedy_positions(generator: Generator, positions: int) -> int:
+    """Positions a greedy generation from BOS evaluates (fewer than asked if it samples BOS)."""
+    generation = generator._start("", positions, 0.0, 0.9, 0, 1)
+    generation.run(False)
+    return generation.stats["n_positions"]
+
+
+def ours_decode(generator: Generator, positions: int) -> Callable[[], dict[str, float]]:
+    """Greedy generation from BOS through ``Generator.generate``, timed from outside.
+
+    "generate": run.c's definition, (positions - 1) / (T(positions) - T(1)), where T(n) is
+    the wall time of a whole ``generate`` call that evaluates n positions: the difference
+    leaves out what one position costs (session creation, the first position), as
+    run.c's clock does. "whole": positions / T(positions), everything included.
+    """
+
+    def run() -> dict[str, float]:
+        t1 = wall(lambda: generator.generate("", temperature=0.0, max_new_tokens=1))
+        tn = wall(lambda: generator.generate("", temperature=0.0, max_new_tokens=positions))
+        return {"generate": difference_rate(positions, tn, t1), "whole": positions / tn, "T1": t1}
 
     return run
 
 
+def ours_stream(generator: Generator, positions: int) -> Callable[[], dict[str, float]]:
+    """``Generator.stream`` with run.c's clock: from the first piece to the last."""
+
+    def run() -> dict[str, float]:
+        pieces = generator.stream("", temperature=0.0, max_new_tokens=positions)
+        next(pieces)  # arrives once the first position is evaluated (its text is not empty)
+        return {"stream": (positions - 1) / wall(lambda: sum(1 for _ in pieces))}
+
+    return run
+
+
+def achieved(command: list[str]) -> tuple[float, float]:
+    """(the wall time of `command`, the 'achieved tok/s' it prints, NaN if none).
+
+    stdout goes to /dev/null: a pipe read by this process would slow the program by its
+    wake-ups (6-12% for tinystories-run, which flushes every token as run.c does)."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300
+    )
+    elapsed = time.perf_counter() - start
+    m = re.search(r"achieved tok/s:\s*([0-9.]+)", result.stderr)
+    return elapsed, float(m.group(1)) if m else float("nan")
+
+
 def achieved_rate(command: list[str]) -> Callable[[], float]:
     """llama2.c's (and tinystories-run's) own 'achieved tok/s' line."""
+    return lambda: achieved(command)[1]
 
-    def run() -> float:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        m = re.search(r"achieved tok/s:\s*([0-9.]+)", result.stderr)
-        return float(m.group(1)) if m else float("nan")
+
+def cli_decode(command: list[str], positions: int) -> Callable[[], dict[str, float]]:
+    """tinystories-run (`command` without -n): "cli", its own achieved tok/s for
+    `positions`; "outside", the same definition on this process's clock,
+    (positions - 1) / (W(positions) - W(1)) with W(n) the wall time of a run of n."""
+
+    def run() -> dict[str, float]:
+        w1, _ = achieved([*command, "-n", "1"])
+        wn, rate = achieved([*command, "-n", str(positions)])
+        return {"cli": rate, "outside": difference_rate(positions, wn, w1), "W1": w1}
 
     return run
 
@@ -249,42 +323,70 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     rows: list[Row] = []
 
     def add(group: str, program: str, setting: str, runs: list[float], unit: str = "tok/s"):
-        rows.append(Row(group, program, setting, median_rate(runs), unit, runs))
+        if runs:  # none: it could not run (or, timed from outside, drowned in noise)
+            rows.append(Row(group, program, setting, median_rate(runs), unit, runs))
 
     # single-stream decode: ours (public API), tinystories-run, llama2.c, torch
-    g_fp32 = Generator(fp32, tok)
-    g_fp32_1 = Generator(fp32, tok, n_threads=1)
-    g_q80 = Generator(q80, tok)
-    g_q80_1 = Generator(q80, tok, n_threads=1)
-    g_quant = Generator(fp32, tok, quantize="q8_0")
-    jobs: dict[str, Callable[[], float]] = {
-        "fp32|threads auto": ours_decode(g_fp32, positions),
-        "fp32|1 thread": ours_decode(g_fp32_1, positions),
-        "q80 (v2 file)|threads auto": ours_decode(g_q80, positions),
-        "q80 (v2 file)|1 thread": ours_decode(g_q80_1, positions),
-        "fp32 quantized on load (q8_0)|threads auto": ours_decode(g_quant, positions),
+    generators = {
+        "fp32, threads auto": Generator(fp32, tok),
+        "fp32, 1 thread": Generator(fp32, tok, n_threads=1),
+        "q80 (v2 file), threads auto": Generator(q80, tok),
+        "q80 (v2 file), 1 thread": Generator(q80, tok, n_threads=1),
+        "fp32 quantized on load (q8_0), threads auto": Generator(fp32, tok, quantize="q8_0"),
     }
+    g_fp32, g_q80 = generators["fp32, threads auto"], generators["q80 (v2 file), threads auto"]
+    # Every program does the same work: greedy from BOS, `positions` positions (or up to
+    # the BOS it samples: all stop there; n is the count they evaluate).
+    n = {name: greedy_positions(g, positions) for name, g in generators.items()}
+    jobs: dict[str, Callable[[], dict[str, float]]] = {
+        name: ours_decode(g, n[name]) for name, g in generators.items()
+    }
+    # (model, its Generator setting, its file): the API and the CLI side by side.
+    pairs = [("fp32", "fp32, threads auto", fp32), ("q80", "q80 (v2 file), threads auto", q80)]
+    for model, setting, _ in pairs:
+        jobs[f"stream {model}"] = ours_stream(generators[setting], n[setting])
+    cli = run_binary()
+    for model, setting, path in pairs if cli else []:
+        jobs[f"cli {model}"] = cli_decode([cli, str(path), "-t", "0", "-z", str(tok)], n[setting])
     steps = ["-t", "0", "-n", str(positions), "-z", str(tok)]
-    if cli := run_binary():
-        jobs["cli|fp32"] = achieved_rate([cli, str(fp32), *steps])
-        jobs["cli|q80"] = achieved_rate([cli, str(q80), *steps])
-    for binary in args.llama2c_run:
-        jobs[f"run|{Path(binary).name}"] = achieved_rate([binary, str(fp32), *steps])
-    for binary in args.llama2c_runq:
-        jobs[f"runq|{Path(binary).name}"] = achieved_rate([binary, str(q80), *steps])
-    for name, runs in interleave(jobs, repeats).items():
-        kind, setting = name.split("|")
-        if kind == "cli":
-            add("decode", "tinystories-run (CLI)", setting, runs)
-        elif kind in ("run", "runq"):
-            add(
-                "decode",
-                f"llama2.c {kind}",
-                f"{setting} ({'q80' if kind == 'runq' else 'fp32'})",
-                runs,
-            )
-        else:
-            add("decode", "tinystories", f"{kind}, {setting}", runs)
+    for kind, path, binaries in (("run", fp32, args.llama2c_run), ("runq", q80, args.llama2c_runq)):
+        for binary in binaries:
+            rate = achieved_rate([binary, str(path), *steps])
+            jobs[f"{kind} {Path(binary).name}"] = lambda rate=rate: {"achieved": rate()}
+    rounds = interleave_rounds(jobs, repeats)
+
+    def series(job: str, key: str, scale: float = 1.0) -> list[float]:
+        return [r[job][key] * scale for r in rounds if r[job][key] == r[job][key]]
+
+    def ratios(a: tuple[str, str], b: tuple[str, str]) -> list[float]:
+        """Per-round a / b (measured seconds apart, so under the same load)."""
+        pairs = [(r[a[0]][a[1]], r[b[0]][b[1]]) for r in rounds]
+        return [x / y for x, y in pairs if x == x and y == y]
+
+    api = "tinystories `Generator.generate`"
+    for setting in generators:
+        add("decode", api, setting, series(setting, "generate"))
+    for model, setting, _ in pairs:
+        add(
+            "decode", "tinystories `Generator.stream`", setting, series(f"stream {model}", "stream")
+        )
+    for model, _, _ in pairs if cli else []:
+        add("decode", "tinystories-run (CLI)", model, series(f"cli {model}", "cli"))
+    for name in jobs:
+        kind, _, binary = name.partition(" ")
+        if kind in ("run", "runq"):
+            model = "q80" if kind == "runq" else "fp32"
+            add("decode", f"llama2.c {kind}", f"{binary} ({model})", series(name, "achieved"))
+    for model, _, _ in pairs if cli else []:
+        add(
+            "decode",
+            "tinystories-run (CLI), outside clock",
+            model,
+            series(f"cli {model}", "outside"),
+        )
+    for _, setting, _ in pairs:
+        add("decode", f"{api}, whole call", setting, series(setting, "whole"))
+
     torch_positions = 16 if args.quick else 64
     if args.torch and (job := torch_decode(fp32, torch_positions)):
         job()  # warm-up: the first call pays for PyTorch's lazy initialisation
@@ -296,6 +398,32 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[Row]]:
             runs,
         )
 
+    # Python overhead: the API's rate over the CLI's (the median of per-round ratios),
+    # and what one call costs besides its positions.
+    for model, setting, _ in pairs if cli else []:
+        cli_job, stream_job = f"cli {model}", f"stream {model}"
+        for what, a, b in (
+            ("API/CLI rate", (setting, "generate"), (cli_job, "cli")),
+            ("API/CLI rate, outside clocks", (setting, "generate"), (cli_job, "outside")),
+            ("stream/CLI rate", (stream_job, "stream"), (cli_job, "cli")),
+        ):
+            add("overhead", f"python overhead: {what}", model, ratios(a, b), "x")
+    for _, setting, _ in pairs:
+        add(
+            "overhead",
+            "fixed cost: `generate`, 1 position",
+            setting,
+            series(setting, "T1", 1e3),
+            "ms",
+        )
+    for model, _, _ in pairs if cli else []:
+        add(
+            "overhead",
+            "fixed cost: tinystories-run -n 1",
+            model,
+            series(f"cli {model}", "W1", 1e3),
+            "ms",
+        )
     # prompt processing: one batched evaluation of a long prompt
     n_prompt = 32 if args.quick else PROMPT_TOKENS
     ids = [1] + [int(i) for i in np.random.default_rng(0).integers(3, 105, n_prompt - 1)]
@@ -369,17 +497,19 @@ def memory_rows(fp32: Path, q80: Path, tok: Path) -> list[Row]:
 
 
 def format_table(info: dict, rows: list[Row]) -> str:
+    wp = max([len(r.program) for r in rows] + [38])
+    ws = max([len(r.setting) for r in rows] + [40])
     lines = [
         f"machine: {info['cpu']} ({info['machine']}, {info['cores']} cores), "
         f"features: {' '.join(info['features']) or 'none'}",
         f"kernel sets: {' '.join(info['kernel_sets'])} (first = default); "
         f"load average at the end: {' '.join(f'{x:.2f}' for x in info['load_average'])}",
         "",
-        f"{'what':<9} {'program':<38} {'setting':<55} {'median':>12}",
+        f"{'what':<9} {'program':<{wp}} {'setting':<{ws}} {'median':>12}",
     ]
     for r in rows:
         value = f"{r.value:,.0f}" if r.value >= 100 else f"{r.value:,.2f}"
-        lines.append(f"{r.group:<9} {r.program:<38} {r.setting:<55} {value:>12} {r.unit}")
+        lines.append(f"{r.group:<9} {r.program:<{wp}} {r.setting:<{ws}} {value:>12} {r.unit}")
     return "\n".join(lines)
 
 
