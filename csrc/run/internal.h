@@ -27,8 +27,8 @@ const char *ts__errno_text(int e);
  * The numeric primitives of the forward pass, as a table of functions. One
  * table per instruction set: kernels_scalar.c is the reference, rounding
  * exactly like llama2.c built with gcc -O3 (sequential float sums, no FMA);
- * kernels_avx2.c and kernels_avx512.c are faster and agree with it to about
- * 1e-6 relative (the Q8 integer dot products are exact in every set).
+ * kernels_avx2.c, kernels_avx512.c (x86-64) and kernels_neon.c (arm64) are
+ * faster and agree with it to about 1e-6 relative (the Q8 integer dot products are exact in every set).
  *
  * Batch invariance: every kernel computes each output with the same
  * sequence of operations whatever the number of tokens, the row range and
@@ -36,7 +36,7 @@ const char *ts__errno_text(int e);
  * whether it was evaluated alone, in a prefill block or in a batch of
  * sequences (only on the kernel set). */
 typedef struct ts_kernels {
-    const char *name; /* "scalar", "avx2", "avx512" */
+    const char *name; /* "scalar", "avx2", "avx512", "neon" */
 
     /* out[t*d + i] = sum_j w[i*n + j] * x[t*n + j] for tokens t < nt and
      * rows i0 <= i < i1. */
@@ -86,10 +86,13 @@ void ts__avx2_attention(float *out, float *att, const float *q, const float *key
 void ts__attention_exact(float *out, float *att, const float *q, const float *keys,
                          const float *values, int n_pos, int head_size, int stride);
 #endif
+#if defined(__aarch64__)
+extern const ts_kernels ts_kernels_neon;
+#endif
 
-/* The kernel set called `name` ("scalar", "avx2", "avx512"), or for NULL or
- * "" the environment's TINYSTORIES_KERNELS, else the fastest set this CPU
- * runs. Fails for an unknown name or a set the CPU lacks. */
+/* The kernel set called `name` ("scalar", "avx2", "avx512", "neon"), or
+ * for NULL or "" the environment's TINYSTORIES_KERNELS, else the fastest
+ * set this CPU runs. Fails for an unknown name or a set the CPU lacks. */
 ts_status ts__kernels_select(const char *name, const ts_kernels **out, ts_error *err);
 
 /* --------------------------------------------------------------- weights */

@@ -1,9 +1,10 @@
 /*
  * kernels.c — choosing a kernel set at run time.
  *
- * Each SIMD set is compiled with its own instruction-set flags (see
+ * Each x86 SIMD set is compiled with its own instruction-set flags (see
  * CMakeLists.txt) and only called after the CPU has said it runs them, so
  * one build works on every x86-64 machine and is fast on the newer ones.
+ * On arm64 the neon set needs nothing beyond the AArch64 baseline.
  */
 #include "internal.h"
 
@@ -25,6 +26,10 @@ static int supported(const ts_kernels *k) {
                __builtin_cpu_supports("fma");
     }
 #endif
+#if defined(__aarch64__)
+    /* Advanced SIMD is mandatory in AArch64: every arm64 CPU runs it */
+    if (k == &ts_kernels_neon) return 1;
+#endif
     return 0;
 }
 
@@ -33,6 +38,9 @@ static const ts_kernels *const all_sets[] = {
 #if defined(__x86_64__) || defined(_M_X64)
     &ts_kernels_avx512,
     &ts_kernels_avx2,
+#endif
+#if defined(__aarch64__)
+    &ts_kernels_neon,
 #endif
     &ts_kernels_scalar,
 };

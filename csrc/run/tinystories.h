@@ -116,9 +116,10 @@ enum {
 
 typedef struct ts_load_options {
     /* Kernel set: "scalar" (the reference, rounding exactly like llama2.c
-     * -O3), "avx2", "avx512", or NULL / "" / "auto": the environment
-     * variable TINYSTORIES_KERNELS when set, else the fastest set this CPU
-     * runs. ts_kernels_available lists the sets this CPU runs. */
+     * -O3), "avx2", "avx512" (x86-64), "neon" (arm64), or NULL / "" /
+     * "auto": the environment variable TINYSTORIES_KERNELS when set, else
+     * the fastest set this CPU runs. ts_kernels_available lists the sets
+     * this CPU runs. */
     const char *kernels;
     int quantize;     /* TS_QUANTIZE_NONE or TS_QUANTIZE_Q8_0 */
     int group_size;   /* Q8_0 group size for quantize; 0: 64, halved until it
@@ -139,7 +140,7 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
 void ts_model_free(ts_model *model);
 const ts_config *ts_model_config(const ts_model *model);
 
-/* The kernel set the model runs ("scalar", "avx2", "avx512"). */
+/* The kernel set the model runs ("scalar", "avx2", "avx512", "neon"). */
 const char *ts_model_kernels(const ts_model *model);
 
 /* The kernel sets this CPU runs, fastest first, space-separated

@@ -1,0 +1,433 @@
+/*
+ * kernels_neon.c — the kernel set for 64-bit Arm (AArch64 Advanced SIMD,
+ * four floats wide): Apple silicon, Graviton, Ampere, Raspberry Pi 4/5.
+ *
+ * Advanced SIMD is part of the AArch64 baseline, so this file needs no
+ * extra compiler flags and kernels.c offers it on every arm64 CPU. It
+ * follows kernels_avx2.c:
+ *
+ * fp32 matmul and the fp32 models' attention: rows in blocks of four, fused
+ * multiply-adds, one reduction tree per row, so a row's result does not
+ * depend on the rows, tokens or row range around it (batch invariance).
+ * Q8: the integer dot products widen int8 x int8 to int16 (vmull_s8) and
+ * pairwise-add into int32 (vpadalq_s16), which is exact for every int8
+ * value (-128 included); the float accumulation over groups is runq's, in
+ * runq's order. (The ARMv8.2 dot-product instructions would be faster but
+ * are optional hardware; leaving them out keeps one exact path.)
+ * Quantization and the exact attention (Q8_0 models) round exactly like
+ * the scalar set, so Q8_0 outputs are byte-identical to llama2.c's runq.
+ * That relies on the library's -ffp-contract=off: gcc implements
+ * vmulq_f32 / vaddq_f32 as plain vector arithmetic, which it would
+ * otherwise be free to fuse into one multiply-add.
+ */
+#include "internal.h"
+
+#include <arm_neon.h>
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- helpers */
+
+/* [sum(a), sum(b), sum(c), sum(d)], each by the same tree (pairs, then
+ * the pair sums) whatever the others hold. */
+static inline float32x4_t hsum4_f32(float32x4_t a, float32x4_t b, float32x4_t c, float32x4_t d) {
+    return vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
+}
+
+/* x[0..n) (n < 4) followed by zeros: the tails of the vector loops are one
+ * more zero-padded step, so every output sums the same way for a given n. */
+static inline float32x4_t load_tail(const float *x, int n) {
+    float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    memcpy(buf, x, (size_t)n * sizeof(float));
+    return vld1q_f32(buf);
+}
+
+/* e^x to about 2 ulp, as kernels_avx2.c's exp_ps: x = k ln2 + r with
+ * |r| <= ln2/2, a degree-6 polynomial for e^r, then 2^k built in the
+ * exponent. Returns 0 below -80 (and for NaN), as that one does, so both
+ * SIMD sets treat tiny attention weights alike. */
+static inline float32x4_t exp_f32(float32x4_t x) {
+    uint32x4_t keep = vcgeq_f32(x, vdupq_n_f32(-80.0f));
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-80.0f)), vdupq_n_f32(88.0f));
+    float32x4_t k = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    /* vfmsq_f32(a, b, c) = a - b*c, vfmaq_f32(a, b, c) = a + b*c, fused */
+    float32x4_t r = vfmsq_f32(x, k, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, k, vdupq_n_f32(-2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
+    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(k), vdupq_n_s32(127)), 23);
+    float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
+    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(y), keep));
+}
+
+/* -------------------------------------------------------------- matmul */
+
+/* Four dot products of length n with one x: two accumulators per row
+ * (eight floats per step) so consecutive fused adds do not wait on each
+ * other. */
+static inline float32x4_t dot4(const float *w0, const float *w1, const float *w2, const float *w3,
+                               const float *x, int n) {
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    float32x4_t b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        float32x4_t xa = vld1q_f32(x + j), xb = vld1q_f32(x + j + 4);
+        a0 = vfmaq_f32(a0, vld1q_f32(w0 + j), xa);
+        b0 = vfmaq_f32(b0, vld1q_f32(w0 + j + 4), xb);
+        a1 = vfmaq_f32(a1, vld1q_f32(w1 + j), xa);
+        b1 = vfmaq_f32(b1, vld1q_f32(w1 + j + 4), xb);
+        a2 = vfmaq_f32(a2, vld1q_f32(w2 + j), xa);
+        b2 = vfmaq_f32(b2, vld1q_f32(w2 + j + 4), xb);
+        a3 = vfmaq_f32(a3, vld1q_f32(w3 + j), xa);
+        b3 = vfmaq_f32(b3, vld1q_f32(w3 + j + 4), xb);
+    }
+    if (j + 4 <= n) {
+        float32x4_t xa = vld1q_f32(x + j);
+        a0 = vfmaq_f32(a0, vld1q_f32(w0 + j), xa);
+        a1 = vfmaq_f32(a1, vld1q_f32(w1 + j), xa);
+        a2 = vfmaq_f32(a2, vld1q_f32(w2 + j), xa);
+        a3 = vfmaq_f32(a3, vld1q_f32(w3 + j), xa);
+        j += 4;
+    }
+    if (j < n) {
+        float32x4_t xa = load_tail(x + j, n - j);
+        a0 = vfmaq_f32(a0, load_tail(w0 + j, n - j), xa);
+        a1 = vfmaq_f32(a1, load_tail(w1 + j, n - j), xa);
+        a2 = vfmaq_f32(a2, load_tail(w2 + j, n - j), xa);
+        a3 = vfmaq_f32(a3, load_tail(w3 + j, n - j), xa);
+    }
+    return hsum4_f32(vaddq_f32(a0, b0), vaddq_f32(a1, b1), vaddq_f32(a2, b2),
+                     vaddq_f32(a3, b3));
+}
+
+static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                       int i1) {
+    for (int i = i0; i < i1; i += 4) {
+        int rows = i1 - i < 4 ? i1 - i : 4;
+        /* a short last block repeats its first row; those results are dropped */
+        const float *w0 = w + (size_t)i * n;
+        const float *w1 = rows > 1 ? w0 + n : w0;
+        const float *w2 = rows > 2 ? w0 + 2 * (size_t)n : w0;
+        const float *w3 = rows > 3 ? w0 + 3 * (size_t)n : w0;
+        /* tokens inside the row block: the block's weights stay in L1 */
+        for (int t = 0; t < nt; t++) {
+            float r[4];
+            vst1q_f32(r, dot4(w0, w1, w2, w3, x + (size_t)t * n, n));
+            memcpy(out + (size_t)t * d + i, r, (size_t)rows * sizeof(float));
+        }
+    }
+}
+
+/* acc += the pairwise sums of x * w over 16 int8 pairs: products widen to
+ * int16 (|p| <= 16384) and pairs of them to int32 before any add: exact. */
+static inline int32x4_t dot16_s8(int32x4_t acc, int8x16_t x, int8x16_t w) {
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(x), vget_low_s8(w)));
+    return vpadalq_s16(acc, vmull_high_s8(x, w));
+}
+
+static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, const int8_t *wq,
+                      const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
+                      int i1) {
+    (void)row_sums;
+    int ng = n / gs; /* whole input groups; a tail of n % gs inputs is ignored */
+    int gs16 = gs & ~15;
+    for (int i = i0; i < i1; i += 4) {
+        int rows = i1 - i < 4 ? i1 - i : 4;
+        const int8_t *w[4];
+        const float *scale[4]; /* group g of row r starts at flat index r*n + g*gs, so its
+                                * scale is scale[r][g] (a group may straddle two rows) */
+        for (int r = 0; r < 4; r++) {
+            size_t in = (size_t)(i + (r < rows ? r : 0)) * n;
+            w[r] = wq + in;
+            scale[r] = ws + in / gs;
+        }
+        for (int t = 0; t < nt; t++) {
+            const int8_t *xq = x_q + (size_t)t * n;
+            const float *xs = x_s + (size_t)t * ng;
+            float val[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int g = 0; g < ng; g++) {
+                size_t j = (size_t)g * gs;
+                int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0;
+                for (int k = 0; k < gs16; k += 16) {
+                    int8x16_t xv = vld1q_s8(xq + j + k);
+                    a0 = dot16_s8(a0, xv, vld1q_s8(w[0] + j + k));
+                    a1 = dot16_s8(a1, xv, vld1q_s8(w[1] + j + k));
+                    a2 = dot16_s8(a2, xv, vld1q_s8(w[2] + j + k));
+                    a3 = dot16_s8(a3, xv, vld1q_s8(w[3] + j + k));
+                }
+                int32_t dot[4] = {vaddvq_s32(a0), vaddvq_s32(a1), vaddvq_s32(a2), vaddvq_s32(a3)};
+                for (int r = 0; r < rows; r++) {
+                    for (int k = gs16; k < gs; k++) dot[r] += (int32_t)xq[j + k] * w[r][j + k];
+                    /* runq's order: ((float)ival * w_scale) * x_scale */
+                    val[r] += ((float)dot[r]) * scale[r][g] * xs[g];
+                }
+            }
+            memcpy(out + (size_t)t * d + i, val, (size_t)rows * sizeof(float));
+        }
+    }
+}
+
+/* Symmetric Q8_0, rounding exactly like the scalar set: the same float
+ * division, then round half away from zero (vrndaq_f32 is C's round()). */
+static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
+    for (int g = 0; g < n / gs; g++) {
+        const float *xg = x + (size_t)g * gs;
+        int8_t *qg = q + (size_t)g * gs;
+        float32x4_t vmax = vdupq_n_f32(0.0f);
+        int k = 0;
+        for (; k + 4 <= gs; k += 4) {
+            /* maxNum ignores a NaN operand, as the scalar `v > wmax` does */
+            vmax = vmaxnmq_f32(vmax, vabsq_f32(vld1q_f32(xg + k)));
+        }
+        float wmax = vmaxvq_f32(vmax); /* a maximum is exact in any order */
+        for (; k < gs; k++) {
+            float v = fabsf(xg[k]);
+            if (v > wmax) wmax = v;
+        }
+        float scale = wmax / 127.0f;
+        s[g] = scale;
+        if (scale == 0.0f) {
+            memset(qg, 0, (size_t)gs);
+            continue;
+        }
+        const float32x4_t vs = vdupq_n_f32(scale);
+        const float32x4_t lo = vdupq_n_f32(-127.0f), hi = vdupq_n_f32(127.0f);
+        for (k = 0; k + 8 <= gs; k += 8) {
+            int32x4_t iv[2];
+            for (int h = 0; h < 2; h++) {
+                float32x4_t v = vdivq_f32(vld1q_f32(xg + k + 4 * h), vs);
+                float32x4_t r = vminq_f32(vmaxq_f32(vrndaq_f32(v), lo), hi);
+                /* NaN (from a non-finite input) quantizes to 0, as in the scalar set */
+                r = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(r), vceqq_f32(v, v)));
+                iv[h] = vcvtq_s32_f32(r); /* integral values in [-127, 127]: exact */
+            }
+            int16x8_t w16 = vcombine_s16(vmovn_s32(iv[0]), vmovn_s32(iv[1]));
+            vst1_s8(qg + k, vmovn_s16(w16));
+        }
+        for (; k < gs; k++) {
+            double r = round(xg[k] / scale);
+            if (!(r >= -127.0 && r <= 127.0)) r = r > 0.0 ? 127.0 : (r < 0.0 ? -127.0 : 0.0);
+            qg[k] = (int8_t)r;
+        }
+    }
+}
+
+/* ------------------------------------------- element-wise (fp32 models)
+ * Q8_0 models take the scalar rmsnorm and swiglu instead (ts__batch_new). */
+
+static void rmsnorm(float *o, const float *x, const float *w, int n) {
+    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0;
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        float32x4_t u = vld1q_f32(x + j), v = vld1q_f32(x + j + 4);
+        a0 = vfmaq_f32(a0, u, u);
+        a1 = vfmaq_f32(a1, v, v);
+    }
+    float ss = vaddvq_f32(vaddq_f32(a0, a1));
+    for (; j < n; j++) ss += x[j] * x[j];
+    ss /= n;
+    ss += 1e-5f;
+    ss = 1.0f / sqrtf(ss);
+    for (j = 0; j + 4 <= n; j += 4) {
+        float32x4_t v = vmulq_n_f32(vld1q_f32(x + j), ss);
+        vst1q_f32(o + j, vmulq_f32(vld1q_f32(w + j), v));
+    }
+    for (; j < n; j++) o[j] = w[j] * (ss * x[j]);
+}
+
+static void swiglu(float *h, const float *g, int n) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(h + i);
+        float32x4_t sig = vdivq_f32(one, vaddq_f32(one, exp_f32(vnegq_f32(v))));
+        vst1q_f32(h + i, vmulq_f32(vmulq_f32(v, sig), vld1q_f32(g + i)));
+    }
+    for (; i < n; i++) {
+        float val = h[i];
+        val *= (1.0f / (1.0f + expf(-val)));
+        h[i] = val * g[i];
+    }
+}
+
+/* The largest of x[0..n) (n >= 1); a maximum is exact in any order. */
+static float max_of(const float *x, int n) {
+    float max_val = x[0];
+    int i = 0;
+    if (n >= 4) {
+        float32x4_t vmax = vld1q_f32(x);
+        for (i = 4; i + 4 <= n; i += 4) vmax = vmaxq_f32(vmax, vld1q_f32(x + i));
+        max_val = vmaxvq_f32(vmax);
+    }
+    for (; i < n; i++) {
+        if (x[i] > max_val) max_val = x[i];
+    }
+    return max_val;
+}
+
+static void softmax(float *x, int n) {
+    const float max_val = max_of(x, n);
+    const float32x4_t mx = vdupq_n_f32(max_val);
+    float32x4_t vsum = vdupq_n_f32(0.0f);
+    int i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        float32x4_t e = exp_f32(vsubq_f32(vld1q_f32(x + i), mx));
+        vsum = vaddq_f32(vsum, e);
+        vst1q_f32(x + i, e);
+    }
+    float sum = vaddvq_f32(vsum);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    const float inv = 1.0f / sum;
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inv));
+    for (; i < n; i++) x[i] *= inv;
+}
+
+static void attention(float *out, float *att, const float *q, const float *keys,
+                      const float *values, int n_pos, int head_size, int stride) {
+    const float32x4_t scale = vdupq_n_f32(sqrtf(head_size));
+    int t = 0;
+    for (; t + 4 <= n_pos; t += 4) {
+        const float *k0 = keys + (size_t)t * stride;
+        float32x4_t s = dot4(k0, k0 + stride, k0 + 2 * (size_t)stride, k0 + 3 * (size_t)stride, q,
+                             head_size);
+        vst1q_f32(att + t, vdivq_f32(s, scale));
+    }
+    for (; t < n_pos; t++) {
+        const float *k0 = keys + (size_t)t * stride;
+        att[t] = vgetq_lane_f32(vdivq_f32(dot4(k0, k0, k0, k0, q, head_size), scale), 0);
+    }
+    softmax(att, n_pos);
+
+    /* weighted sum of the values, 4 dimensions at a time, over four
+     * interleaved partial sums (one dependent add per position would
+     * leave the FMA pipes idle) */
+    for (int i = 0; i < head_size; i += 4) {
+        int ni = head_size - i < 4 ? head_size - i : 4;
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        const float *v = values + i;
+        int p = 0;
+        if (ni == 4) {
+            for (; p + 4 <= n_pos; p += 4, v += 4 * (size_t)stride) {
+                a0 = vfmaq_n_f32(a0, vld1q_f32(v), att[p]);
+                a1 = vfmaq_n_f32(a1, vld1q_f32(v + stride), att[p + 1]);
+                a2 = vfmaq_n_f32(a2, vld1q_f32(v + 2 * (size_t)stride), att[p + 2]);
+                a3 = vfmaq_n_f32(a3, vld1q_f32(v + 3 * (size_t)stride), att[p + 3]);
+            }
+            for (; p < n_pos; p++, v += stride) a0 = vfmaq_n_f32(a0, vld1q_f32(v), att[p]);
+            vst1q_f32(out + i, vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+        } else {
+            /* head_size not a multiple of 4: the last dimensions one by one */
+            for (; p < n_pos; p++, v += stride) a0 = vfmaq_n_f32(a0, load_tail(v, ni), att[p]);
+            float r[4];
+            vst1q_f32(r, a0);
+            memcpy(out + i, r, (size_t)ni * sizeof(float));
+        }
+    }
+}
+
+/* ------------------------------------------- exact attention (Q8_0 models) */
+
+/* The scalar set's softmax, operation for operation: libm's expf, the sum
+ * in order; only the max and the division are vectorized (both exact). */
+static void softmax_exact(float *x, int n) {
+    const float max_val = max_of(x, n);
+    float sum = 0.0f;
+    int i;
+    for (i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    const float32x4_t vsum = vdupq_n_f32(sum);
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vsum));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+/* The scalar set's attention, operation for operation (no FMA, the same
+ * summation orders, libm's expf), vectorized where that costs nothing in
+ * rounding: four positions' scores at once (lanes = positions, each summed
+ * over the head in order) and the weighted sum across the head's
+ * dimensions (each dimension summed over positions in order). */
+static void attention_exact(float *out, float *att, const float *q, const float *keys,
+                            const float *values, int n_pos, int head_size, int stride) {
+    const float scale = sqrtf(head_size);
+    int t = 0;
+    for (; t + 4 <= n_pos; t += 4) {
+        const float *k0 = keys + (size_t)t * stride, *k1 = k0 + stride;
+        const float *k2 = k1 + stride, *k3 = k2 + stride;
+        float32x4_t score = vdupq_n_f32(0.0f);
+        int i = 0;
+        for (; i + 4 <= head_size; i += 4) {
+            /* transpose the 4x4 block: c[m] = dimension i+m of the four keys */
+            float32x4x2_t p01 = vtrnq_f32(vld1q_f32(k0 + i), vld1q_f32(k1 + i));
+            float32x4x2_t p23 = vtrnq_f32(vld1q_f32(k2 + i), vld1q_f32(k3 + i));
+            float32x4_t c0 = vcombine_f32(vget_low_f32(p01.val[0]), vget_low_f32(p23.val[0]));
+            float32x4_t c1 = vcombine_f32(vget_low_f32(p01.val[1]), vget_low_f32(p23.val[1]));
+            float32x4_t c2 = vcombine_f32(vget_high_f32(p01.val[0]), vget_high_f32(p23.val[0]));
+            float32x4_t c3 = vcombine_f32(vget_high_f32(p01.val[1]), vget_high_f32(p23.val[1]));
+            /* separate multiply and add: the scalar set does not fuse */
+            score = vaddq_f32(score, vmulq_n_f32(c0, q[i]));
+            score = vaddq_f32(score, vmulq_n_f32(c1, q[i + 1]));
+            score = vaddq_f32(score, vmulq_n_f32(c2, q[i + 2]));
+            score = vaddq_f32(score, vmulq_n_f32(c3, q[i + 3]));
+        }
+        for (; i < head_size; i++) {
+            float col[4] = {k0[i], k1[i], k2[i], k3[i]};
+            score = vaddq_f32(score, vmulq_n_f32(vld1q_f32(col), q[i]));
+        }
+        vst1q_f32(att + t, vdivq_f32(score, vdupq_n_f32(scale)));
+    }
+    for (; t < n_pos; t++) {
+        const float *kt = keys + (size_t)t * stride;
+        float score = 0.0f;
+        for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
+        att[t] = score / scale;
+    }
+    softmax_exact(att, n_pos);
+
+    /* 8 dimensions per pass in two registers, so two chains of dependent
+     * adds overlap; the last head_size % 4 dimensions as scalars */
+    int i = 0;
+    for (; i + 8 <= head_size; i += 8) {
+        float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0;
+        const float *v = values + i;
+        for (int p = 0; p < n_pos; p++, v += stride) {
+            acc0 = vaddq_f32(acc0, vmulq_n_f32(vld1q_f32(v), att[p]));
+            acc1 = vaddq_f32(acc1, vmulq_n_f32(vld1q_f32(v + 4), att[p]));
+        }
+        vst1q_f32(out + i, acc0);
+        vst1q_f32(out + i + 4, acc1);
+    }
+    for (; i + 4 <= head_size; i += 4) {
+        float32x4_t acc = vdupq_n_f32(0.0f);
+        const float *v = values + i;
+        for (int p = 0; p < n_pos; p++, v += stride) {
+            acc = vaddq_f32(acc, vmulq_n_f32(vld1q_f32(v), att[p]));
+        }
+        vst1q_f32(out + i, acc);
+    }
+    for (; i < head_size; i++) {
+        float acc = 0.0f;
+        const float *v = values + i;
+        for (int p = 0; p < n_pos; p++, v += stride) acc += att[p] * *v;
+        out[i] = acc;
+    }
+}
+
+const ts_kernels ts_kernels_neon = {
+    .name = "neon",
+    .matmul_f32 = matmul_f32,
+    .matmul_q8 = matmul_q8,
+    .quantize_q8 = quantize_q8,
+    .rmsnorm = rmsnorm,
+    .swiglu = swiglu,
+    .attention = attention,
+    .attention_exact = attention_exact,
+};

@@ -1,0 +1,355 @@
+/*
+ * test_kernels.c — every kernel set this CPU runs against the scalar
+ * reference, without Python (so it also runs on a cross-built arm64 binary
+ * under qemu: .ci/cross-arm64).
+ *
+ *   test_kernels [MODEL_DIR]
+ *
+ * Kernel by kernel, on odd sizes (tails of every vector loop, group sizes
+ * that do not divide n, int8 weights of -128, ties in the quantizer):
+ *   - matmul_q8, quantize_q8 and attention_exact bit-identical to scalar;
+ *   - matmul_f32, rmsnorm, swiglu and attention within 1e-4 relative;
+ *   - batch invariance: a matmul output is bit-identical whatever the
+ *     number of tokens and the row range of the call.
+ * With MODEL_DIR (or $TS_TEST_MODEL_DIR) holding tok105's model5000.bin and
+ * model5000_q80.bin: 256 tokens' logits within 1e-4 of scalar for the fp32
+ * model (the largest difference is printed), bit-identical for Q8_0 (the v2
+ * file and quantize-on-load), and a prompt evaluated as a batch equal to
+ * one token at a time.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+
+/* -------------------------------------------------------------- helpers */
+
+static uint64_t rng_state = 0x2545F4914F6CDD1DULL;
+
+static uint64_t next_u64(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* uniform in [-amp, amp) */
+static float frand(float amp) {
+    return amp * ((float)(next_u64() >> 40) / 8388608.0f - 1.0f);
+}
+
+static float *randv(size_t n, float amp) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = frand(amp);
+    return x;
+}
+
+/* |got - want| <= atol + rtol * |want|, both finite (or both the same
+ * infinity) */
+static int close_to(float got, float want, double atol, double rtol) {
+    if (isinf(want)) return got == want;
+    return isfinite(got) && fabs((double)got - want) <= atol + rtol * fabs((double)want);
+}
+
+static int all_close(const float *got, const float *want, size_t n, double atol, double rtol) {
+    for (size_t i = 0; i < n; i++) {
+        if (!close_to(got[i], want[i], atol, rtol)) {
+            fprintf(stderr, "  [%zu]: got %.9g, want %.9g\n", i, got[i], want[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const ts_kernels *scalar;
+
+/* ---------------------------------------------------------- the kernels */
+
+static void test_matmul_f32(const ts_kernels *k) {
+    const int ns[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100};
+    const int ds[] = {1, 3, 4, 5, 9, 17};
+    const int nt = 3;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++) {
+            int n = ns[a], d = ds[b];
+            float *w = randv((size_t)d * n, 1.0f), *x = randv((size_t)nt * n, 1.0f);
+            float *want = calloc((size_t)nt * d, sizeof(float));
+            float *got = calloc((size_t)nt * d, sizeof(float));
+            float *part = calloc((size_t)nt * d, sizeof(float));
+            scalar->matmul_f32(want, x, nt, w, n, d, 0, d);
+            k->matmul_f32(got, x, nt, w, n, d, 0, d);
+            /* tolerance: the terms' magnitudes, as rounding errors scale */
+            int ok = 1;
+            for (int t = 0; t < nt; t++) {
+                for (int i = 0; i < d; i++) {
+                    double mag = 0;
+                    for (int j = 0; j < n; j++) mag += fabs((double)w[(size_t)i * n + j] * x[(size_t)t * n + j]);
+                    ok &= fabs((double)got[t * d + i] - want[t * d + i]) <= 1e-6 * mag + 1e-30;
+                }
+            }
+            CHECK(ok);
+            if (!ok) fprintf(stderr, "  %s matmul_f32 n=%d d=%d\n", k->name, n, d);
+            /* one token at a time, over ragged row ranges: the same bits */
+            for (int t = 0; t < nt; t++) {
+                for (int i0 = 0; i0 < d;) {
+                    int i1 = i0 + 1 + (i0 + t) % 6;
+                    if (i1 > d) i1 = d;
+                    k->matmul_f32(part + (size_t)t * d, x + (size_t)t * n, 1, w, n, d, i0, i1);
+                    i0 = i1;
+                }
+            }
+            CHECK(memcmp(part, got, (size_t)nt * d * sizeof(float)) == 0);
+            free(w), free(x), free(want), free(got), free(part);
+        }
+    }
+}
+
+static void test_matmul_q8(const ts_kernels *k) {
+    /* (n, gs): gs dividing n or not (runq's flattened groups), gs below,
+     * at and above the vector widths */
+    const int cases[][2] = {{16, 16}, {32, 16}, {64, 64}, {128, 64}, {40, 16}, {24, 8},
+                            {48, 24}, {100, 32}, {72, 8},  {17, 4},   {96, 48}, {33, 33},
+                            {80, 80}, {136, 64}, {12, 1}};
+    const int ds[] = {1, 3, 4, 5, 9, 17};
+    const int nt = 3;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++) {
+            int n = cases[c][0], gs = cases[c][1], d = ds[b], ng = n / gs;
+            size_t nw = (size_t)d * n, nscales = nw / gs + 1;
+            int8_t *wq = malloc(nw), *xq = malloc((size_t)nt * n);
+            for (size_t i = 0; i < nw; i++) wq[i] = (int8_t)(next_u64() >> 56); /* -128..127 */
+            for (size_t i = 0; i < (size_t)nt * n; i++) xq[i] = (int8_t)((int)(next_u64() % 255) - 127);
+            float *ws = randv(nscales, 0.05f), *xs = randv((size_t)nt * ng, 0.05f);
+            int32_t *row_sums = calloc((size_t)d * ng, sizeof(int32_t));
+            for (int i = 0; i < d; i++) {
+                for (int g = 0; g < ng; g++) {
+                    int32_t sum = 0;
+                    for (int j = 0; j < gs; j++) sum += wq[(size_t)i * n + (size_t)g * gs + j];
+                    row_sums[(size_t)g * d + i] = sum;
+                }
+            }
+            float *want = calloc((size_t)nt * d, sizeof(float));
+            float *got = calloc((size_t)nt * d, sizeof(float));
+            float *part = calloc((size_t)nt * d, sizeof(float));
+            scalar->matmul_q8(want, xq, xs, nt, wq, ws, row_sums, n, d, gs, 0, d);
+            k->matmul_q8(got, xq, xs, nt, wq, ws, row_sums, n, d, gs, 0, d);
+            int same = memcmp(got, want, (size_t)nt * d * sizeof(float)) == 0;
+            CHECK(same);
+            if (!same) fprintf(stderr, "  %s matmul_q8 n=%d gs=%d d=%d\n", k->name, n, gs, d);
+            for (int t = 0; t < nt; t++) {
+                for (int i0 = 0; i0 < d;) {
+                    int i1 = i0 + 1 + (i0 + t) % 6;
+                    if (i1 > d) i1 = d;
+                    k->matmul_q8(part + (size_t)t * d, xq + (size_t)t * n, xs + (size_t)t * ng, 1,
+                                 wq, ws, row_sums, n, d, gs, i0, i1);
+                    i0 = i1;
+                }
+            }
+            CHECK(memcmp(part, got, (size_t)nt * d * sizeof(float)) == 0);
+            free(wq), free(xq), free(ws), free(xs), free(row_sums), free(want), free(got), free(part);
+        }
+    }
+}
+
+static void test_quantize(const ts_kernels *k) {
+    const int gss[] = {1, 2, 3, 4, 5, 8, 12, 16, 17, 32, 64};
+    for (size_t a = 0; a < sizeof gss / sizeof gss[0]; a++) {
+        int gs = gss[a];
+        for (int variant = 0; variant < 5; variant++) {
+            int n = gs * 5 + (variant % 3); /* a tail of n % gs values is left alone */
+            float *x = randv((size_t)n, variant == 1 ? 1e-3f : 3.0f);
+            if (variant == 2) {
+                /* ties: max 127 gives scale 1, so k + 0.5 lands halfway */
+                for (int i = 0; i < n; i++) x[i] = (float)((int)(next_u64() % 255) - 127) + 0.5f;
+                for (int g = 0; g < n / gs; g++) x[g * gs] = g % 2 ? 127.0f : -127.0f;
+            }
+            if (variant == 3) {
+                for (int i = 0; i < gs; i++) x[i] = 0.0f; /* an all-zero group */
+                x[gs] = -0.0f;
+            }
+            if (variant == 4) {
+                /* non-finite activations (groups 0 and 1; group 2 is +-inf only) */
+                x[0] = NAN;
+                if (gs > 1) x[gs + 1] = INFINITY;
+                x[2 * gs] = -INFINITY;
+            }
+            int8_t *qw = malloc((size_t)n), *qg = malloc((size_t)n);
+            memset(qw, 0x55, (size_t)n), memset(qg, 0x55, (size_t)n);
+            float *sw = calloc((size_t)n / gs + 1, sizeof(float)), *sg = calloc((size_t)n / gs + 1, sizeof(float));
+            scalar->quantize_q8(qw, sw, x, n, gs);
+            k->quantize_q8(qg, sg, x, n, gs);
+            int same = memcmp(qw, qg, (size_t)n) == 0 &&
+                       memcmp(sw, sg, (size_t)(n / gs) * sizeof(float)) == 0;
+            CHECK(same);
+            if (!same) fprintf(stderr, "  %s quantize_q8 gs=%d variant %d\n", k->name, gs, variant);
+            free(x), free(qw), free(qg), free(sw), free(sg);
+        }
+    }
+}
+
+static void test_elementwise(const ts_kernels *k) {
+    const int ns[] = {1, 3, 4, 7, 8, 9, 16, 33, 128, 288};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        int n = ns[a];
+        float *x = randv((size_t)n, 2.0f), *w = randv((size_t)n, 1.0f);
+        float *want = malloc((size_t)n * sizeof(float)), *got = malloc((size_t)n * sizeof(float));
+        scalar->rmsnorm(want, x, w, n);
+        k->rmsnorm(got, x, w, n);
+        CHECK(all_close(got, want, (size_t)n, 1e-6, 1e-5));
+        /* in place (o == x) */
+        memcpy(got, x, (size_t)n * sizeof(float));
+        k->rmsnorm(got, got, w, n);
+        CHECK(all_close(got, want, (size_t)n, 1e-6, 1e-5));
+
+        float *h = randv((size_t)n, 20.0f), *g = randv((size_t)n, 1.0f);
+        memcpy(want, h, (size_t)n * sizeof(float));
+        memcpy(got, h, (size_t)n * sizeof(float));
+        scalar->swiglu(want, g, n);
+        k->swiglu(got, g, n);
+        CHECK(all_close(got, want, (size_t)n, 1e-6, 1e-5));
+        free(x), free(w), free(want), free(got), free(h), free(g);
+    }
+}
+
+static void test_attention(const ts_kernels *k) {
+    const int hss[] = {1, 3, 4, 5, 8, 16, 17, 32, 48};
+    const int nps[] = {1, 2, 3, 4, 5, 8, 9, 31, 64};
+    for (size_t a = 0; a < sizeof hss / sizeof hss[0]; a++) {
+        for (size_t b = 0; b < sizeof nps / sizeof nps[0]; b++) {
+            for (int pad = 0; pad < 2; pad++) {
+                int hs = hss[a], np = nps[b], stride = hs + 3 * pad;
+                float *q = randv((size_t)hs, 2.0f);
+                float *keys = randv((size_t)np * stride, 2.0f), *values = randv((size_t)np * stride, 1.0f);
+                float *att = malloc((size_t)np * sizeof(float));
+                float *want = malloc((size_t)hs * sizeof(float)), *got = malloc((size_t)hs * sizeof(float));
+                scalar->attention(want, att, q, keys, values, np, hs, stride);
+                k->attention(got, att, q, keys, values, np, hs, stride);
+                int ok = all_close(got, want, (size_t)hs, 1e-5, 1e-4);
+                CHECK(ok);
+                if (!ok) fprintf(stderr, "  %s attention hs=%d n_pos=%d\n", k->name, hs, np);
+                k->attention_exact(got, att, q, keys, values, np, hs, stride);
+                int same = memcmp(got, want, (size_t)hs * sizeof(float)) == 0;
+                CHECK(same);
+                if (!same) fprintf(stderr, "  %s attention_exact hs=%d n_pos=%d\n", k->name, hs, np);
+                free(q), free(keys), free(values), free(att), free(want), free(got);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------ the real models */
+
+/* n tokens' logits (n * vocab floats) of `path` under kernel set `name`,
+ * evaluated as one prompt, and (when one_by_one is set) again one token at
+ * a time, which must give the same bits. */
+static float *model_logits(const char *path, const char *name, int quantize, const int32_t *ids,
+                           int n, int one_by_one) {
+    ts_load_options o = ts_load_options_default();
+    o.kernels = name;
+    o.quantize = quantize;
+    ts_model *m = NULL;
+    ts_session *s = NULL;
+    ts_error err = {0};
+    if (ts_model_load_with(path, &o, &m, &err) != TS_OK || ts_session_new(m, 0, &s, &err) != TS_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        failures++;
+        ts_model_free(m);
+        return NULL;
+    }
+    CHECK(strcmp(ts_model_kernels(m), name) == 0);
+    int vocab = ts_model_config(m)->vocab_size;
+    float *out = malloc((size_t)n * vocab * sizeof(float));
+    CHECK(ts_session_eval(s, ids, (size_t)n, 0, out, &err) == TS_OK);
+    if (one_by_one) {
+        ts_session *s1 = NULL;
+        CHECK(ts_session_new(m, 1, &s1, &err) == TS_OK);
+        int same = 1;
+        for (int t = 0; s1 && t < n; t++) {
+            CHECK(ts_session_eval(s1, ids + t, 1, t, NULL, &err) == TS_OK);
+            same &= memcmp(ts_session_logits(s1), out + (size_t)t * vocab, (size_t)vocab * sizeof(float)) == 0;
+        }
+        CHECK(same);
+        if (!same) fprintf(stderr, "  %s %s: prefill != one token at a time\n", name, path);
+        ts_session_free(s1);
+    }
+    ts_session_free(s);
+    ts_model_free(m);
+    return out;
+}
+
+static void test_models(const char *dir, const char *name) {
+    char mpath[1024], qpath[1024];
+    snprintf(mpath, sizeof mpath, "%s/model5000.bin", dir);
+    snprintf(qpath, sizeof qpath, "%s/model5000_q80.bin", dir);
+    enum { N = 256, VOCAB = 105 };
+    int32_t ids[N];
+    ids[0] = 1;
+    for (int i = 1; i < N; i++) ids[i] = (int32_t)(next_u64() % VOCAB);
+
+    /* fp32: within 1e-4 */
+    float *want = model_logits(mpath, "scalar", 0, ids, N, 0);
+    float *got = model_logits(mpath, name, 0, ids, N, 1);
+    if (want && got) {
+        double maxdiff = 0;
+        for (size_t i = 0; i < (size_t)N * VOCAB; i++) {
+            double diff = fabs((double)got[i] - want[i]);
+            if (!(diff <= maxdiff)) maxdiff = diff; /* NaN sticks */
+        }
+        printf("%s: model5000.bin, %d tokens: max |logit - scalar| = %.3g\n", name, N, maxdiff);
+        CHECK(all_close(got, want, (size_t)N * VOCAB, 1e-4, 1e-4));
+    }
+    free(want), free(got);
+
+    /* Q8_0: the v2 file and quantize-on-load, bit-identical */
+    for (int k = 0; k < 2; k++) {
+        const char *path = k ? mpath : qpath;
+        want = model_logits(path, "scalar", k, ids, N, 0);
+        got = model_logits(path, name, k, ids, N, 1);
+        if (want && got) {
+            int same = memcmp(got, want, (size_t)N * VOCAB * sizeof(float)) == 0;
+            CHECK(same);
+            printf("%s: %s%s, %d tokens: logits %s scalar's\n", name,
+                   k ? "model5000.bin" : "model5000_q80.bin",
+                   k ? " quantized on load" : "", N, same ? "bit-identical to" : "DIFFER from");
+        }
+        free(want), free(got);
+    }
+}
+
+int main(int argc, char **argv) {
+    (void)tmp_path, (void)write_bytes; /* check.h's file helpers: not needed here */
+    ts_error err = {0};
+    if (ts__kernels_select("scalar", &scalar, &err) != TS_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        return 2;
+    }
+    const char *dir = argc > 1 ? argv[1] : getenv("TS_TEST_MODEL_DIR");
+    char sets[64];
+    snprintf(sets, sizeof sets, "%s", ts_kernels_available());
+    printf("kernel sets: %s\n", sets);
+    int tested = 0;
+    for (char *name = strtok(sets, " "); name; name = strtok(NULL, " ")) {
+        if (strcmp(name, "scalar") == 0) continue;
+        const ts_kernels *k = NULL;
+        CHECK(ts__kernels_select(name, &k, &err) == TS_OK);
+        if (!k) continue;
+        int before = failures;
+        test_matmul_f32(k);
+        test_matmul_q8(k);
+        test_quantize(k);
+        test_elementwise(k);
+        test_attention(k);
+        if (dir && *dir) test_models(dir, name);
+        printf("%s: %s\n", name, failures == before ? "matches scalar" : "FAILED");
+        tested++;
+    }
+    if (!tested) printf("note: no kernel set besides scalar on this CPU\n");
+    if (!dir || !*dir) printf("note: no model directory given, skipping the real-model checks\n");
+    printf("%d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
