@@ -24,13 +24,16 @@
 /* A single token runs as a team of the pool's threads (see token_team),
  * whose barriers stall whenever a member is descheduled. After
  * TS_TEAM_MAX_STALLS tokens in a row with such a stall (more runnable
- * threads than cores: the machine is busy), this many tokens run on the
- * calling thread alone, which also lets the idle workers go to sleep,
- * before the team is tried again. A sleeping worker makes the first token
- * or two wait while it wakes, so one stall is not enough. The outputs are
- * the same either way. */
+ * threads than cores: the machine is busy), tokens run on the calling
+ * thread alone for a while, which also lets the idle workers go to sleep,
+ * before the team is tried again: TS_TEAM_BACKOFF tokens, doubling (up to
+ * TS_TEAM_BACKOFF_MAX) while the retries stall too, halving back for every
+ * TS_TEAM_BACKOFF team tokens that run without a stall. The first team token after the caller ran
+ * alone may wait for sleeping workers to wake, which is no sign of a busy
+ * machine, so it is not counted. The outputs are the same either way. */
 #define TS_TEAM_BACKOFF 64
-#define TS_TEAM_MAX_STALLS 4
+#define TS_TEAM_BACKOFF_MAX 8192
+#define TS_TEAM_MAX_STALLS 2
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -47,8 +50,11 @@ struct ts_batch {
     int capacity;
     ts_pool *pool;
     int team_size;    /* threads that run a single token together; 0: the caller alone */
-    int team_backoff; /* tokens left to run on the caller alone (TS_TEAM_BACKOFF) */
+    int team_backoff; /* tokens left to run on the caller alone */
+    int team_backoff_next; /* the next backoff's length (TS_TEAM_BACKOFF..._MAX) */
     int team_stalls;  /* consecutive tokens whose team stalled */
+    int team_runs;    /* team tokens without a stall since the last backoff */
+    int team_waking;  /* the next team token may find the workers asleep */
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
     float *xb2;      /* (capacity, dim) */
@@ -378,13 +384,21 @@ static void token_team(void *ctx, int r, int n_threads) {
 static void forward_token(ts_batch *b, const ts_row *row) {
     token_job job = {b, row};
     if (!b->team_size || b->team_backoff > 0) {
-        if (b->team_backoff > 0) b->team_backoff--;
+        if (b->team_backoff > 0 && --b->team_backoff == 0) b->team_waking = 1;
         token_team(&job, 0, 1);
     } else if (!ts__pool_team(b->pool, token_team, &job)) {
         b->team_stalls = 0;
+        b->team_waking = 0;
+        if (++b->team_runs % TS_TEAM_BACKOFF == 0 && b->team_backoff_next > TS_TEAM_BACKOFF) {
+            b->team_backoff_next /= 2;
+        }
+    } else if (b->team_waking) {
+        b->team_waking = 0; /* the workers were asleep: this wait says nothing */
     } else if (++b->team_stalls >= TS_TEAM_MAX_STALLS) {
         b->team_stalls = 0;
-        b->team_backoff = TS_TEAM_BACKOFF;
+        b->team_runs = 0;
+        b->team_backoff = b->team_backoff_next;
+        if (b->team_backoff_next < TS_TEAM_BACKOFF_MAX) b->team_backoff_next *= 2;
     }
 }
 
@@ -498,6 +512,8 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     /* A team waits for its slowest member at every barrier, so it is only
      * formed when each thread can have a core of its own. */
     b->team_size = b->pool && threads <= ts__online_cpus() ? threads : 0;
+    b->team_backoff_next = TS_TEAM_BACKOFF;
+    b->team_waking = 1;
     uint64_t cap = (uint64_t)capacity, dim = (uint64_t)p->dim, hid = (uint64_t)p->hidden_dim;
     uint64_t kv = (uint64_t)model->kv_dim, hs = (uint64_t)model->head_size;
     uint64_t qmax = dim > hid ? dim : hid;
