@@ -7,6 +7,9 @@
 #                              implies the sanitizers and coverage instrumentation.
 option(TINYSTORIES_SANITIZE "Build with AddressSanitizer + UndefinedBehaviorSanitizer" OFF)
 option(TINYSTORIES_FUZZ "Build the libFuzzer targets in tests/fuzz (needs clang)" OFF)
+#   -DTINYSTORIES_TSAN=ON      ThreadSanitizer instead (the pool, the decode
+#                              team's barriers, sessions on many threads).
+option(TINYSTORIES_TSAN "Build with ThreadSanitizer" OFF)
 
 set(TS_SANITIZE_FLAGS
   -fsanitize=address,undefined,float-cast-overflow
@@ -20,6 +23,9 @@ if(TINYSTORIES_FUZZ)
   endif()
   add_compile_options(${TS_SANITIZE_FLAGS} -fsanitize=fuzzer-no-link)
   add_link_options(-fsanitize=address,undefined)
+elseif(TINYSTORIES_TSAN)
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer -g)
+  add_link_options(-fsanitize=thread)
 elseif(TINYSTORIES_SANITIZE)
   add_compile_options(${TS_SANITIZE_FLAGS})
   add_link_options(-fsanitize=address,undefined)
