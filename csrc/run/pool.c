@@ -25,6 +25,9 @@
  * about one cache-line transfer each way, several times cheaper than a
  * ts__pool_for hand-out.
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getcpu, pthread_setaffinity_np */
+#endif
 #include "internal.h"
 
 #include <pthread.h>
@@ -49,6 +52,9 @@
 /* Chunks per thread's share: more balance the load, fewer cost fewer claims. */
 #define TS_POOL_CHUNKS 4
 #define TS_POOL_MAX_THREADS 64
+/* A team member waiting this long at a barrier reports a stall and starts
+ * yielding its CPU. */
+#define TS_TEAM_STALL_NS 100000
 
 typedef struct claim_word {
     alignas(64) _Atomic uint64_t word; /* its own cache line */
@@ -75,6 +81,7 @@ struct ts_pool {
      * next job's fields, but it cannot be late for a team job, which waits
      * for every worker. */
     atomic_uint team_generation;
+    int caller_cpu; /* the CPU the caller started the team job on, or -1 */
     void *ctx;
     int n_items;
     alignas(64) atomic_int done; /* chunks finished (team job: workers finished) */
@@ -118,6 +125,29 @@ static int work(ts_pool *pool, int self) {
     return ran;
 }
 
+/* A team member sharing a CPU with another member stalls the team until the
+ * kernel's load balancing moves one of them, which takes milliseconds (we
+ * saw a new or just-woken worker put on the caller's CPU for the first ten
+ * or so tokens). So a worker that finds itself on the caller's CPU moves
+ * off it at once: it narrows its affinity to the other allowed CPUs, which
+ * migrates it, and restores the mask, which leaves it where it is. No
+ * thread stays pinned. */
+static void leave_cpu(int caller_cpu) {
+#if defined(__linux__)
+    if (caller_cpu < 0 || sched_getcpu() != caller_cpu) return;
+    cpu_set_t allowed, others;
+    if (pthread_getaffinity_np(pthread_self(), sizeof allowed, &allowed) != 0) return;
+    others = allowed;
+    CPU_CLR(caller_cpu, &others);
+    if (CPU_COUNT(&others) == 0) return;
+    if (pthread_setaffinity_np(pthread_self(), sizeof others, &others) == 0) {
+        pthread_setaffinity_np(pthread_self(), sizeof allowed, &allowed);
+    }
+#else
+    (void)caller_cpu;
+#endif
+}
+
 static void *worker_main(void *p) {
     worker_arg arg = *(worker_arg *)p;
     free(p);
@@ -156,6 +186,7 @@ static void *worker_main(void *p) {
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
         if (atomic_load(&pool->team_generation) == g) {
+            leave_cpu(pool->caller_cpu);
             pool->team_fn(pool->ctx, arg.index, pool->n_threads);
             atomic_fetch_add(&pool->done, 1);
         } else {
@@ -271,6 +302,11 @@ int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
     unsigned epoch = atomic_load(&pool->generation) + 1;
     pool->team_fn = fn;
     pool->ctx = ctx;
+#if defined(__linux__)
+    pool->caller_cpu = sched_getcpu();
+#else
+    pool->caller_cpu = -1;
+#endif
     atomic_store(&pool->done, 0);
     atomic_store(&pool->team_stalled, 0);
     atomic_store(&pool->team_generation, epoch);
@@ -287,14 +323,20 @@ void ts__pool_barrier(ts_pool *pool, int thread) {
     if (!pool) return;
     uint64_t mine = atomic_load_explicit(&pool->arrivals[thread].count, memory_order_relaxed) + 1;
     atomic_store_explicit(&pool->arrivals[thread].count, mine, memory_order_release);
+    uint64_t since = 0; /* when this wait began (read only once it lasts) */
     for (int k = 0; k < pool->n_threads; k++) {
         if (k == thread) continue;
         for (int round = 1;
              atomic_load_explicit(&pool->arrivals[k].count, memory_order_acquire) < mine; round++) {
             cpu_relax();
-            /* ~10 us of spinning: the other thread is probably not running
-             * (more runnable threads than cores); let it have the core */
-            if ((round & 255) == 0) {
+            if ((round & 255) != 0) continue;
+            /* Members drift apart by microseconds (an interrupt, a cache
+             * miss); a member not running at all (more runnable threads
+             * than cores) keeps the others waiting for a time slice. */
+            uint64_t now = now_ns();
+            if (!since) {
+                since = now;
+            } else if (now - since > TS_TEAM_STALL_NS) {
                 atomic_store_explicit(&pool->team_stalled, 1, memory_order_relaxed);
                 sched_yield();
             }

@@ -22,18 +22,21 @@
  * waking the pool would cost more than it saves. */
 #define TS_PARALLEL_MIN_MACS (1 << 17)
 /* A single token runs as a team of the pool's threads (see token_team),
- * whose barriers stall whenever a member is descheduled. After
- * TS_TEAM_MAX_STALLS tokens in a row with such a stall (more runnable
- * threads than cores: the machine is busy), tokens run on the calling
- * thread alone for a while, which also lets the idle workers go to sleep,
- * before the team is tried again: TS_TEAM_BACKOFF tokens, doubling (up to
- * TS_TEAM_BACKOFF_MAX) while the retries stall too, halving back for every
- * TS_TEAM_BACKOFF team tokens that run without a stall. The first team token after the caller ran
- * alone may wait for sleeping workers to wake, which is no sign of a busy
- * machine, so it is not counted. The outputs are the same either way. */
+ * whose barriers stall (a wait over 100 us) whenever a member is not
+ * running. After TS_TEAM_MAX_STALLS tokens in a row with such a stall (more
+ * runnable threads than cores: the machine is busy), tokens run on the
+ * calling thread alone for a while, which also lets the idle workers go to
+ * sleep, before the team is tried again: TS_TEAM_BACKOFF tokens, doubling
+ * (up to TS_TEAM_BACKOFF_MAX) while the retries stall too, halving back for
+ * every TS_TEAM_BACKOFF team tokens without a stall. The first
+ * TS_TEAM_WAKING team tokens of a batch, and after the caller ran alone,
+ * may wait for new or sleeping workers to wake, which is no sign of a busy
+ * machine, so their stalls are not counted. The outputs are the same either
+ * way. */
 #define TS_TEAM_BACKOFF 64
 #define TS_TEAM_BACKOFF_MAX 8192
 #define TS_TEAM_MAX_STALLS 2
+#define TS_TEAM_WAKING 8
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -54,7 +57,7 @@ struct ts_batch {
     int team_backoff_next; /* the next backoff's length (TS_TEAM_BACKOFF..._MAX) */
     int team_stalls;  /* consecutive tokens whose team stalled */
     int team_runs;    /* team tokens without a stall since the last backoff */
-    int team_waking;  /* the next team token may find the workers asleep */
+    int team_waking;  /* team tokens left whose stalls are not counted */
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
     float *xb2;      /* (capacity, dim) */
@@ -384,16 +387,16 @@ static void token_team(void *ctx, int r, int n_threads) {
 static void forward_token(ts_batch *b, const ts_row *row) {
     token_job job = {b, row};
     if (!b->team_size || b->team_backoff > 0) {
-        if (b->team_backoff > 0 && --b->team_backoff == 0) b->team_waking = 1;
+        if (b->team_backoff > 0 && --b->team_backoff == 0) b->team_waking = TS_TEAM_WAKING;
         token_team(&job, 0, 1);
     } else if (!ts__pool_team(b->pool, token_team, &job)) {
         b->team_stalls = 0;
-        b->team_waking = 0;
+        if (b->team_waking > 0) b->team_waking--;
         if (++b->team_runs % TS_TEAM_BACKOFF == 0 && b->team_backoff_next > TS_TEAM_BACKOFF) {
             b->team_backoff_next /= 2;
         }
-    } else if (b->team_waking) {
-        b->team_waking = 0; /* the workers were asleep: this wait says nothing */
+    } else if (b->team_waking > 0) {
+        b->team_waking--; /* the workers are still waking: this wait says nothing */
     } else if (++b->team_stalls >= TS_TEAM_MAX_STALLS) {
         b->team_stalls = 0;
         b->team_runs = 0;
@@ -513,7 +516,7 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
      * formed when each thread can have a core of its own. */
     b->team_size = b->pool && threads <= ts__online_cpus() ? threads : 0;
     b->team_backoff_next = TS_TEAM_BACKOFF;
-    b->team_waking = 1;
+    b->team_waking = TS_TEAM_WAKING;
     uint64_t cap = (uint64_t)capacity, dim = (uint64_t)p->dim, hid = (uint64_t)p->hidden_dim;
     uint64_t kv = (uint64_t)model->kv_dim, hs = (uint64_t)model->head_size;
     uint64_t qmax = dim > hid ? dim : hid;
