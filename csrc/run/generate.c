@@ -260,7 +260,8 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
     bg->rows = calloc((size_t)capacity, sizeof *bg->rows);
     bg->slots = calloc((size_t)max_batch, sizeof *bg->slots);
     int ok = bg->batch && bg->rows && bg->slots;
-    size_t cache = (size_t)p->n_layers * (size_t)p->seq_len * (size_t)model->kv_dim;
+    /* laid out as internal.h's "KV cache" says: whole key blocks */
+    size_t cache = (size_t)p->n_layers * ts__kv_seq(p->seq_len) * (size_t)model->kv_dim;
     for (int i = 0; ok && i < max_batch; i++) {
         slot *s = &bg->slots[i];
         s->id = -1;
