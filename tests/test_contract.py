@@ -263,11 +263,12 @@ def test_tinystories_run_prompt_longer_than_context(good):
 
 
 def test_seq_len_bound_policy(good, tmp_path):
-    """seq_len is free in a v1/v2 header: the KV cache it implies is bounded by
-    max(1 GiB, 4 x file size); below that a long context loads and runs."""
+    """seq_len is free in a v1/v2 header: the KV cache it implies (seq_len
+    rounded up to whole key blocks of 16 positions) is bounded by max(1 GiB,
+    4 x file size); below that a long context loads and runs."""
     v1 = good["v1"].read_bytes()
     per_position = 4 * (2 * CONFIG.n_layers * CONFIG.kv_dim + CONFIG.n_heads)
-    fits = (1 << 30) // per_position
+    fits = (1 << 30) // per_position // 16 * 16
     ok = tmp_path / "long_context.bin"
     ok.write_bytes(with_header(v1, v1_header(seq_len=fits)))
     generator = Generator(ok, good["tokenizer"])
@@ -275,7 +276,7 @@ def test_seq_len_bound_policy(good, tmp_path):
     assert isinstance(generator.generate("tea", max_new_tokens=3, seed=1), str)
     too_long = tmp_path / "too_long_context.bin"
     too_long.write_bytes(with_header(v1, v1_header(seq_len=fits + 1)))
-    with pytest.raises(FormatError, match=f"seq_len {fits + 1} needs {(fits + 1) * per_position}"):
+    with pytest.raises(FormatError, match=f"seq_len {fits + 1} needs {(fits + 16) * per_position}"):
         Generator(too_long, good["tokenizer"])
 
 

@@ -23,6 +23,31 @@ ts_status ts__fail(ts_error *err, ts_status code, const char *fmt, ...)
 /* Reentrant text for an errno value ("no such file or directory"). */
 const char *ts__errno_text(int e);
 
+/* -------------------------------------------------------------- KV cache
+ * A sequence's KV cache holds, per layer and kv head (in that order), one
+ * span of ts__kv_seq(seq_len) * head_size floats for the keys and one for
+ * the values: layer l, kv head h starts at (l * n_kv_heads + h) * kv_seq *
+ * head_size in either cache. Values are position-major (element i of
+ * position t at t * head_size + i). Keys go in blocks of TS_KEY_BLOCK
+ * positions, transposed within a block (ts__key_index), so the scores of a
+ * block's positions are lane-parallel sums over i, q[i] * (row i of the
+ * block), with no horizontal reductions or transposes. kv_seq rounds
+ * seq_len up to whole blocks so the last block is whole in memory; its
+ * lanes past the positions in use hold junk (zeros or an earlier
+ * sequence's keys), which the kernels leave out. */
+enum { TS_KEY_BLOCK = 16 };
+
+/* Positions per kv head in a cache: seq_len rounded up to whole blocks. */
+static inline size_t ts__kv_seq(int seq_len) {
+    return ((size_t)seq_len + TS_KEY_BLOCK - 1) / TS_KEY_BLOCK * TS_KEY_BLOCK;
+}
+
+/* Where element i of position t's key lies in its kv head's span. */
+static inline size_t ts__key_index(int t, int i, int head_size) {
+    return (size_t)(t / TS_KEY_BLOCK) * TS_KEY_BLOCK * (size_t)head_size +
+           (size_t)i * TS_KEY_BLOCK + (size_t)(t % TS_KEY_BLOCK);
+}
+
 /* --------------------------------------------------------------- kernels
  * The numeric primitives of the forward pass, as a table of functions. One
  * table per instruction set: kernels_scalar.c is the reference, rounding
@@ -60,14 +85,18 @@ typedef struct ts_kernels {
     /* h[i] = silu(h[i]) * g[i] (the SwiGLU gate). */
     void (*swiglu)(float *h, const float *g, int n);
     /* One attention head for one query: att[t] = softmax_t(q . k_t / sqrt(hs))
-     * over t < n_pos, then out = sum_t att[t] v_t. Position t's key is
-     * keys + t*stride (values alike); att holds n_pos floats of scratch. */
+     * over t < n_pos, then out = sum_t att[t] v_t. `keys` and `values` are
+     * one kv head's part of a KV cache (see "KV cache" below): element i of
+     * key t at keys[ts__key_index(t, i, hs)], of value t at
+     * values[t*hs + i]. Key lanes of the last block past n_pos hold junk
+     * that must not reach the result. att is scratch for n_pos rounded up
+     * to a whole TS_KEY_BLOCK floats. */
     void (*attention)(float *out, float *att, const float *q, const float *keys,
-                      const float *values, int n_pos, int head_size, int stride);
+                      const float *values, int n_pos, int head_size);
     /* The same, rounding exactly like the scalar set (Q8_0 models use it:
      * see ts__batch_new). */
     void (*attention_exact)(float *out, float *att, const float *q, const float *keys,
-                            const float *values, int n_pos, int head_size, int stride);
+                            const float *values, int n_pos, int head_size);
 } ts_kernels;
 
 extern const ts_kernels ts_kernels_scalar;
@@ -82,9 +111,9 @@ extern const ts_kernels ts_kernels_avx512;
 void ts__avx2_rmsnorm(float *o, const float *x, const float *w, int n);
 void ts__avx2_swiglu(float *h, const float *g, int n);
 void ts__avx2_attention(float *out, float *att, const float *q, const float *keys,
-                        const float *values, int n_pos, int head_size, int stride);
+                        const float *values, int n_pos, int head_size);
 void ts__attention_exact(float *out, float *att, const float *q, const float *keys,
-                         const float *values, int n_pos, int head_size, int stride);
+                         const float *values, int n_pos, int head_size);
 #endif
 #if defined(__aarch64__)
 extern const ts_kernels ts_kernels_neon;
@@ -196,9 +225,9 @@ int ts__online_cpus(void);
 
 /* ---------------------------------------------------------------- forward */
 
-/* One token to evaluate: its id, its position and its sequence's KV cache,
- * laid out (n_layers, n_kv_heads, seq_len, head_size) so that one head's
- * keys over all positions are contiguous. `logits` receives
+/* One token to evaluate: its id, its position and its sequence's KV cache
+ * (n_layers * kv_seq * kv_dim floats each, laid out as "KV cache" above
+ * says). `logits` receives
  * vocab_size floats, or is NULL when the caller does not need them. */
 typedef struct ts_row {
     int32_t token;
@@ -228,8 +257,9 @@ struct ts_session {
     const ts_model *model;
     ts_batch *batch;    /* capacity: a prefill block */
     float *logits;      /* (vocab) after the last token evaluated */
-    float *key_cache;   /* (n_layers, n_kv_heads, seq_len, head_size) */
-    float *value_cache; /* the same */
+    float *key_cache;   /* (n_layers, n_kv_heads, kv_seq / TS_KEY_BLOCK, head_size,
+                           TS_KEY_BLOCK): see "KV cache" */
+    float *value_cache; /* (n_layers, n_kv_heads, kv_seq, head_size) */
 };
 
 #endif /* TINYSTORIES_INTERNAL_H */

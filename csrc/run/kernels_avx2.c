@@ -260,42 +260,55 @@ static float max_of(const float *x, int n) {
     return max_val;
 }
 
-static void softmax(float *x, int n) {
-    const float max_val = max_of(x, n);
-    int i;
-    const __m256 mx = _mm256_set1_ps(max_val);
-    __m256 vsum = _mm256_setzero_ps();
-    for (i = 0; i + 8 <= n; i += 8) {
-        __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), mx));
-        vsum = _mm256_add_ps(vsum, e);
-        _mm256_storeu_ps(x + i, e);
-    }
-    float sum = hsum_ps(vsum);
-    for (; i < n; i++) {
-        x[i] = expf(x[i] - max_val);
-        sum += x[i];
-    }
-    const __m256 inv = _mm256_set1_ps(1.0f / sum);
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-    for (; i < n; i++) x[i] *= 1.0f / sum;
-}
-
+/* One head's attention. Scores go a key block (TS_KEY_BLOCK = 16
+ * positions, two registers) at a time: lane-parallel fused multiply-adds
+ * over the head, with even and odd dimensions in separate accumulators so
+ * consecutive adds do not wait on each other. Lanes past n_pos become -inf,
+ * which the max ignores and exp_ps turns into 0. The weighted sum of the
+ * values keeps four partial sums per 8 dimensions and applies 1/sum once
+ * at the end. */
 void ts__avx2_attention(float *out, float *att, const float *q, const float *keys,
-                      const float *values, int n_pos, int head_size,
-                        int stride) {
-    const __m128 scale = _mm_set1_ps(sqrtf(head_size));
-    int t = 0;
-    for (; t + 4 <= n_pos; t += 4) {
-        const float *k0 = keys + (size_t)t * stride;
-        __m128 s = dot4(k0, k0 + stride, k0 + 2 * (size_t)stride, k0 + 3 * (size_t)stride, q,
-                        head_size);
-        _mm_storeu_ps(att + t, _mm_div_ps(s, scale));
+                        const float *values, int n_pos, int head_size) {
+    const __m256 scale = _mm256_set1_ps(sqrtf(head_size)), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 vmax = ninf;
+    for (int t = 0; t < n_pos; t += TS_KEY_BLOCK) {
+        const float *kb = keys + (size_t)t * head_size; /* t is a block's first position */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+        int i = 0;
+        for (; i + 2 <= head_size; i += 2) {
+            const float *k = kb + (size_t)i * TS_KEY_BLOCK;
+            __m256 q0 = _mm256_set1_ps(q[i]), q1 = _mm256_set1_ps(q[i + 1]);
+            a0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k), a0);
+            b0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k + 8), b0);
+            a1 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(k + 16), a1);
+            b1 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(k + 24), b1);
+        }
+        if (i < head_size) {
+            const float *k = kb + (size_t)i * TS_KEY_BLOCK;
+            __m256 q0 = _mm256_set1_ps(q[i]);
+            a0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k), a0);
+            b0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(k + 8), b0);
+        }
+        __m256 s0 = _mm256_div_ps(_mm256_add_ps(a0, a1), scale);
+        __m256 s1 = _mm256_div_ps(_mm256_add_ps(b0, b1), scale);
+        if (n_pos - t < TS_KEY_BLOCK) {
+            s0 = _mm256_blendv_ps(ninf, s0, _mm256_castsi256_ps(tail_mask8(n_pos - t)));
+            s1 = _mm256_blendv_ps(ninf, s1, _mm256_castsi256_ps(tail_mask8(n_pos - t - 8)));
+        }
+        _mm256_storeu_ps(att + t, s0);
+        _mm256_storeu_ps(att + t + 8, s1);
+        vmax = _mm256_max_ps(vmax, _mm256_max_ps(s0, s1));
     }
-    for (; t < n_pos; t++) {
-        const float *k0 = keys + (size_t)t * stride;
-        att[t] = _mm_cvtss_f32(_mm_div_ps(dot4(k0, k0, k0, k0, q, head_size), scale));
+
+    /* softmax over whole blocks (the -inf lanes give 0), unnormalized */
+    const __m256 mx = _mm256_set1_ps(hmax_ps(vmax));
+    __m256 vsum = _mm256_setzero_ps();
+    for (int t = 0; t < n_pos; t += 8) {
+        __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(att + t), mx));
+        vsum = _mm256_add_ps(vsum, e);
+        _mm256_storeu_ps(att + t, e);
     }
-    softmax(att, n_pos);
+    const __m256 inv = _mm256_set1_ps(1.0f / hsum_ps(vsum));
 
     /* weighted sum of the values, 8 dimensions at a time, over four
      * interleaved partial sums (one dependent add per position would
@@ -304,38 +317,20 @@ void ts__avx2_attention(float *out, float *att, const float *q, const float *key
         __m256i m = tail_mask8(head_size - i < 8 ? head_size - i : 8);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         const float *v = values + i;
+        const size_t hs = (size_t)head_size;
         int p = 0;
-        for (; p + 4 <= n_pos; p += 4, v += 4 * (size_t)stride) {
+        for (; p + 4 <= n_pos; p += 4, v += 4 * hs) {
             a0 = _mm256_fmadd_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m), a0);
-            a1 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 1]), _mm256_maskload_ps(v + stride, m), a1);
-            a2 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 2]), _mm256_maskload_ps(v + 2 * (size_t)stride, m), a2);
-            a3 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 3]), _mm256_maskload_ps(v + 3 * (size_t)stride, m), a3);
+            a1 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 1]), _mm256_maskload_ps(v + hs, m), a1);
+            a2 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 2]), _mm256_maskload_ps(v + 2 * hs, m), a2);
+            a3 = _mm256_fmadd_ps(_mm256_set1_ps(att[p + 3]), _mm256_maskload_ps(v + 3 * hs, m), a3);
         }
-        for (; p < n_pos; p++, v += stride) {
+        for (; p < n_pos; p++, v += hs) {
             a0 = _mm256_fmadd_ps(_mm256_set1_ps(att[p]), _mm256_maskload_ps(v, m), a0);
         }
-        _mm256_maskstore_ps(out + i, m, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        __m256 total = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+        _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(total, inv));
     }
-}
-
-/* r[i] <- column i of the 8x8 matrix whose rows are r[0..8). */
-static inline void transpose8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
 /* The scalar set's softmax, operation for operation: libm's expf, the sum
@@ -353,34 +348,50 @@ static void softmax_exact(float *x, int n) {
     for (; i < n; i++) x[i] /= sum;
 }
 
+/* Adds q[i] * (row i of a key block) to s0 (lanes 0-7) and s1 (lanes 8-15)
+ * for i ascending, a separate multiply and add each, as the scalar set
+ * sums one position. */
+#define EXACT_BLOCK_STEP(kb, i, qi, s0, s1)                                                  \
+    do {                                                                                   \
+        const float *k_ = (kb) + (size_t)(i) * TS_KEY_BLOCK;                               \
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(qi, _mm256_loadu_ps(k_)));                    \
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(qi, _mm256_loadu_ps(k_ + 8)));                \
+    } while (0)
+
 /* The scalar set's attention, operation for operation (no FMA, the same
  * summation orders, libm's expf), vectorized where that costs nothing in
- * rounding: eight positions' scores at once (lanes = positions, each summed
- * over the head in order) and the weighted sum across the head's
- * dimensions (each dimension summed over positions in order). */
+ * rounding: a key block's 16 positions' scores at once (lanes = positions,
+ * each summed over the head in order) and the weighted sum across the
+ * head's dimensions (each dimension summed over positions in order). Two
+ * blocks go side by side so their dependent adds overlap; a block's lanes
+ * are summed the same way either way. */
 void ts__attention_exact(float *out, float *att, const float *q, const float *keys,
-                         const float *values, int n_pos, int head_size, int stride) {
-    const float scale = sqrtf(head_size);
+                         const float *values, int n_pos, int head_size) {
+    const __m256 scale = _mm256_set1_ps(sqrtf(head_size));
+    const size_t block = (size_t)TS_KEY_BLOCK * head_size;
     int t = 0;
-    for (; t + 8 <= n_pos; t += 8) {
-        __m256 score = _mm256_setzero_ps();
-        for (int i0 = 0; i0 < head_size; i0 += 8) {
-            int ni = head_size - i0 < 8 ? head_size - i0 : 8;
-            __m256i m = tail_mask8(ni);
-            __m256 r[8];
-            for (int p = 0; p < 8; p++) r[p] = _mm256_maskload_ps(keys + (size_t)(t + p) * stride + i0, m);
-            transpose8(r);
-            for (int i = 0; i < ni; i++) {
-                score = _mm256_add_ps(score, _mm256_mul_ps(_mm256_set1_ps(q[i0 + i]), r[i]));
-            }
+    for (; t + TS_KEY_BLOCK < n_pos; t += 2 * TS_KEY_BLOCK) {
+        const float *kb = keys + (size_t)(t / TS_KEY_BLOCK) * block, *kc = kb + block;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int i = 0; i < head_size; i++) {
+            __m256 qi = _mm256_set1_ps(q[i]);
+            EXACT_BLOCK_STEP(kb, i, qi, s0, s1);
+            EXACT_BLOCK_STEP(kc, i, qi, s2, s3);
         }
-        _mm256_storeu_ps(att + t, _mm256_div_ps(score, _mm256_set1_ps(scale)));
+        _mm256_storeu_ps(att + t, _mm256_div_ps(s0, scale));
+        _mm256_storeu_ps(att + t + 8, _mm256_div_ps(s1, scale));
+        _mm256_storeu_ps(att + t + 16, _mm256_div_ps(s2, scale));
+        _mm256_storeu_ps(att + t + 24, _mm256_div_ps(s3, scale));
     }
-    for (; t < n_pos; t++) {
-        const float *kt = keys + (size_t)t * stride;
-        float score = 0.0f;
-        for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
-        att[t] = score / scale;
+    if (t < n_pos) { /* a last, single block (its lanes past n_pos are not read) */
+        const float *kb = keys + (size_t)(t / TS_KEY_BLOCK) * block;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+        for (int i = 0; i < head_size; i++) {
+            __m256 qi = _mm256_set1_ps(q[i]);
+            EXACT_BLOCK_STEP(kb, i, qi, s0, s1);
+        }
+        _mm256_storeu_ps(att + t, _mm256_div_ps(s0, scale));
+        _mm256_storeu_ps(att + t + 8, _mm256_div_ps(s1, scale));
     }
     softmax_exact(att, n_pos);
 
@@ -391,7 +402,7 @@ void ts__attention_exact(float *out, float *att, const float *q, const float *ke
         __m256i m0 = tail_mask8(left < 8 ? left : 8), m1 = tail_mask8(left < 16 ? (left > 8 ? left - 8 : 0) : 8);
         __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
         const float *v = values + i;
-        for (int p = 0; p < n_pos; p++, v += stride) {
+        for (int p = 0; p < n_pos; p++, v += head_size) {
             __m256 a = _mm256_set1_ps(att[p]);
             acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(a, _mm256_maskload_ps(v, m0)));
             acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(a, _mm256_maskload_ps(v + 8, m1)));

@@ -13,8 +13,10 @@
  * (u8 x s8): the input is shifted to unsigned by +128 and 128 * (the
  * weights' group sum) taken off again, which is exact; the float
  * accumulation over groups is runq's, in runq's order, 16 rows per vector.
- * Quantization is exact too. rmsnorm, swiglu and the exact attention
- * (Q8_0 models) are the avx2 set's.
+ * Quantization is exact too. The fp32 models' attention reads the key
+ * cache a block of 16 positions (one register of scores) at a time.
+ * rmsnorm, swiglu and the exact attention (Q8_0 models) are the avx2
+ * set's.
  */
 #include "internal.h"
 
@@ -284,72 +286,64 @@ static inline __m512 exp_ps(__m512 x) {
     return _mm512_maskz_scalef_ps(keep, p, k);
 }
 
-/* One head's attention, 16 lanes wide, for head sizes up to 64 (larger
- * ones take the avx2 set's). Scores go 16 positions at a time through
- * reduce16; the weighted sum of the values keeps four partial sums per
- * 16 dimensions, so the adds do not wait on each other. */
+/* One head's attention. A key block (TS_KEY_BLOCK = 16 positions) is one
+ * register of scores: lane-parallel fused multiply-adds over the head, in
+ * four accumulators (dimensions i mod 4) so consecutive adds do not wait on
+ * each other. Lanes past n_pos become -inf, which the max ignores and
+ * exp_ps turns into 0. The weighted sum of the values keeps four partial
+ * sums per 16 dimensions and applies 1/sum once at the end. */
 static void attention(float *out, float *att, const float *q, const float *keys,
-                      const float *values, int n_pos, int head_size, int stride) {
-    if (head_size > 64) {
-        ts__avx2_attention(out, att, q, keys, values, n_pos, head_size, stride);
-        return;
-    }
-    int nc = (head_size + 15) / 16;
-    __mmask16 m[4];
-    __m512 qv[4];
-    for (int c = 0; c < nc; c++) {
-        int left = head_size - 16 * c;
-        m[c] = left >= 16 ? 0xFFFF : tail_mask16(left);
-        qv[c] = _mm512_maskz_loadu_ps(m[c], q + 16 * c);
-    }
-    const __m512 scale = _mm512_set1_ps(sqrtf(head_size));
-    for (int t = 0; t < n_pos; t += 16) {
-        int valid = n_pos - t < 16 ? n_pos - t : 16;
-        __m512 acc[16];
-        for (int k = 0; k < 16; k++) {
-            int p = t + (slot_row[k] < valid ? slot_row[k] : 0);
-            const float *kp = keys + (size_t)p * stride;
-            __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[0], kp), qv[0]);
-            for (int c = 1; c < nc; c++) {
-                a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m[c], kp + 16 * c), qv[c], a);
-            }
-            acc[k] = a;
+                      const float *values, int n_pos, int head_size) {
+    const __m512 scale = _mm512_set1_ps(sqrtf(head_size)), ninf = _mm512_set1_ps(-INFINITY);
+    __m512 vmax = ninf;
+    for (int t = 0; t < n_pos; t += TS_KEY_BLOCK) {
+        const float *kb = keys + (size_t)t * head_size; /* t is a block's first position */
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int i = 0;
+        for (; i + 4 <= head_size; i += 4) {
+            const float *k = kb + (size_t)i * TS_KEY_BLOCK;
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[i]), _mm512_loadu_ps(k), a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(q[i + 1]), _mm512_loadu_ps(k + 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(q[i + 2]), _mm512_loadu_ps(k + 32), a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(q[i + 3]), _mm512_loadu_ps(k + 48), a3);
         }
-        _mm512_mask_storeu_ps(att + t, tail_mask16(valid), _mm512_div_ps(reduce16_ps(acc), scale));
+        for (; i < head_size; i++) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(q[i]), _mm512_loadu_ps(kb + (size_t)i * TS_KEY_BLOCK), a0);
+        }
+        __m512 s = _mm512_div_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), scale);
+        if (n_pos - t < TS_KEY_BLOCK) s = _mm512_mask_mov_ps(ninf, tail_mask16(n_pos - t), s);
+        _mm512_storeu_ps(att + t, s);
+        vmax = _mm512_max_ps(vmax, s);
     }
 
-    /* softmax */
-    __m512 vmax = _mm512_set1_ps(att[0]);
-    for (int i = 0; i < n_pos; i += 16) {
-        __mmask16 mm = n_pos - i >= 16 ? 0xFFFF : tail_mask16(n_pos - i);
-        vmax = _mm512_mask_max_ps(vmax, mm, _mm512_maskz_loadu_ps(mm, att + i), vmax);
-    }
+    /* softmax over whole blocks (the -inf lanes give 0), unnormalized */
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
     __m512 sum = _mm512_setzero_ps();
-    for (int i = 0; i < n_pos; i += 16) {
-        __mmask16 mm = n_pos - i >= 16 ? 0xFFFF : tail_mask16(n_pos - i);
-        __m512 e = _mm512_maskz_mov_ps(mm, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mm, att + i), mx)));
+    for (int t = 0; t < n_pos; t += TS_KEY_BLOCK) {
+        __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(att + t), mx));
         sum = _mm512_add_ps(sum, e);
-        _mm512_mask_storeu_ps(att + i, mm, e);
+        _mm512_storeu_ps(att + t, e);
     }
-    const float inv = 1.0f / _mm512_reduce_add_ps(sum);
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
 
-    /* weighted sum of the values (the 1/sum applied once at the end) */
-    for (int c = 0; c < nc; c++) {
+    /* weighted sum of the values, 16 dimensions at a time */
+    const size_t hs = (size_t)head_size;
+    for (int c = 0; c < head_size; c += 16) {
+        __mmask16 m = head_size - c >= 16 ? 0xFFFF : tail_mask16(head_size - c);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        const float *v = values + 16 * c;
+        const float *v = values + c;
         int p = 0;
-        for (; p + 4 <= n_pos; p += 4, v += 4 * (size_t)stride) {
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m[c], v), a0);
-            a1 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 1]), _mm512_maskz_loadu_ps(m[c], v + stride), a1);
-            a2 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 2]), _mm512_maskz_loadu_ps(m[c], v + 2 * (size_t)stride), a2);
-            a3 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 3]), _mm512_maskz_loadu_ps(m[c], v + 3 * (size_t)stride), a3);
+        for (; p + 4 <= n_pos; p += 4, v += 4 * hs) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m, v), a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 1]), _mm512_maskz_loadu_ps(m, v + hs), a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 2]), _mm512_maskz_loadu_ps(m, v + 2 * hs), a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(att[p + 3]), _mm512_maskz_loadu_ps(m, v + 3 * hs), a3);
         }
-        for (; p < n_pos; p++, v += stride) {
-            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m[c], v), a0);
+        for (; p < n_pos; p++, v += hs) {
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m, v), a0);
         }
         __m512 total = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-        _mm512_mask_storeu_ps(out + 16 * c, m[c], _mm512_mul_ps(total, _mm512_set1_ps(inv)));
+        _mm512_mask_storeu_ps(out + c, m, _mm512_mul_ps(total, inv));
     }
 }
 

@@ -6,9 +6,10 @@
  * extra compiler flags and kernels.c offers it on every arm64 CPU. It
  * follows kernels_avx2.c:
  *
- * fp32 matmul and the fp32 models' attention: rows in blocks of four, fused
- * multiply-adds, one reduction tree per row, so a row's result does not
- * depend on the rows, tokens or row range around it (batch invariance).
+ * fp32 matmul: rows in blocks of four, fused multiply-adds, one reduction
+ * tree per row, so a row's result does not depend on the rows, tokens or
+ * row range around it (batch invariance). The fp32 models' attention reads
+ * the key cache a block of 16 positions at a time, lanes = positions.
  * Q8: the integer dot products widen int8 x int8 to int16 (vmull_s8) and
  * pairwise-add into int32 (vpadalq_s16), which is exact for every int8
  * value (-128 included); the float accumulation over groups is runq's, in
@@ -290,19 +291,28 @@ static void softmax(float *x, int n) {
     for (; i < n; i++) x[i] *= inv;
 }
 
+/* One head's attention. Scores go a key block (TS_KEY_BLOCK = 16
+ * positions, four registers, one chain of fused multiply-adds each) at a
+ * time, lane-parallel over the head; the softmax reads only the first
+ * n_pos, so the last block's junk lanes are left out. */
 static void attention(float *out, float *att, const float *q, const float *keys,
-                      const float *values, int n_pos, int head_size, int stride) {
+                      const float *values, int n_pos, int head_size) {
     const float32x4_t scale = vdupq_n_f32(sqrtf(head_size));
-    int t = 0;
-    for (; t + 4 <= n_pos; t += 4) {
-        const float *k0 = keys + (size_t)t * stride;
-        float32x4_t s = dot4(k0, k0 + stride, k0 + 2 * (size_t)stride, k0 + 3 * (size_t)stride, q,
-                             head_size);
-        vst1q_f32(att + t, vdivq_f32(s, scale));
-    }
-    for (; t < n_pos; t++) {
-        const float *k0 = keys + (size_t)t * stride;
-        att[t] = vgetq_lane_f32(vdivq_f32(dot4(k0, k0, k0, k0, q, head_size), scale), 0);
+    const int stride = head_size; /* of the values */
+    for (int t = 0; t < n_pos; t += TS_KEY_BLOCK) {
+        const float *kb = keys + (size_t)t * head_size; /* t is a block's first position */
+        float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int i = 0; i < head_size; i++) {
+            const float *k = kb + (size_t)i * TS_KEY_BLOCK;
+            a0 = vfmaq_n_f32(a0, vld1q_f32(k), q[i]);
+            a1 = vfmaq_n_f32(a1, vld1q_f32(k + 4), q[i]);
+            a2 = vfmaq_n_f32(a2, vld1q_f32(k + 8), q[i]);
+            a3 = vfmaq_n_f32(a3, vld1q_f32(k + 12), q[i]);
+        }
+        vst1q_f32(att + t, vdivq_f32(a0, scale));
+        vst1q_f32(att + t + 4, vdivq_f32(a1, scale));
+        vst1q_f32(att + t + 8, vdivq_f32(a2, scale));
+        vst1q_f32(att + t + 12, vdivq_f32(a3, scale));
     }
     softmax(att, n_pos);
 
@@ -352,43 +362,29 @@ static void softmax_exact(float *x, int n) {
 
 /* The scalar set's attention, operation for operation (no FMA, the same
  * summation orders, libm's expf), vectorized where that costs nothing in
- * rounding: four positions' scores at once (lanes = positions, each summed
- * over the head in order) and the weighted sum across the head's
+ * rounding: a key block's 16 positions' scores at once (lanes = positions,
+ * each summed over the head in order) and the weighted sum across the head's
  * dimensions (each dimension summed over positions in order). */
 static void attention_exact(float *out, float *att, const float *q, const float *keys,
-                            const float *values, int n_pos, int head_size, int stride) {
-    const float scale = sqrtf(head_size);
-    int t = 0;
-    for (; t + 4 <= n_pos; t += 4) {
-        const float *k0 = keys + (size_t)t * stride, *k1 = k0 + stride;
-        const float *k2 = k1 + stride, *k3 = k2 + stride;
-        float32x4_t score = vdupq_n_f32(0.0f);
-        int i = 0;
-        for (; i + 4 <= head_size; i += 4) {
-            /* transpose the 4x4 block: c[m] = dimension i+m of the four keys */
-            float32x4x2_t p01 = vtrnq_f32(vld1q_f32(k0 + i), vld1q_f32(k1 + i));
-            float32x4x2_t p23 = vtrnq_f32(vld1q_f32(k2 + i), vld1q_f32(k3 + i));
-            float32x4_t c0 = vcombine_f32(vget_low_f32(p01.val[0]), vget_low_f32(p23.val[0]));
-            float32x4_t c1 = vcombine_f32(vget_low_f32(p01.val[1]), vget_low_f32(p23.val[1]));
-            float32x4_t c2 = vcombine_f32(vget_high_f32(p01.val[0]), vget_high_f32(p23.val[0]));
-            float32x4_t c3 = vcombine_f32(vget_high_f32(p01.val[1]), vget_high_f32(p23.val[1]));
+                            const float *values, int n_pos, int head_size) {
+    const float32x4_t scale = vdupq_n_f32(sqrtf(head_size));
+    const int stride = head_size; /* of the values */
+    for (int t = 0; t < n_pos; t += TS_KEY_BLOCK) {
+        const float *kb = keys + (size_t)t * head_size; /* t is a block's first position */
+        float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+        for (int i = 0; i < head_size; i++) {
+            const float *k = kb + (size_t)i * TS_KEY_BLOCK;
             /* separate multiply and add: the scalar set does not fuse */
-            score = vaddq_f32(score, vmulq_n_f32(c0, q[i]));
-            score = vaddq_f32(score, vmulq_n_f32(c1, q[i + 1]));
-            score = vaddq_f32(score, vmulq_n_f32(c2, q[i + 2]));
-            score = vaddq_f32(score, vmulq_n_f32(c3, q[i + 3]));
+            s0 = vaddq_f32(s0, vmulq_n_f32(vld1q_f32(k), q[i]));
+            s1 = vaddq_f32(s1, vmulq_n_f32(vld1q_f32(k + 4), q[i]));
+            s2 = vaddq_f32(s2, vmulq_n_f32(vld1q_f32(k + 8), q[i]));
+            s3 = vaddq_f32(s3, vmulq_n_f32(vld1q_f32(k + 12), q[i]));
         }
-        for (; i < head_size; i++) {
-            float col[4] = {k0[i], k1[i], k2[i], k3[i]};
-            score = vaddq_f32(score, vmulq_n_f32(vld1q_f32(col), q[i]));
-        }
-        vst1q_f32(att + t, vdivq_f32(score, vdupq_n_f32(scale)));
-    }
-    for (; t < n_pos; t++) {
-        const float *kt = keys + (size_t)t * stride;
-        float score = 0.0f;
-        for (int i = 0; i < head_size; i++) score += q[i] * kt[i];
-        att[t] = score / scale;
+        /* the junk lanes past n_pos are stored but not read */
+        vst1q_f32(att + t, vdivq_f32(s0, scale));
+        vst1q_f32(att + t + 4, vdivq_f32(s1, scale));
+        vst1q_f32(att + t + 8, vdivq_f32(s2, scale));
+        vst1q_f32(att + t + 12, vdivq_f32(s3, scale));
     }
     softmax_exact(att, n_pos);
 

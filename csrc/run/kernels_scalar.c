@@ -113,12 +113,11 @@ static void swiglu(float *h, const float *g, int n) {
 }
 
 static void attention(float *out, float *att, const float *q, const float *keys,
-                      const float *values, int n_pos, int head_size, int stride) {
+                      const float *values, int n_pos, int head_size) {
     for (int t = 0; t < n_pos; t++) {
-        const float *kt = keys + (size_t)t * stride;
         float score = 0.0f;
         for (int i = 0; i < head_size; i++) {
-            score += q[i] * kt[i];
+            score += q[i] * keys[ts__key_index(t, i, head_size)];
         }
         score /= sqrtf(head_size);
         att[t] = score;
@@ -128,7 +127,7 @@ static void attention(float *out, float *att, const float *q, const float *keys,
     /* weighted sum of the values, accumulated position by position */
     for (int i = 0; i < head_size; i++) out[i] = 0.0f;
     for (int t = 0; t < n_pos; t++) {
-        const float *vt = values + (size_t)t * stride;
+        const float *vt = values + (size_t)t * head_size;
         float a = att[t];
         for (int i = 0; i < head_size; i++) {
             out[i] += a * vt[i];

@@ -534,8 +534,9 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
      * ask ts_session_new for any amount of memory: bound the per-session
      * state (see TS_SESSION_BYTES_MIN in tinystories.h). */
     sizer ses = {0, 0};
-    sz_add(&ses, 2 * L, (uint64_t)c->seq_len, kv, sizeof(float)); /* key + value caches */
-    sz_add(&ses, (uint64_t)c->n_heads, (uint64_t)c->seq_len, sizeof(float), 1); /* scores */
+    uint64_t kv_seq = ts__kv_seq(c->seq_len); /* the caches' positions: whole key blocks */
+    sz_add(&ses, 2 * L, kv_seq, kv, sizeof(float)); /* key + value caches */
+    sz_add(&ses, (uint64_t)c->n_heads, kv_seq, sizeof(float), 1); /* scores */
     uint64_t limit = (uint64_t)size > TS_SESSION_BYTES_MIN / TS_SESSION_FILE_FACTOR
                          ? (uint64_t)size * TS_SESSION_FILE_FACTOR
                          : TS_SESSION_BYTES_MIN;

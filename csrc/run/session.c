@@ -43,7 +43,7 @@ typedef struct elementwise {
     void (*rmsnorm)(float *o, const float *x, const float *w, int n);
     void (*swiglu)(float *h, const float *g, int n);
     void (*attention)(float *out, float *att, const float *q, const float *keys,
-                      const float *values, int n_pos, int head_size, int stride);
+                      const float *values, int n_pos, int head_size);
 } elementwise;
 
 struct ts_batch {
@@ -66,7 +66,7 @@ struct ts_batch {
     float *vb;       /* (capacity, kv_dim) new values */
     float *hb;       /* (capacity, hidden_dim) */
     float *hb2;      /* (capacity, hidden_dim) */
-    float *att;      /* (threads, seq_len) attention scores */
+    float *att;      /* (threads, kv_seq) attention scores */
     float *logits;   /* (capacity, vocab) for the rows that want them */
     float *rope;     /* (capacity, head_size) cos, sin of each row's angles */
     float *freq;     /* (head_size / 2) RoPE frequencies */
@@ -153,15 +153,27 @@ static void rotate(float *v, int i0, int i1, int head_size, const float *rope) {
     }
 }
 
-/* Entries [i0, i1) of a key or value vector at position pos into a cache
- * (layer_offset: the layer's part). */
-static void store_kv(const ts_model *m, float *cache, size_t layer_offset, int pos,
-                     const float *src, int i0, int i1) {
-    int head_size = m->head_size, seq_len = m->config.seq_len;
+/* Entries [i0, i1) of position pos's key into a key cache (layer_offset:
+ * the layer's part), one float at a time: they are TS_KEY_BLOCK apart. */
+static void store_key(const ts_model *m, float *cache, size_t layer_offset, int pos,
+                      const float *src, int i0, int i1) {
+    int head_size = m->head_size;
+    size_t head = ts__kv_seq(m->config.seq_len) * head_size; /* one kv head's span */
+    for (int i = i0; i < i1; i++) {
+        cache[layer_offset + (size_t)(i / head_size) * head +
+              ts__key_index(pos, i % head_size, head_size)] = src[i];
+    }
+}
+
+/* The same for a value: contiguous runs, one per kv head. */
+static void store_value(const ts_model *m, float *cache, size_t layer_offset, int pos,
+                        const float *src, int i0, int i1) {
+    int head_size = m->head_size;
+    size_t kv_seq = ts__kv_seq(m->config.seq_len);
     for (int i = i0; i < i1;) {
         int kvh = i / head_size, j = i % head_size;
         int len = head_size - j < i1 - i ? head_size - j : i1 - i;
-        size_t at = layer_offset + ((size_t)kvh * seq_len + (size_t)pos) * head_size + j;
+        size_t at = layer_offset + ((size_t)kvh * kv_seq + (size_t)pos) * head_size + j;
         memcpy(cache + at, src + i, (size_t)len * sizeof(float));
         i += len;
     }
@@ -187,14 +199,14 @@ static void qkv_items(void *ctx, int begin, int end, int thread) {
         for (int t = 0; t < nt; t++) {
             float *kt = b->kb + (size_t)t * kv_dim;
             rotate(kt, i0, i1, hs, b->rope + (size_t)t * hs);
-            store_kv(m, job->rows[t].key_cache, job->layer_offset, job->rows[t].pos, kt, i0, i1);
+            store_key(m, job->rows[t].key_cache, job->layer_offset, job->rows[t].pos, kt, i0, i1);
         }
     }
     if (clip_rows(first, last, dim + kv_dim, kv_dim, &i0, &i1)) {
         matmul_rows(b, b->vb, job->in, nt, &job->w->wv, dim, kv_dim, i0, i1);
         for (int t = 0; t < nt; t++) {
-            store_kv(m, job->rows[t].value_cache, job->layer_offset, job->rows[t].pos,
-                     b->vb + (size_t)t * kv_dim, i0, i1);
+            store_value(m, job->rows[t].value_cache, job->layer_offset, job->rows[t].pos,
+                        b->vb + (size_t)t * kv_dim, i0, i1);
         }
     }
 }
@@ -207,15 +219,16 @@ static void attention_items(void *ctx, int begin, int end, int thread) {
     const ts_model *m = b->model;
     int n_heads = m->config.n_heads, head_size = m->head_size, dim = m->config.dim;
     int kv_mul = n_heads / m->config.n_kv_heads; /* query heads per kv head */
-    float *att = b->att + (size_t)thread * m->config.seq_len;
+    size_t kv_seq = ts__kv_seq(m->config.seq_len);
+    float *att = b->att + (size_t)thread * kv_seq;
     for (int item = begin; item < end; item++) {
         int t = item / n_heads, h = item % n_heads;
         const ts_row *r = &job->rows[t];
-        /* this kv head's keys (values alike): seq_len rows of head_size */
-        size_t kv_off = job->layer_offset + (size_t)(h / kv_mul) * m->config.seq_len * head_size;
+        /* this kv head's keys and values: kv_seq positions of head_size each */
+        size_t kv_off = job->layer_offset + (size_t)(h / kv_mul) * kv_seq * head_size;
         size_t at = (size_t)t * dim + (size_t)h * head_size;
         b->ew.attention(b->xb2 + at, att, b->q + at, r->key_cache + kv_off,
-                        r->value_cache + kv_off, r->pos + 1, head_size, head_size);
+                        r->value_cache + kv_off, r->pos + 1, head_size);
     }
 }
 
@@ -328,7 +341,8 @@ static void token_team(void *ctx, int r, int n_threads) {
     float *xb = b->thread_xb + (size_t)r * dim;
     int8_t *xq = m->quantized ? b->thread_xq + (size_t)r * b->qmax : NULL;
     float *xs = m->quantized ? b->thread_xs + (size_t)r * b->qgroups : NULL;
-    float *att = b->att + (size_t)r * p->seq_len;
+    size_t kv_seq = ts__kv_seq(p->seq_len);
+    float *att = b->att + (size_t)r * kv_seq;
     /* its kv heads, as rows of wk/wv (k0..k1) and of wq (q0..q1) */
     int kv0 = p->n_kv_heads * r / n_threads, kv1 = p->n_kv_heads * (r + 1) / n_threads;
     int k0 = kv0 * hs, k1 = kv1 * hs, q0 = k0 * kv_mul, q1 = k1 * kv_mul;
@@ -338,7 +352,7 @@ static void token_team(void *ctx, int r, int n_threads) {
 
     for (int l = 0; l < p->n_layers; l++) {
         const ts_layer *w = &m->layers[l];
-        size_t loff = (size_t)l * p->seq_len * kv_dim;
+        size_t loff = (size_t)l * kv_seq * kv_dim;
 
         b->ew.rmsnorm(xb, b->x, w->rms_att, dim);
         matmul_input in = prepare_input(b, xb, xq, xs, 1, dim);
@@ -347,15 +361,14 @@ static void token_team(void *ctx, int r, int n_threads) {
             rotate(b->q, q0, q1, hs, b->rope);
             matmul_rows(b, b->kb, in, 1, &w->wk, dim, kv_dim, k0, k1);
             rotate(b->kb, k0, k1, hs, b->rope);
-            store_kv(m, row->key_cache, loff, row->pos, b->kb, k0, k1);
+            store_key(m, row->key_cache, loff, row->pos, b->kb, k0, k1);
             matmul_rows(b, b->vb, in, 1, &w->wv, dim, kv_dim, k0, k1);
-            store_kv(m, row->value_cache, loff, row->pos, b->vb, k0, k1);
+            store_value(m, row->value_cache, loff, row->pos, b->vb, k0, k1);
         }
         for (int h = kv0 * kv_mul; h < kv1 * kv_mul; h++) {
-            size_t kv_off = loff + (size_t)(h / kv_mul) * p->seq_len * hs;
+            size_t kv_off = loff + (size_t)(h / kv_mul) * kv_seq * hs;
             b->ew.attention(b->xb2 + (size_t)h * hs, att, b->q + (size_t)h * hs,
-                            row->key_cache + kv_off, row->value_cache + kv_off, row->pos + 1, hs,
-                            hs);
+                            row->key_cache + kv_off, row->value_cache + kv_off, row->pos + 1, hs);
         }
         ts__pool_barrier(team, r);
 
@@ -432,7 +445,8 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
     for (int t = 0; t < n; t++) attention_macs += (double)(rows[t].pos + 1) * dim * 2;
 
     for (int l = 0; l < p->n_layers; l++) {
-        layer_job job = {b, rows, n, &m->layers[l], (size_t)l * p->seq_len * kv_dim, {0}};
+        layer_job job = {b, rows, n, &m->layers[l], (size_t)l * ts__kv_seq(p->seq_len) * kv_dim,
+                         {0}};
 
         /* attention rmsnorm; q, k, v, RoPE and the caches; attention */
         for (int t = 0; t < n; t++) {
@@ -529,7 +543,7 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     b->vb = alloc_f32(cap, kv, 1);
     b->hb = alloc_f32(cap, hid, 1);
     b->hb2 = alloc_f32(cap, hid, 1);
-    b->att = alloc_f32((uint64_t)threads, (uint64_t)p->seq_len, 1);
+    b->att = alloc_f32((uint64_t)threads, (uint64_t)ts__kv_seq(p->seq_len), 1);
     b->thread_xb = alloc_f32((uint64_t)threads, dim, 1);
     b->logits = alloc_f32(cap, (uint64_t)p->vocab_size, 1);
     b->rope = alloc_f32(cap, hs, 1);
@@ -592,8 +606,9 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
     s->model = model;
     s->batch = ts__batch_new(model, TS_PREFILL_BLOCK, n_threads);
     s->logits = alloc_f32((uint64_t)p->vocab_size, 1, 1);
-    s->key_cache = alloc_f32((uint64_t)p->n_layers, (uint64_t)p->seq_len, (uint64_t)model->kv_dim);
-    s->value_cache = alloc_f32((uint64_t)p->n_layers, (uint64_t)p->seq_len, (uint64_t)model->kv_dim);
+    uint64_t kv_seq = ts__kv_seq(p->seq_len); /* whole key blocks */
+    s->key_cache = alloc_f32((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
+    s->value_cache = alloc_f32((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
     if (!s->batch || !s->logits || !s->key_cache || !s->value_cache) {
         ts_session_free(s);
         return ts__fail(err, TS_ERR_NOMEM,

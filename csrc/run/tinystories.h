@@ -97,7 +97,9 @@ typedef struct ts_model ts_model;
 /* Memory-maps and validates a model file (v0, v1 or v2). The file size must
  * equal exactly what the header implies, and the per-session state the
  * header implies (key and value caches plus attention scores,
- * 4 * seq_len * (2 * n_layers * kv_dim + n_heads) bytes) must not exceed the
+ * 4 * kv_seq * (2 * n_layers * kv_dim + n_heads) bytes, where kv_seq is
+ * seq_len rounded up to a multiple of 16: the key cache holds whole blocks
+ * of 16 positions) must not exceed the
  * larger of TS_SESSION_BYTES_MIN and TS_SESSION_FILE_FACTOR x the file size:
  * a v1/v2 header's seq_len does not affect the file size, so a corrupt value
  * would otherwise ask ts_session_new for unbounded memory. The same as

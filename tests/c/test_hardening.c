@@ -60,8 +60,10 @@ static void test_seq_len_bound(void) {
     CHECK(ts_model_load(tmp_path("huge_seq.bin"), &m, &err) == TS_ERR_FORMAT && m == NULL);
     CHECK(contains(err.message, "seq_len 2147483647") && contains(err.message, "KV cache"));
     CHECK(contains(err.message, "huge_seq.bin"));
-    /* just past 1 GiB is refused, just below is fine (and allocated lazily) */
-    int over = (int)((1ull << 30) / 72) + 1, under = over - 2;
+    /* just past 1 GiB is refused, just below is fine (and allocated lazily);
+     * the caches hold whole blocks of 16 positions, so one more position
+     * than a whole number of blocks costs 16 */
+    int under = (int)((1ull << 30) / 72 / 16 * 16), over = under + 1;
     write_v1(tmp_path("over_seq.bin"), 16, 32, 1, 2, 1, 40, over);
     CHECK(ts_model_load(tmp_path("over_seq.bin"), &m, &err) == TS_ERR_FORMAT && m == NULL);
     write_v1(tmp_path("under_seq.bin"), 16, 32, 1, 2, 1, 40, under);

@@ -216,27 +216,53 @@ static void test_elementwise(const ts_kernels *k) {
     }
 }
 
+/* One layer's KV caches for 2 kv heads shared by 4 query heads (GQA), laid
+ * out by internal.h's helpers with room for 20 positions more than are in
+ * use: every slot not in use (the last key block's lanes past n_pos, the
+ * positions beyond) holds junk, NaN or huge, which must not reach a result.
+ * att is exactly n_pos rounded up to a block, so ASan sees overruns. */
 static void test_attention(const ts_kernels *k) {
-    const int hss[] = {1, 3, 4, 5, 8, 16, 17, 32, 48};
-    const int nps[] = {1, 2, 3, 4, 5, 8, 9, 31, 64};
+    const int hss[] = {1, 3, 4, 5, 8, 16, 17, 32, 48, 64, 72};
+    const int nps[] = {1, 2, 3, 5, 8, 9, 15, 16, 17, 31, 33, 47, 64, 100};
+    enum { N_HEADS = 4, N_KV = 2 };
     for (size_t a = 0; a < sizeof hss / sizeof hss[0]; a++) {
         for (size_t b = 0; b < sizeof nps / sizeof nps[0]; b++) {
-            for (int pad = 0; pad < 2; pad++) {
-                int hs = hss[a], np = nps[b], stride = hs + 3 * pad;
-                float *q = randv((size_t)hs, 2.0f);
-                float *keys = randv((size_t)np * stride, 2.0f), *values = randv((size_t)np * stride, 1.0f);
-                float *att = malloc((size_t)np * sizeof(float));
+            for (int nan_junk = 0; nan_junk < 2; nan_junk++) {
+                int hs = hss[a], np = nps[b];
+                size_t span = ts__kv_seq(np + 20) * (size_t)hs; /* one kv head's */
+                float *keys = malloc(N_KV * span * sizeof(float));
+                float *values = malloc(N_KV * span * sizeof(float));
+                for (size_t i = 0; i < N_KV * span; i++) {
+                    keys[i] = values[i] = nan_junk ? NAN : (i % 2 ? 1e30f : -1e30f);
+                }
+                for (int kv = 0; kv < N_KV; kv++) {
+                    for (int t = 0; t < np; t++) {
+                        for (int i = 0; i < hs; i++) {
+                            keys[kv * span + ts__key_index(t, i, hs)] = frand(2.0f);
+                            values[kv * span + (size_t)t * hs + i] = frand(1.0f);
+                        }
+                    }
+                }
+                float *att = malloc(ts__kv_seq(np) * sizeof(float));
                 float *want = malloc((size_t)hs * sizeof(float)), *got = malloc((size_t)hs * sizeof(float));
-                scalar->attention(want, att, q, keys, values, np, hs, stride);
-                k->attention(got, att, q, keys, values, np, hs, stride);
-                int ok = all_close(got, want, (size_t)hs, 1e-5, 1e-4);
-                CHECK(ok);
-                if (!ok) fprintf(stderr, "  %s attention hs=%d n_pos=%d\n", k->name, hs, np);
-                k->attention_exact(got, att, q, keys, values, np, hs, stride);
-                int same = memcmp(got, want, (size_t)hs * sizeof(float)) == 0;
-                CHECK(same);
-                if (!same) fprintf(stderr, "  %s attention_exact hs=%d n_pos=%d\n", k->name, hs, np);
-                free(q), free(keys), free(values), free(att), free(want), free(got);
+                for (int h = 0; h < N_HEADS; h++) {
+                    const float *kh = keys + (h / (N_HEADS / N_KV)) * span;
+                    const float *vh = values + (h / (N_HEADS / N_KV)) * span;
+                    float *q = randv((size_t)hs, 2.0f);
+                    scalar->attention(want, att, q, kh, vh, np, hs);
+                    k->attention(got, att, q, kh, vh, np, hs);
+                    int ok = all_close(got, want, (size_t)hs, 1e-5, 1e-4);
+                    CHECK(ok);
+                    if (!ok) fprintf(stderr, "  %s attention hs=%d n_pos=%d head %d\n", k->name, hs, np, h);
+                    k->attention_exact(got, att, q, kh, vh, np, hs);
+                    int same = memcmp(got, want, (size_t)hs * sizeof(float)) == 0;
+                    CHECK(same);
+                    if (!same) {
+                        fprintf(stderr, "  %s attention_exact hs=%d n_pos=%d head %d\n", k->name, hs, np, h);
+                    }
+                    free(q);
+                }
+                free(keys), free(values), free(att), free(want), free(got);
             }
         }
     }
