@@ -144,12 +144,15 @@ static int clip_rows(int first, int last, int base, int d, int *i0, int *i1) {
 /* RoPE: rotate each (even, odd) pair of v[i0:i1] by its position's angle.
  * `rope` holds cos, sin of the angle for each pair index within a head. */
 static void rotate(float *v, int i0, int i1, int head_size, const float *rope) {
-    for (int i = i0; i < i1; i += 2) {
-        int pair = i % head_size;
-        float fcr = rope[pair], fci = rope[pair + 1];
-        float v0 = v[i], v1 = v[i + 1];
-        v[i] = v0 * fcr - v1 * fci;
-        v[i + 1] = v0 * fci + v1 * fcr;
+    /* head by head, so the pair index needs no division per element */
+    for (int i = i0; i < i1;) {
+        int j = i % head_size, end = i - j + head_size < i1 ? i - j + head_size : i1;
+        for (; i < end; i += 2, j += 2) {
+            float fcr = rope[j], fci = rope[j + 1];
+            float v0 = v[i], v1 = v[i + 1];
+            v[i] = v0 * fcr - v1 * fci;
+            v[i + 1] = v0 * fci + v1 * fcr;
+        }
     }
 }
 
@@ -159,9 +162,12 @@ static void store_key(const ts_model *m, float *cache, size_t layer_offset, int 
                       const float *src, int i0, int i1) {
     int head_size = m->head_size;
     size_t head = ts__kv_seq(m->config.seq_len) * head_size; /* one kv head's span */
-    for (int i = i0; i < i1; i++) {
-        cache[layer_offset + (size_t)(i / head_size) * head +
-              ts__key_index(pos, i % head_size, head_size)] = src[i];
+    for (int i = i0; i < i1;) {
+        int kvh = i / head_size, j = i % head_size;
+        int len = head_size - j < i1 - i ? head_size - j : i1 - i;
+        float *dst = cache + layer_offset + (size_t)kvh * head + ts__key_index(pos, j, head_size);
+        for (int k = 0; k < len; k++) dst[(size_t)k * TS_KEY_BLOCK] = src[i + k];
+        i += len;
     }
 }
 
