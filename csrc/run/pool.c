@@ -81,7 +81,7 @@ struct ts_pool {
      * next job's fields, but it cannot be late for a team job, which waits
      * for every worker. */
     atomic_uint team_generation;
-    int caller_cpu; /* the CPU the caller started the team job on, or -1 */
+    atomic_int caller_cpu; /* the CPU the caller started the latest job on, or -1 */
     void *ctx;
     int n_items;
     alignas(64) atomic_int done; /* chunks finished (team job: workers finished) */
@@ -125,11 +125,12 @@ static int work(ts_pool *pool, int self) {
     return ran;
 }
 
-/* A team member sharing a CPU with another member stalls the team until the
- * kernel's load balancing moves one of them, which takes milliseconds (we
- * saw a new or just-woken worker put on the caller's CPU for the first ten
- * or so tokens). So a worker that finds itself on the caller's CPU moves
- * off it at once: it narrows its affinity to the other allowed CPUs, which
+/* A worker sharing a CPU with the caller makes a job run at one CPU's speed
+ * (and stalls a team job) until the kernel's load balancing moves one of
+ * them, which takes milliseconds (we saw a new or just-woken worker put on
+ * the caller's CPU for the first ten or so tokens of a decode). So a worker
+ * that finds itself on the caller's CPU at the start of a job moves off it
+ * at once: it narrows its affinity to the other allowed CPUs, which
  * migrates it, and restores the mask, which leaves it where it is. No
  * thread stays pinned. */
 static void leave_cpu(int caller_cpu) {
@@ -185,8 +186,8 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
+        leave_cpu(atomic_load_explicit(&pool->caller_cpu, memory_order_relaxed));
         if (atomic_load(&pool->team_generation) == g) {
-            leave_cpu(pool->caller_cpu);
             pool->team_fn(pool->ctx, arg.index, pool->n_threads);
             atomic_fetch_add(&pool->done, 1);
         } else {
@@ -254,6 +255,11 @@ int ts__pool_threads(const ts_pool *pool) { return pool ? pool->n_threads : 1; }
 
 /* Publishes job `epoch` (its fields already written) to the workers. */
 static void wake_workers(ts_pool *pool, unsigned epoch) {
+#if defined(__linux__)
+    atomic_store_explicit(&pool->caller_cpu, sched_getcpu(), memory_order_relaxed);
+#else
+    atomic_store_explicit(&pool->caller_cpu, -1, memory_order_relaxed);
+#endif
     atomic_store(&pool->generation, epoch);
     if (atomic_load(&pool->sleepers) > 0) {
         pthread_mutex_lock(&pool->lock);
@@ -302,11 +308,7 @@ int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
     unsigned epoch = atomic_load(&pool->generation) + 1;
     pool->team_fn = fn;
     pool->ctx = ctx;
-#if defined(__linux__)
-    pool->caller_cpu = sched_getcpu();
-#else
-    pool->caller_cpu = -1;
-#endif
+
     atomic_store(&pool->done, 0);
     atomic_store(&pool->team_stalled, 0);
     atomic_store(&pool->team_generation, epoch);
