@@ -189,21 +189,13 @@ int32_t ts__tokenizer_lookup2(const ts_tokenizer *t, const char *a, size_t la, c
 
 /* ----------------------------------------------------------- thread pool */
 
-/* A persistent pool: n_threads - 1 workers plus the calling thread. Workers
- * spin briefly between jobs, then sleep. */
+/* A persistent pool: n_threads - 1 workers plus the calling thread, which
+ * run the forward pass as a team (pool.c). Workers spin briefly between
+ * jobs, then sleep. */
 typedef struct ts_pool ts_pool;
-/* Processes items [begin, end) of a job; `thread` (0 = the caller) indexes
- * per-thread scratch. */
-typedef void (*ts_pool_fn)(void *ctx, int begin, int end, int thread);
 
 ts_pool *ts__pool_new(int n_threads); /* NULL when threads cannot start */
 void ts__pool_free(ts_pool *pool);
-/* Splits [0, n_items) into one contiguous range per thread (in order) and
- * returns when all are done. A NULL pool runs everything on the caller.
- * Returns 1 when no worker helped: the caller ran every range itself, or had
- * to wait long enough to yield the CPU for a worker's unfinished one (signs
- * of more runnable threads than cores), else 0. */
-int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx);
 /* Runs fn(ctx, thread, n_threads) on every thread of the pool at once (the
  * caller is thread 0; a NULL pool runs fn(ctx, 0, 1)), returning when all
  * have returned. The members share out the work themselves and wait for

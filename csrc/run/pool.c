@@ -1,29 +1,18 @@
 /*
- * pool.c — a persistent thread pool for the forward pass.
+ * pool.c — a persistent thread pool that runs the forward pass as a team.
  *
- * A forward pass hands the pool a few dozen short jobs (the matmuls, the
- * attention), so starting one must cost well under a microsecond: workers
- * spin on a generation counter for a while after each job and only then
- * sleep on a condition variable.
+ * A job (ts__pool_team) runs one function on every thread at once, each on
+ * its own part of the work, meeting the others at barriers. Starting a job
+ * must cost well under a microsecond (a decode token is a few dozen
+ * microseconds): workers spin on a generation counter for a while after
+ * each job and only then sleep on a condition variable. A barrier is one
+ * store to the thread's own arrival counter (its own cache line) and a wait
+ * for the others' counters to catch up, so two threads pass one in about
+ * one cache-line transfer each way.
  *
- * Each thread owns a contiguous share of a job's items, split into a few
- * chunks, so the same thread tends to get the same weight rows every time
- * (they stay in its core's cache). A thread that runs out of work takes
- * unclaimed chunks from the others. That keeps a busy machine from stalling
- * the pool: when the OS deschedules a worker, the caller does its share
- * instead of waiting for it.
- *
- * A chunk is claimed with one atomic add on its owner's claim word, which
- * packs [epoch:32 | chunks:16 | next:16]; a claim is valid when next <
- * chunks, and the job's fields stay fixed until every valid claim of its
- * epoch has been reported done.
- *
- * A team job (ts__pool_team) is the other kind: every thread runs the same
- * function on its own part, meeting the others at barriers. A barrier is
- * one store to the thread's own arrival counter (its own cache line) and a
- * wait for the others' counters to catch up, so two threads pass one in
- * about one cache-line transfer each way, several times cheaper than a
- * ts__pool_for hand-out.
+ * Nobody can take over a member's part, so a member the OS deschedules
+ * holds the others up; long waits are reported (see `stalled`) and
+ * the caller (session.c) then runs without the pool for a while.
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* sched_getcpu, pthread_setaffinity_np */
@@ -49,16 +38,10 @@
 
 /* How long an idle worker keeps spinning before it sleeps. */
 #define TS_POOL_SPIN_NS 200000
-/* Chunks per thread's share: more balance the load, fewer cost fewer claims. */
-#define TS_POOL_CHUNKS 4
 #define TS_POOL_MAX_THREADS 64
 /* A team member waiting this long at a barrier reports a stall and starts
  * yielding its CPU. */
 #define TS_TEAM_STALL_NS 100000
-
-typedef struct claim_word {
-    alignas(64) _Atomic uint64_t word; /* its own cache line */
-} claim_word;
 
 typedef struct arrival_count {
     alignas(64) _Atomic uint64_t count; /* barriers this thread has reached */
@@ -72,21 +55,12 @@ struct ts_pool {
     atomic_int stop;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    /* the current job; written before its claim words are published */
-    ts_pool_fn fn;
-    ts_team_fn team_fn; /* the current team job's function */
-    /* The generation of the latest team job. A worker tells a team job from
-     * this, not from team_fn: a worker late for a ts__pool_for job (its
-     * chunks all taken by others) may look while the caller writes the
-     * next job's fields, but it cannot be late for a team job, which waits
-     * for every worker. */
-    atomic_uint team_generation;
-    atomic_int caller_cpu; /* the CPU the caller started the latest job on, or -1 */
+    /* the current job, written before its generation is published */
+    ts_team_fn fn;
     void *ctx;
-    int n_items;
-    alignas(64) atomic_int done; /* chunks finished (team job: workers finished) */
-    atomic_int team_stalled;     /* a team member waited long at a barrier */
-    claim_word claims[TS_POOL_MAX_THREADS];
+    atomic_int caller_cpu;       /* the CPU the caller started it on, or -1 */
+    alignas(64) atomic_int done; /* workers finished with it */
+    atomic_int stalled;          /* a member waited long at a barrier */
     arrival_count arrivals[TS_POOL_MAX_THREADS];
 };
 
@@ -99,30 +73,6 @@ static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Claims and runs chunks of the current job, own share first, then the
- * others'. `self` indexes per-thread scratch. Returns the chunks it ran. */
-static int work(ts_pool *pool, int self) {
-    int ran = 0;
-    int n = pool->n_threads;
-    for (int k = 0; k < n; k++) {
-        int owner = (self + k) % n;
-        for (;;) {
-            uint64_t w = atomic_fetch_add(&pool->claims[owner].word, 1);
-            int next = (int)(w & 0xFFFF), chunks = (int)((w >> 16) & 0xFFFF);
-            if (next >= chunks) break;
-            /* valid claim: the job's fields are stable until it is done */
-            int64_t items = pool->n_items;
-            int64_t share0 = items * owner / n, share1 = items * (owner + 1) / n;
-            int begin = (int)(share0 + (share1 - share0) * next / chunks);
-            int end = (int)(share0 + (share1 - share0) * (next + 1) / chunks);
-            if (begin < end) pool->fn(pool->ctx, begin, end, self);
-            atomic_fetch_add(&pool->done, 1);
-            ran++;
-        }
-    }
-    return ran;
 }
 
 /* A worker sharing a CPU with the caller makes a job run at one CPU's speed
@@ -187,12 +137,8 @@ static void *worker_main(void *p) {
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
         leave_cpu(atomic_load_explicit(&pool->caller_cpu, memory_order_relaxed));
-        if (atomic_load(&pool->team_generation) == g) {
-            pool->team_fn(pool->ctx, arg.index, pool->n_threads);
-            atomic_fetch_add(&pool->done, 1);
-        } else {
-            work(pool, arg.index);
-        }
+        pool->fn(pool->ctx, arg.index, pool->n_threads);
+        atomic_fetch_add(&pool->done, 1);
     }
 }
 
@@ -268,57 +214,25 @@ static void wake_workers(ts_pool *pool, unsigned epoch) {
     }
 }
 
-int ts__pool_for(ts_pool *pool, int n_items, ts_pool_fn fn, void *ctx) {
-    if (n_items <= 0) return 0;
-    if (!pool || n_items == 1) {
-        fn(ctx, 0, n_items, 0);
-        return 0;
-    }
-    int n = pool->n_threads;
-    int chunks = n_items >= n * TS_POOL_CHUNKS ? TS_POOL_CHUNKS : 1;
-    unsigned epoch = atomic_load(&pool->generation) + 1;
-    pool->fn = fn;
-    pool->ctx = ctx;
-    pool->n_items = n_items;
-    atomic_store(&pool->done, 0);
-    for (int k = 0; k < n; k++) {
-        atomic_store(&pool->claims[k].word, ((uint64_t)epoch << 32) | ((uint64_t)chunks << 16));
-    }
-    wake_workers(pool, epoch);
-    int ran = work(pool, 0);
-    /* Only chunks a worker is running are left; should the OS have
-     * descheduled that worker, give it the core after a short spin. */
-    int stalled = ran == n * chunks; /* no worker showed up in time */
-    for (int round = 1; atomic_load(&pool->done) < n * chunks; round++) {
-        cpu_relax();
-        if ((round & 1023) == 0) {
-            sched_yield();
-            stalled = 1;
-        }
-    }
-    return stalled;
-}
-
 int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
     if (!pool) {
         fn(ctx, 0, 1);
         return 0;
     }
     int n = pool->n_threads;
-    unsigned epoch = atomic_load(&pool->generation) + 1;
-    pool->team_fn = fn;
+    /* Every worker finished the previous job before it returned, so no one
+     * reads these fields while they change. */
+    pool->fn = fn;
     pool->ctx = ctx;
-
     atomic_store(&pool->done, 0);
-    atomic_store(&pool->team_stalled, 0);
-    atomic_store(&pool->team_generation, epoch);
-    wake_workers(pool, epoch);
+    atomic_store(&pool->stalled, 0);
+    wake_workers(pool, atomic_load(&pool->generation) + 1);
     fn(ctx, 0, n);
     for (int round = 1; atomic_load(&pool->done) < n - 1; round++) {
         cpu_relax();
         if ((round & 255) == 0) sched_yield();
     }
-    return atomic_load(&pool->team_stalled);
+    return atomic_load(&pool->stalled);
 }
 
 void ts__pool_barrier(ts_pool *pool, int thread) {
@@ -339,7 +253,7 @@ void ts__pool_barrier(ts_pool *pool, int thread) {
             if (!since) {
                 since = now;
             } else if (now - since > TS_TEAM_STALL_NS) {
-                atomic_store_explicit(&pool->team_stalled, 1, memory_order_relaxed);
+                atomic_store_explicit(&pool->stalled, 1, memory_order_relaxed);
                 sched_yield();
             }
         }

@@ -18,18 +18,15 @@
 
 /* Tokens per forward call in a session's prefill. */
 #define TS_PREFILL_BLOCK 64
-/* Below this many multiply-adds a matmul runs on the calling thread alone:
- * waking the pool would cost more than it saves. */
-#define TS_PARALLEL_MIN_MACS (1 << 17)
-/* A single token runs as a team of the pool's threads (see token_team),
+/* A forward pass runs as a team of the pool's threads (see forward_team),
  * whose barriers stall (a wait over 100 us) whenever a member is not
- * running. After TS_TEAM_MAX_STALLS tokens in a row with such a stall (more
- * runnable threads than cores: the machine is busy), tokens run on the
+ * running. After TS_TEAM_MAX_STALLS passes in a row with such a stall (more
+ * runnable threads than cores: the machine is busy), passes run on the
  * calling thread alone for a while, which also lets the idle workers go to
- * sleep, before the team is tried again: TS_TEAM_BACKOFF tokens, doubling
+ * sleep, before the team is tried again: TS_TEAM_BACKOFF passes, doubling
  * (up to TS_TEAM_BACKOFF_MAX) while the retries stall too, halving back for
- * every TS_TEAM_BACKOFF team tokens without a stall. The first
- * TS_TEAM_WAKING team tokens of a batch, and after the caller ran alone,
+ * every TS_TEAM_BACKOFF team passes without a stall. The first
+ * TS_TEAM_WAKING team passes of a batch, and after the caller ran alone,
  * may wait for new or sleeping workers to wake, which is no sign of a busy
  * machine, so their stalls are not counted. The outputs are the same either
  * way. */
@@ -80,16 +77,9 @@ struct ts_batch {
     float *thread_xs;
 };
 
-/* ---------------------------------------------------------------- jobs
- * Each step of a layer is one job for the pool: its items are blocks of
- * ROWS_PER_ITEM output rows of the step's matmul (or (token, head) pairs
- * for the attention), and each item also does the element-wise work that
- * depends only on its own rows (RoPE and the KV-cache writes after q/k/v,
- * the residual add after wo and w2, SwiGLU after w1/w3). So the only serial
- * work between jobs is the rmsnorm (and, for Q8_0 models, quantizing the
- * next matmul's input), and a thread takes the same rows, hence the same
- * weights and KV-cache heads, every token. */
+/* ------------------------------------------------------------ pieces */
 
+/* Matmul rows are shared out in blocks of this many. */
 enum { ROWS_PER_ITEM = 16 };
 
 /* A matmul input: fp32 rows, and for Q8_0 models their quantized form. */
@@ -98,15 +88,6 @@ typedef struct matmul_input {
     const int8_t *xq;
     const float *xs;
 } matmul_input;
-
-typedef struct layer_job {
-    ts_batch *b;
-    const ts_row *rows;
-    int nt;              /* tokens */
-    const ts_layer *w;
-    size_t layer_offset; /* this layer's part of every KV cache */
-    matmul_input in;     /* the current step's matmul input */
-} layer_job;
 
 /* out[t, i0:i1] = (W x_t)[i0:i1] for every token. */
 static void matmul_rows(const ts_batch *b, float *out, matmul_input in, int nt,
@@ -131,14 +112,6 @@ static matmul_input prepare_input(const ts_batch *b, const float *x, int8_t *xq,
         }
     }
     return (matmul_input){x, xq, xs};
-}
-
-/* The intersection of an item range's rows [first, last) with the
- * matrix at rows [base, base + d), relative to the matrix; 0 when empty. */
-static int clip_rows(int first, int last, int base, int d, int *i0, int *i1) {
-    *i0 = first - base < 0 ? 0 : first - base;
-    *i1 = last - base > d ? d : last - base;
-    return *i0 < *i1;
 }
 
 /* RoPE: rotate each (even, odd) pair of v[i0:i1] by its position's angle.
@@ -185,59 +158,6 @@ static void store_value(const ts_model *m, float *cache, size_t layer_offset, in
     }
 }
 
-/* q, k, v (their rows concatenated), RoPE on q and k, k and v into the
- * caches. */
-static void qkv_items(void *ctx, int begin, int end, int thread) {
-    (void)thread;
-    const layer_job *job = ctx;
-    ts_batch *b = job->b;
-    const ts_model *m = b->model;
-    int dim = m->config.dim, kv_dim = m->kv_dim, hs = m->head_size, nt = job->nt;
-    int first = begin * ROWS_PER_ITEM, last = end * ROWS_PER_ITEM, i0, i1;
-    if (clip_rows(first, last, 0, dim, &i0, &i1)) {
-        matmul_rows(b, b->q, job->in, nt, &job->w->wq, dim, dim, i0, i1);
-        for (int t = 0; t < nt; t++) {
-            rotate(b->q + (size_t)t * dim, i0, i1, hs, b->rope + (size_t)t * hs);
-        }
-    }
-    if (clip_rows(first, last, dim, kv_dim, &i0, &i1)) {
-        matmul_rows(b, b->kb, job->in, nt, &job->w->wk, dim, kv_dim, i0, i1);
-        for (int t = 0; t < nt; t++) {
-            float *kt = b->kb + (size_t)t * kv_dim;
-            rotate(kt, i0, i1, hs, b->rope + (size_t)t * hs);
-            store_key(m, job->rows[t].key_cache, job->layer_offset, job->rows[t].pos, kt, i0, i1);
-        }
-    }
-    if (clip_rows(first, last, dim + kv_dim, kv_dim, &i0, &i1)) {
-        matmul_rows(b, b->vb, job->in, nt, &job->w->wv, dim, kv_dim, i0, i1);
-        for (int t = 0; t < nt; t++) {
-            store_value(m, job->rows[t].value_cache, job->layer_offset, job->rows[t].pos,
-                        b->vb + (size_t)t * kv_dim, i0, i1);
-        }
-    }
-}
-
-/* Multi-head attention over positions 0..pos of each row's sequence, into
- * xb2. Items are (row, head) pairs. */
-static void attention_items(void *ctx, int begin, int end, int thread) {
-    const layer_job *job = ctx;
-    ts_batch *b = job->b;
-    const ts_model *m = b->model;
-    int n_heads = m->config.n_heads, head_size = m->head_size, dim = m->config.dim;
-    int kv_mul = n_heads / m->config.n_kv_heads; /* query heads per kv head */
-    size_t kv_seq = ts__kv_seq(m->config.seq_len);
-    float *att = b->att + (size_t)thread * kv_seq;
-    for (int item = begin; item < end; item++) {
-        int t = item / n_heads, h = item % n_heads;
-        const ts_row *r = &job->rows[t];
-        /* this kv head's keys and values: kv_seq positions of head_size each */
-        size_t kv_off = job->layer_offset + (size_t)(h / kv_mul) * kv_seq * head_size;
-        size_t at = (size_t)t * dim + (size_t)h * head_size;
-        b->ew.attention(b->xb2 + at, att, b->q + at, r->key_cache + kv_off,
-                        r->value_cache + kv_off, r->pos + 1, head_size);
-    }
-}
-
 /* x[:, i0:i1] += (W y)[:, i0:i1], through xb, for W = wo or w2. */
 static void add_matmul_rows(ts_batch *b, const ts_weight *w, matmul_input y, int nt, int n,
                             int i0, int i1) {
@@ -247,23 +167,6 @@ static void add_matmul_rows(ts_batch *b, const ts_weight *w, matmul_input y, int
         float *x = b->x + (size_t)t * dim, *o = b->xb + (size_t)t * dim;
         for (int i = i0; i < i1; i++) x[i] += o[i];
     }
-}
-
-static void wo_items(void *ctx, int begin, int end, int thread) {
-    (void)thread;
-    const layer_job *job = ctx;
-    int dim = job->b->model->config.dim, i0, i1;
-    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, dim, &i0, &i1)) return;
-    add_matmul_rows(job->b, &job->w->wo, job->in, job->nt, dim, i0, i1);
-}
-
-static void w2_items(void *ctx, int begin, int end, int thread) {
-    (void)thread;
-    const layer_job *job = ctx;
-    int dim = job->b->model->config.dim, i0, i1;
-    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, dim, &i0, &i1)) return;
-    add_matmul_rows(job->b, &job->w->w2, job->in, job->nt, job->b->model->config.hidden_dim, i0,
-                    i1);
 }
 
 /* hb[:, i0:i1] = silu(w1 x) * (w3 x) on those rows of hidden_dim. */
@@ -277,54 +180,29 @@ static void ffn_up_rows(ts_batch *b, matmul_input x, int nt, const ts_layer *w, 
     }
 }
 
-/* The same on the item's rows. */
-static void ffn_up_items(void *ctx, int begin, int end, int thread) {
-    (void)thread;
-    const layer_job *job = ctx;
-    ts_batch *b = job->b;
-    int hid = b->model->config.hidden_dim, i0, i1;
-    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, hid, &i0, &i1)) return;
-    ffn_up_rows(b, job->in, job->nt, job->w, i0, i1);
-}
-
-/* The classifier's rows of the final-normed xb, for nt rows. */
-static void classifier_items(void *ctx, int begin, int end, int thread) {
-    (void)thread;
-    const layer_job *job = ctx;
-    ts_batch *b = job->b;
-    const ts_model *m = b->model;
-    int vocab = m->config.vocab_size, i0, i1;
-    if (!clip_rows(begin * ROWS_PER_ITEM, end * ROWS_PER_ITEM, 0, vocab, &i0, &i1)) return;
-    matmul_rows(b, b->logits, job->in, job->nt, &m->wcls, m->config.dim, vocab, i0, i1);
-}
-
-/* Runs a job of n_items on the pool, or on the calling thread alone when it
- * is too small to be worth a hand-out. `macs` is its multiply-adds. */
-static void run_job(ts_batch *b, int n_items, ts_pool_fn fn, layer_job *job, double macs) {
-    ts__pool_for(macs >= TS_PARALLEL_MIN_MACS ? b->pool : NULL, n_items, fn, job);
-}
-
 static int row_items(int rows) { return (rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM; }
 
-/* ----------------------------------------------------- one token, a team
- * A single token (decode) is too little work to hand out step by step: at
- * a few microseconds per step, one ts__pool_for per step costs as much as
- * the step. So the pool's threads run the whole token as a team
- * (ts__pool_team), each on a fixed part of every step, meeting at a barrier
- * where a step needs the others' results (four per layer): thread r takes
- * the r-th share of the kv heads (their rows of wq, wk, wv, RoPE, the cache
- * writes and the attention of their query heads, which need nothing from
- * the other threads) and the r-th share of the rows of wo, w1/w3, w2 and
- * the classifier. The rmsnorms and quantizations are cheap, so every
- * thread computes them for itself instead of waiting for one to. Each
- * thread reads the same weights and cache heads every token, which stay
- * in its core's cache. The kernels compute every output exactly as the
- * batched path does, whatever the team size. */
+/* ---------------------------------------------------------------- team
+ * The pool's threads run a whole forward pass together, each on a fixed
+ * part of every step, meeting at a barrier where a step needs the others'
+ * results: thread r takes the r-th share of the kv heads (their rows of wq,
+ * wk, wv for every token, RoPE and the cache writes), the r-th share of the
+ * (row, head) attention pairs (one row: the query heads of its own kv heads,
+ * which need nothing from the others, so no barrier before them), and the
+ * r-th share of the rows of wo, w1/w3, w2 and the classifier. The rmsnorms
+ * and quantizations are cheap, so every thread computes them for itself
+ * instead of waiting for one to. A thread reads the same weights and cache
+ * heads every pass, which stay in its core's cache; a decode token (one
+ * row: four barriers per layer) costs a few microseconds of
+ * synchronisation. Which thread computes an output never changes how: the
+ * logits are the same for every team size. */
 
-typedef struct token_job {
+typedef struct forward_job {
     ts_batch *b;
-    const ts_row *row;
-} token_job;
+    const ts_row *rows;
+    int n;  /* rows */
+    int nl; /* of which want logits (the first nl of b->logits) */
+} forward_job;
 
 /* Thread r's share [i0, i1) of `rows` rows, in whole ROWS_PER_ITEM blocks. */
 static void share_rows(int rows, int r, int n_threads, int *i0, int *i1) {
@@ -334,81 +212,109 @@ static void share_rows(int rows, int r, int n_threads, int *i0, int *i1) {
     if (*i1 > rows) *i1 = rows;
 }
 
-static void token_team(void *ctx, int r, int n_threads) {
-    const token_job *job = ctx;
+/* x's n rows through rmsnorm with weight w into this thread's xb. */
+static void rmsnorm_rows(const ts_batch *b, float *xb, const float *w, int n) {
+    int dim = b->model->config.dim;
+    for (int t = 0; t < n; t++) {
+        b->ew.rmsnorm(xb + (size_t)t * dim, b->x + (size_t)t * dim, w, dim);
+    }
+}
+
+static void forward_team(void *ctx, int r, int n_threads) {
+    const forward_job *job = ctx;
     ts_batch *b = job->b;
-    const ts_row *row = job->row;
+    const ts_row *rows = job->rows;
     const ts_model *m = b->model;
     const ts_config *p = &m->config;
-    int dim = p->dim, hid = p->hidden_dim, hs = m->head_size, kv_dim = m->kv_dim;
+    int n = job->n, dim = p->dim, hid = p->hidden_dim, hs = m->head_size, kv_dim = m->kv_dim;
     int kv_mul = p->n_heads / p->n_kv_heads;
     ts_pool *team = n_threads > 1 ? b->pool : NULL;
-    /* this thread's scratch: its rmsnorm output and quantized inputs */
-    float *xb = b->thread_xb + (size_t)r * dim;
-    int8_t *xq = m->quantized ? b->thread_xq + (size_t)r * b->qmax : NULL;
-    float *xs = m->quantized ? b->thread_xs + (size_t)r * b->qgroups : NULL;
+    /* this thread's scratch: its rmsnorm outputs and quantized inputs */
+    float *xb = b->thread_xb + (size_t)r * b->capacity * dim;
+    int8_t *xq = m->quantized ? b->thread_xq + (size_t)r * b->capacity * b->qmax : NULL;
+    float *xs = m->quantized ? b->thread_xs + (size_t)r * b->capacity * b->qgroups : NULL;
     size_t kv_seq = ts__kv_seq(p->seq_len);
     float *att = b->att + (size_t)r * kv_seq;
     /* its kv heads, as rows of wk/wv (k0..k1) and of wq (q0..q1) */
     int kv0 = p->n_kv_heads * r / n_threads, kv1 = p->n_kv_heads * (r + 1) / n_threads;
     int k0 = kv0 * hs, k1 = kv1 * hs, q0 = k0 * kv_mul, q1 = k1 * kv_mul;
-    int o0, o1, h0, h1; /* its rows of wo and w2, of w1 and w3 */
+    int o0, o1, h0, h1, c0, c1; /* its rows of wo and w2, of w1 and w3, of the classifier */
     share_rows(dim, r, n_threads, &o0, &o1);
     share_rows(hid, r, n_threads, &h0, &h1);
+    share_rows(p->vocab_size, r, n_threads, &c0, &c1);
+    /* Several rows: the attention is shared out as (row, head) pairs, which
+     * balances rows at different positions; one row: its kv heads' query
+     * heads, right after their keys and values, with no barrier between. */
+    int pairs = n * p->n_heads;
+    int a0 = n > 1 ? pairs * r / n_threads : 0, a1 = n > 1 ? pairs * (r + 1) / n_threads : 0;
+    if (n == 1) a0 = kv0 * kv_mul, a1 = kv1 * kv_mul;
 
     for (int l = 0; l < p->n_layers; l++) {
         const ts_layer *w = &m->layers[l];
         size_t loff = (size_t)l * kv_seq * kv_dim;
 
-        b->ew.rmsnorm(xb, b->x, w->rms_att, dim);
-        matmul_input in = prepare_input(b, xb, xq, xs, 1, dim);
+        /* attention rmsnorm; its q, k, v rows, RoPE, its kv heads' caches */
+        rmsnorm_rows(b, xb, w->rms_att, n);
+        matmul_input in = prepare_input(b, xb, xq, xs, n, dim);
         if (q0 < q1) {
-            matmul_rows(b, b->q, in, 1, &w->wq, dim, dim, q0, q1);
-            rotate(b->q, q0, q1, hs, b->rope);
-            matmul_rows(b, b->kb, in, 1, &w->wk, dim, kv_dim, k0, k1);
-            rotate(b->kb, k0, k1, hs, b->rope);
-            store_key(m, row->key_cache, loff, row->pos, b->kb, k0, k1);
-            matmul_rows(b, b->vb, in, 1, &w->wv, dim, kv_dim, k0, k1);
-            store_value(m, row->value_cache, loff, row->pos, b->vb, k0, k1);
+            matmul_rows(b, b->q, in, n, &w->wq, dim, dim, q0, q1);
+            matmul_rows(b, b->kb, in, n, &w->wk, dim, kv_dim, k0, k1);
+            matmul_rows(b, b->vb, in, n, &w->wv, dim, kv_dim, k0, k1);
+            for (int t = 0; t < n; t++) {
+                const float *rope = b->rope + (size_t)t * hs;
+                float *kt = b->kb + (size_t)t * kv_dim, *vt = b->vb + (size_t)t * kv_dim;
+                rotate(b->q + (size_t)t * dim, q0, q1, hs, rope);
+                rotate(kt, k0, k1, hs, rope);
+                store_key(m, rows[t].key_cache, loff, rows[t].pos, kt, k0, k1);
+                store_value(m, rows[t].value_cache, loff, rows[t].pos, vt, k0, k1);
+            }
         }
-        for (int h = kv0 * kv_mul; h < kv1 * kv_mul; h++) {
+        /* every row's new keys and values in place before any attention */
+        if (n > 1) ts__pool_barrier(team, r);
+
+        /* multi-head attention over positions 0..pos of each row's sequence */
+        for (int item = a0; item < a1; item++) {
+            int t = n > 1 ? item / p->n_heads : 0, h = n > 1 ? item % p->n_heads : item;
             size_t kv_off = loff + (size_t)(h / kv_mul) * kv_seq * hs;
-            b->ew.attention(b->xb2 + (size_t)h * hs, att, b->q + (size_t)h * hs,
-                            row->key_cache + kv_off, row->value_cache + kv_off, row->pos + 1, hs);
+            size_t at = (size_t)t * dim + (size_t)h * hs;
+            b->ew.attention(b->xb2 + at, att, b->q + at, rows[t].key_cache + kv_off,
+                            rows[t].value_cache + kv_off, rows[t].pos + 1, hs);
         }
         ts__pool_barrier(team, r);
 
-        in = prepare_input(b, b->xb2, xq, xs, 1, dim);
-        add_matmul_rows(b, &w->wo, in, 1, dim, o0, o1);
+        /* output projection and residual */
+        in = prepare_input(b, b->xb2, xq, xs, n, dim);
+        add_matmul_rows(b, &w->wo, in, n, dim, o0, o1);
         ts__pool_barrier(team, r);
 
-        b->ew.rmsnorm(xb, b->x, w->rms_ffn, dim);
-        in = prepare_input(b, xb, xq, xs, 1, dim);
-        ffn_up_rows(b, in, 1, w, h0, h1);
+        /* ffn rmsnorm, then w2(silu(w1 x) * w3 x) and residual */
+        rmsnorm_rows(b, xb, w->rms_ffn, n);
+        in = prepare_input(b, xb, xq, xs, n, dim);
+        ffn_up_rows(b, in, n, w, h0, h1);
         ts__pool_barrier(team, r);
 
-        in = prepare_input(b, b->hb, xq, xs, 1, hid);
-        add_matmul_rows(b, &w->w2, in, 1, hid, o0, o1);
+        in = prepare_input(b, b->hb, xq, xs, n, hid);
+        add_matmul_rows(b, &w->w2, in, n, hid, o0, o1);
         ts__pool_barrier(team, r);
     }
 
-    if (row->logits) {
-        int c0, c1;
-        share_rows(p->vocab_size, r, n_threads, &c0, &c1);
-        b->ew.rmsnorm(xb, b->x, m->rms_final, dim);
-        matmul_input in = prepare_input(b, xb, xq, xs, 1, dim);
-        matmul_rows(b, row->logits, in, 1, &m->wcls, dim, p->vocab_size, c0, c1);
+    /* final rmsnorm and the classifier, for the rows that want logits */
+    if (job->nl == 0) return;
+    for (int t = 0, i = 0; t < n; t++) {
+        if (!rows[t].logits) continue;
+        b->ew.rmsnorm(xb + (size_t)i++ * dim, b->x + (size_t)t * dim, m->rms_final, dim);
     }
+    matmul_input in = prepare_input(b, xb, xq, xs, job->nl, dim);
+    matmul_rows(b, b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0, c1);
 }
 
-/* One token through the model, by the team or, when the pool is absent or
- * backing off (see TS_TEAM_BACKOFF), by the calling thread alone. */
-static void forward_token(ts_batch *b, const ts_row *row) {
-    token_job job = {b, row};
+/* Runs the job by the team or, when the pool is absent or backing off (see
+ * TS_TEAM_BACKOFF), by the calling thread alone. */
+static void run_forward(ts_batch *b, forward_job *job) {
     if (!b->team_size || b->team_backoff > 0) {
         if (b->team_backoff > 0 && --b->team_backoff == 0) b->team_waking = TS_TEAM_WAKING;
-        token_team(&job, 0, 1);
-    } else if (!ts__pool_team(b->pool, token_team, &job)) {
+        forward_team(job, 0, 1);
+    } else if (!ts__pool_team(b->pool, forward_team, job)) {
         b->team_stalls = 0;
         if (b->team_waking > 0) b->team_waking--;
         if (++b->team_runs % TS_TEAM_BACKOFF == 0 && b->team_backoff_next > TS_TEAM_BACKOFF) {
@@ -429,8 +335,9 @@ static void forward_token(ts_batch *b, const ts_row *row) {
 void ts__forward(ts_batch *b, const ts_row *rows, int n) {
     const ts_model *m = b->model;
     const ts_config *p = &m->config;
-    int dim = p->dim, hidden_dim = p->hidden_dim, head_size = m->head_size, kv_dim = m->kv_dim;
+    int dim = p->dim, head_size = m->head_size;
 
+    forward_job job = {b, rows, n, 0};
     for (int t = 0; t < n; t++) {
         /* the token's embedding starts the residual stream */
         memcpy(b->x + (size_t)t * dim, m->token_embedding + (size_t)rows[t].token * dim,
@@ -442,51 +349,9 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
             rope[i] = cosf(val);
             rope[i + 1] = sinf(val);
         }
+        if (rows[t].logits) job.nl++;
     }
-    if (n == 1) {
-        forward_token(b, rows);
-        return;
-    }
-    double attention_macs = 0;
-    for (int t = 0; t < n; t++) attention_macs += (double)(rows[t].pos + 1) * dim * 2;
-
-    for (int l = 0; l < p->n_layers; l++) {
-        layer_job job = {b, rows, n, &m->layers[l], (size_t)l * ts__kv_seq(p->seq_len) * kv_dim,
-                         {0}};
-
-        /* attention rmsnorm; q, k, v, RoPE and the caches; attention */
-        for (int t = 0; t < n; t++) {
-            b->ew.rmsnorm(b->xb + (size_t)t * dim, b->x + (size_t)t * dim, job.w->rms_att, dim);
-        }
-        job.in = prepare_input(b, b->xb, b->xq, b->xs, n, dim);
-        run_job(b, row_items(dim + 2 * kv_dim), qkv_items, &job,
-                (double)n * dim * (dim + 2 * kv_dim));
-        run_job(b, n * p->n_heads, attention_items, &job, attention_macs);
-
-        /* output projection and residual */
-        job.in = prepare_input(b, b->xb2, b->xq, b->xs, n, dim);
-        run_job(b, row_items(dim), wo_items, &job, (double)n * dim * dim);
-
-        /* ffn rmsnorm, then w2(silu(w1 x) * w3 x) and residual */
-        for (int t = 0; t < n; t++) {
-            b->ew.rmsnorm(b->xb + (size_t)t * dim, b->x + (size_t)t * dim, job.w->rms_ffn, dim);
-        }
-        job.in = prepare_input(b, b->xb, b->xq, b->xs, n, dim);
-        run_job(b, row_items(hidden_dim), ffn_up_items, &job, 2.0 * n * dim * hidden_dim);
-        job.in = prepare_input(b, b->hb, b->xq, b->xs, n, hidden_dim);
-        run_job(b, row_items(dim), w2_items, &job, (double)n * dim * hidden_dim);
-    }
-
-    /* final rmsnorm and the classifier, for the rows that want logits */
-    int nl = 0;
-    for (int t = 0; t < n; t++) {
-        if (!rows[t].logits) continue;
-        b->ew.rmsnorm(b->xb + (size_t)nl * dim, b->x + (size_t)t * dim, m->rms_final, dim);
-        nl++;
-    }
-    if (nl == 0) return;
-    layer_job job = {b, rows, nl, NULL, 0, prepare_input(b, b->xb, b->xq, b->xs, nl, dim)};
-    run_job(b, row_items(p->vocab_size), classifier_items, &job, (double)nl * dim * p->vocab_size);
+    run_forward(b, &job);
     size_t V = (size_t)p->vocab_size;
     for (int t = 0, i = 0; t < n; t++) {
         if (rows[t].logits) memcpy(rows[t].logits, b->logits + V * (size_t)i++, V * sizeof(float));
@@ -550,7 +415,7 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     b->hb = alloc_f32(cap, hid, 1);
     b->hb2 = alloc_f32(cap, hid, 1);
     b->att = alloc_f32((uint64_t)threads, (uint64_t)ts__kv_seq(p->seq_len), 1);
-    b->thread_xb = alloc_f32((uint64_t)threads, dim, 1);
+    b->thread_xb = alloc_f32((uint64_t)threads, cap, dim);
     b->logits = alloc_f32(cap, (uint64_t)p->vocab_size, 1);
     b->rope = alloc_f32(cap, hs, 1);
     b->freq = alloc_f32(hs / 2, 1, 1);
@@ -561,8 +426,8 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
         b->qgroups = (int)groups;
         b->xq = calloc((size_t)(cap * qmax), 1);
         b->xs = alloc_f32(cap, groups, 1);
-        b->thread_xq = calloc((size_t)threads * (size_t)qmax, 1);
-        b->thread_xs = alloc_f32((uint64_t)threads, groups, 1);
+        b->thread_xq = calloc((size_t)threads * (size_t)(cap * qmax), 1);
+        b->thread_xs = alloc_f32((uint64_t)threads, cap, groups);
         ok = ok && b->xq && b->xs && b->thread_xq && b->thread_xs;
     }
     if (!ok) {
