@@ -268,7 +268,7 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
     bg->tokenizer = tokenizer;
     bg->max_batch = max_batch;
     int capacity = max_batch > TS_BATCH_MIN_ROWS ? max_batch : TS_BATCH_MIN_ROWS;
-    bg->batch = ts__batch_new(model, capacity, n_threads);
+    bg->batch = ts__batch_new(model, capacity, ts__team_threads(model, n_threads));
     bg->rows = calloc((size_t)capacity, sizeof *bg->rows);
     bg->slots = calloc((size_t)max_batch, sizeof *bg->slots);
     int ok = bg->batch && bg->rows && bg->slots;

@@ -234,6 +234,12 @@ typedef struct ts_row {
  * generation for many sequences. One thread at a time. */
 typedef struct ts_batch ts_batch;
 
+/* The threads a session or batched generation asking for n_threads gets:
+ * n_threads <= 0 means the model's default, and more than the CPUs online
+ * count as that many (a team member without a CPU holds the rest up). */
+int ts__team_threads(const ts_model *model, int n_threads);
+/* n_threads as given (<= 0: the model's default), so that tests can form
+ * teams larger than the machine. */
 ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads);
 void ts__batch_free(ts_batch *batch);
 int ts__batch_capacity(const ts_batch *batch);

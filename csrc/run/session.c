@@ -49,7 +49,6 @@ struct ts_batch {
     elementwise ew;
     int capacity;
     ts_pool *pool;
-    int team_size;    /* threads that run a single token together; 0: the caller alone */
     int team_backoff; /* tokens left to run on the caller alone */
     int team_backoff_next; /* the next backoff's length (TS_TEAM_BACKOFF..._MAX) */
     int team_stalls;  /* consecutive tokens whose team stalled */
@@ -311,7 +310,7 @@ static void forward_team(void *ctx, int r, int n_threads) {
 /* Runs the job by the team or, when the pool is absent or backing off (see
  * TS_TEAM_BACKOFF), by the calling thread alone. */
 static void run_forward(ts_batch *b, forward_job *job) {
-    if (!b->team_size || b->team_backoff > 0) {
+    if (!b->pool || b->team_backoff > 0) {
         if (b->team_backoff > 0 && --b->team_backoff == 0) b->team_waking = TS_TEAM_WAKING;
         forward_team(job, 0, 1);
     } else if (!ts__pool_team(b->pool, forward_team, job)) {
@@ -377,6 +376,14 @@ static float *alloc_f32(uint64_t a, uint64_t b, uint64_t c) {
     return p;
 }
 
+int ts__team_threads(const ts_model *model, int n_threads) {
+    if (n_threads <= 0) n_threads = model->n_threads_default;
+    /* A team waits for its slowest member at every barrier: no more threads
+     * than CPUs. */
+    int cpus = ts__online_cpus();
+    return n_threads > cpus ? cpus : n_threads;
+}
+
 ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     const ts_config *p = &model->config;
     ts_batch *b = calloc(1, sizeof *b);
@@ -397,9 +404,6 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     if (n_threads <= 0) n_threads = model->n_threads_default;
     b->pool = ts__pool_new(n_threads); /* NULL: single-threaded */
     int threads = ts__pool_threads(b->pool);
-    /* A team waits for its slowest member at every barrier, so it is only
-     * formed when each thread can have a core of its own. */
-    b->team_size = b->pool && threads <= ts__online_cpus() ? threads : 0;
     b->team_backoff_next = TS_TEAM_BACKOFF;
     b->team_waking = TS_TEAM_WAKING;
     uint64_t cap = (uint64_t)capacity, dim = (uint64_t)p->dim, hid = (uint64_t)p->hidden_dim;
@@ -475,7 +479,7 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
     ts_session *s = calloc(1, sizeof *s);
     if (!s) return ts__fail(err, TS_ERR_NOMEM, "ts_session_new: out of memory");
     s->model = model;
-    s->batch = ts__batch_new(model, TS_PREFILL_BLOCK, n_threads);
+    s->batch = ts__batch_new(model, TS_PREFILL_BLOCK, ts__team_threads(model, n_threads));
     s->logits = alloc_f32((uint64_t)p->vocab_size, 1, 1);
     uint64_t kv_seq = ts__kv_seq(p->seq_len); /* whole key blocks */
     s->key_cache = alloc_f32((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);

@@ -189,8 +189,9 @@ const char *ts_tokenizer_decode_piece(const ts_tokenizer *tokenizer, int32_t pre
 typedef struct ts_session ts_session;
 
 /* Allocates the KV cache and activations for one sequence. n_threads <= 0
- * means the model's default (see ts_load_options). Threads are used only for
- * work large enough to gain from them (prefill, big matrices). */
+ * means the model's default (see ts_load_options); more than the CPUs
+ * online counts as that many (the threads run each forward pass together
+ * and wait for each other, so a thread without a CPU holds the rest up). */
 ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out, ts_error *err);
 void ts_session_free(ts_session *session);
 

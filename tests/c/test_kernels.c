@@ -347,6 +347,75 @@ static void test_models(const char *dir, const char *name) {
     }
 }
 
+/* ------------------------------------------------------------ team sizes */
+
+/* n tokens of `path` through ts__forward with a team of `threads` (teams
+ * larger than this machine included: ts__batch_new does not cap them), as
+ * one prompt block or one token at a time: vocab floats per token. */
+static float *team_logits(const ts_model *m, int threads, const int32_t *ids, int n, int prefill) {
+    const ts_config *p = &m->config;
+    size_t cache = (size_t)p->n_layers * ts__kv_seq(p->seq_len) * (size_t)m->kv_dim;
+    float *keys = calloc(cache, sizeof(float)), *values = calloc(cache, sizeof(float));
+    float *out = calloc((size_t)n * p->vocab_size, sizeof(float));
+    ts_row *rows = calloc((size_t)n, sizeof *rows);
+    ts_batch *b = ts__batch_new(m, n, threads);
+    CHECK(keys && values && out && rows && b);
+    if (keys && values && out && rows && b) {
+        for (int t = 0; t < n; t++) {
+            rows[t] = (ts_row){ids[t], t, keys, values, out + (size_t)t * p->vocab_size};
+        }
+        if (prefill) {
+            ts__forward(b, rows, n);
+        } else {
+            for (int t = 0; t < n; t++) ts__forward(b, rows + t, 1);
+        }
+    }
+    ts__batch_free(b);
+    free(keys), free(values), free(rows);
+    return out;
+}
+
+/* Every output is computed the same way whichever thread of the team owns
+ * it: logits bit-identical for teams of 1 to 5 (uneven shares of the 4 kv
+ * heads and of the rows), prompt blocks and single tokens alike. */
+static void test_team_sizes(const char *dir) {
+    static const char *files[] = {"model5000.bin", "model5000_q80.bin"};
+    enum { N = 40 };
+    int32_t ids[N];
+    ids[0] = 1;
+    for (int i = 1; i < N; i++) ids[i] = (int32_t)(next_u64() % 105);
+    for (int f = 0; f < 2; f++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, files[f]);
+        ts_model *m = NULL;
+        ts_error err = {0};
+        if (ts_model_load(path, &m, &err) != TS_OK) {
+            fprintf(stderr, "%s\n", err.message);
+            failures++;
+            continue;
+        }
+        size_t bytes = (size_t)N * m->config.vocab_size * sizeof(float);
+        int before = failures;
+        float *want = team_logits(m, 1, ids, N, 1);
+        for (int threads = 1; threads <= 5; threads++) {
+            for (int prefill = 0; prefill < 2; prefill++) {
+                float *got = team_logits(m, threads, ids, N, prefill);
+                int same = want && got && memcmp(got, want, bytes) == 0;
+                CHECK(same);
+                if (!same) {
+                    fprintf(stderr, "  %s: team of %d, %s: logits differ from one thread's\n",
+                            files[f], threads, prefill ? "prompt block" : "one token at a time");
+                }
+                free(got);
+            }
+        }
+        printf("%s: teams of 1-5 threads: logits %s\n", files[f],
+               failures == before ? "bit-identical" : "DIFFER");
+        free(want);
+        ts_model_free(m);
+    }
+}
+
 int main(int argc, char **argv) {
     (void)tmp_path, (void)write_bytes; /* check.h's file helpers: not needed here */
     ts_error err = {0};
@@ -374,6 +443,7 @@ int main(int argc, char **argv) {
         printf("%s: %s\n", name, failures == before ? "matches scalar" : "FAILED");
         tested++;
     }
+    if (dir && *dir) test_team_sizes(dir);
     if (!tested) printf("note: no kernel set besides scalar on this CPU\n");
     if (!dir || !*dir) printf("note: no model directory given, skipping the real-model checks\n");
     printf("%d checks, %d failures\n", checks, failures);
