@@ -13,27 +13,39 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Tokens per forward call in a session's prefill. */
 #define TS_PREFILL_BLOCK 64
 /* A forward pass runs as a team of the pool's threads (see forward_team),
- * whose barriers stall (a wait over 100 us) whenever a member is not
- * running. After TS_TEAM_MAX_STALLS passes in a row with such a stall (more
- * runnable threads than cores: the machine is busy), passes run on the
- * calling thread alone for a while, which also lets the idle workers go to
- * sleep, before the team is tried again: TS_TEAM_BACKOFF passes, doubling
- * (up to TS_TEAM_BACKOFF_MAX) while the retries stall too, halving back for
- * every TS_TEAM_BACKOFF team passes without a stall. The first
- * TS_TEAM_WAKING team passes of a batch, and after the caller ran alone,
- * may wait for new or sleeping workers to wake, which is no sign of a busy
- * machine, so their stalls are not counted. The outputs are the same either
- * way. */
-#define TS_TEAM_BACKOFF 64
-#define TS_TEAM_BACKOFF_MAX 8192
+ * whose barriers stall (a wait over 100 us, see pool.c) whenever a member
+ * is not running. TS_TEAM_MAX_STALLS passes in a row with such a stall
+ * mean more runnable threads than cores: the machine is busy, and a team
+ * would spend its time waiting. Then every session of the process runs its
+ * passes on the calling thread alone for a while (which also lets the idle
+ * workers sleep) before a team is tried again: TS_TEAM_OFF_MIN_NS at first,
+ * doubling up to TS_TEAM_OFF_MAX_NS while the retries stall too, halving
+ * back for every TS_TEAM_CLEAN_PASSES team passes without a stall. The
+ * process-wide clock makes short calls (each with a new session) learn from
+ * the ones before. The first team pass of a batch, and after running alone,
+ * may wait for sleeping workers to wake: its stall is not counted. The
+ * outputs are the same either way. */
 #define TS_TEAM_MAX_STALLS 2
-#define TS_TEAM_WAKING 8
+#define TS_TEAM_OFF_MIN_NS 20000000ull   /* 20 ms */
+#define TS_TEAM_OFF_MAX_NS 2000000000ull /* 2 s */
+#define TS_TEAM_CLEAN_PASSES 256
+
+static _Atomic uint64_t team_off_until_ns; /* no team before this */
+static _Atomic uint64_t team_off_ns = TS_TEAM_OFF_MIN_NS; /* the next pause's length */
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -49,11 +61,9 @@ struct ts_batch {
     elementwise ew;
     int capacity;
     ts_pool *pool;
-    int team_backoff; /* tokens left to run on the caller alone */
-    int team_backoff_next; /* the next backoff's length (TS_TEAM_BACKOFF..._MAX) */
-    int team_stalls;  /* consecutive tokens whose team stalled */
-    int team_runs;    /* team tokens without a stall since the last backoff */
-    int team_waking;  /* team tokens left whose stalls are not counted */
+    int team_stalls;  /* consecutive team passes that stalled */
+    int team_clean;   /* team passes without a stall, since the last stall */
+    int team_waking;  /* the next team pass may find the workers asleep */
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
     float *xb2;      /* (capacity, dim) */
@@ -307,25 +317,31 @@ static void forward_team(void *ctx, int r, int n_threads) {
     matmul_rows(b, b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0, c1);
 }
 
-/* Runs the job by the team or, when the pool is absent or backing off (see
- * TS_TEAM_BACKOFF), by the calling thread alone. */
+/* Runs the job by the team or, without a pool or while teams are paused
+ * (see TS_TEAM_MAX_STALLS), by the calling thread alone. */
 static void run_forward(ts_batch *b, forward_job *job) {
-    if (!b->pool || b->team_backoff > 0) {
-        if (b->team_backoff > 0 && --b->team_backoff == 0) b->team_waking = TS_TEAM_WAKING;
+    if (!b->pool || now_ns() < atomic_load_explicit(&team_off_until_ns, memory_order_relaxed)) {
+        b->team_waking = 1;
         forward_team(job, 0, 1);
-    } else if (!ts__pool_team(b->pool, forward_team, job)) {
+        return;
+    }
+    int stalled = ts__pool_team(b->pool, forward_team, job);
+    int waking = b->team_waking;
+    b->team_waking = 0;
+    if (!stalled) {
         b->team_stalls = 0;
-        if (b->team_waking > 0) b->team_waking--;
-        if (++b->team_runs % TS_TEAM_BACKOFF == 0 && b->team_backoff_next > TS_TEAM_BACKOFF) {
-            b->team_backoff_next /= 2;
+        uint64_t off = atomic_load_explicit(&team_off_ns, memory_order_relaxed);
+        if (++b->team_clean % TS_TEAM_CLEAN_PASSES == 0 && off > TS_TEAM_OFF_MIN_NS) {
+            atomic_store_explicit(&team_off_ns, off / 2, memory_order_relaxed);
         }
-    } else if (b->team_waking > 0) {
-        b->team_waking--; /* the workers are still waking: this wait says nothing */
-    } else if (++b->team_stalls >= TS_TEAM_MAX_STALLS) {
+    } else if (!waking && ++b->team_stalls >= TS_TEAM_MAX_STALLS) {
         b->team_stalls = 0;
-        b->team_runs = 0;
-        b->team_backoff = b->team_backoff_next;
-        if (b->team_backoff_next < TS_TEAM_BACKOFF_MAX) b->team_backoff_next *= 2;
+        b->team_clean = 0;
+        uint64_t off = atomic_load_explicit(&team_off_ns, memory_order_relaxed);
+        atomic_store_explicit(&team_off_until_ns, now_ns() + off, memory_order_relaxed);
+        if (off < TS_TEAM_OFF_MAX_NS) {
+            atomic_store_explicit(&team_off_ns, off * 2, memory_order_relaxed);
+        }
     }
 }
 
@@ -404,8 +420,7 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     if (n_threads <= 0) n_threads = model->n_threads_default;
     b->pool = ts__pool_new(n_threads); /* NULL: single-threaded */
     int threads = ts__pool_threads(b->pool);
-    b->team_backoff_next = TS_TEAM_BACKOFF;
-    b->team_waking = TS_TEAM_WAKING;
+    b->team_waking = 1;
     uint64_t cap = (uint64_t)capacity, dim = (uint64_t)p->dim, hid = (uint64_t)p->hidden_dim;
     uint64_t kv = (uint64_t)model->kv_dim, hs = (uint64_t)model->head_size;
     uint64_t qmax = dim > hid ? dim : hid;
