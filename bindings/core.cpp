@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -21,14 +22,25 @@ namespace {
 // Raised for malformed, truncated or inconsistent files (a ValueError).
 PyObject *format_error_type = nullptr;
 
+// The OSError subclass Python itself raises for this errno (the message
+// stays the library's).
+PyObject *os_error_type(ts_status code, int sys_errno) {
+    if (code == TS_ERR_NOT_FOUND || sys_errno == ENOENT) return PyExc_FileNotFoundError;
+    switch (sys_errno) {
+    case EISDIR: return PyExc_IsADirectoryError;
+    case ENOTDIR: return PyExc_NotADirectoryError;
+    case EACCES:
+    case EPERM: return PyExc_PermissionError;
+    default: return PyExc_OSError;
+    }
+}
+
 [[noreturn]] void raise_status(ts_status code, const ts_error &err) {
     const char *message = err.message[0] ? err.message : ts_status_name(code);
     switch (code) {
     case TS_ERR_NOT_FOUND:
-        PyErr_SetString(PyExc_FileNotFoundError, message);
-        break;
     case TS_ERR_IO:
-        PyErr_SetString(PyExc_OSError, message);
+        PyErr_SetString(os_error_type(code, err.sys_errno), message);
         break;
     case TS_ERR_FORMAT:
         PyErr_SetString(format_error_type, message);

@@ -63,8 +63,8 @@ def with_header(data: bytes, header: bytes) -> bytes:
 CASES = [
     Case("missing", "model", FileNotFoundError, "no such file"),
     Case("missing", "tokenizer", FileNotFoundError, "no such file"),
-    Case("directory", "model", OSError, "is a directory"),
-    Case("directory", "tokenizer", OSError, "is a directory"),
+    Case("directory", "model", IsADirectoryError, "is a directory"),
+    Case("directory", "tokenizer", IsADirectoryError, "is a directory"),
     Case("fifo", "model", OSError, "not a regular file"),
     Case("fifo", "tokenizer", OSError, "not a regular file"),
     Case("empty", "model", FormatError, "file is empty"),

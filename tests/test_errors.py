@@ -40,10 +40,12 @@ def test_missing_file(files):
 
 
 def test_directory(files):
-    root, _, tokenizer = files
-    with pytest.raises(OSError, match="directory") as info:
+    root, models, tokenizer = files
+    with pytest.raises(IsADirectoryError, match="directory") as info:
         Generator(root, tokenizer)
     assert str(root) in str(info.value)
+    with pytest.raises(IsADirectoryError, match="is a directory, not a tokenizer file"):
+        Generator(models[0], root)
 
 
 def test_empty_model(files):

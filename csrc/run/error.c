@@ -23,6 +23,7 @@ ts_status ts__fail(ts_error *err, ts_status code, const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
         err->code = code;
+        err->sys_errno = 0;
         vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
     }

@@ -20,6 +20,13 @@ ts_status ts__fail(ts_error *err, ts_status code, const char *fmt, ...)
 #endif
     ;
 
+/* Records the errno behind a failure ts__fail just described:
+ * `return ts__with_errno(err, ts__fail(err, ...), e);`. */
+static inline ts_status ts__with_errno(ts_error *err, ts_status code, int e) {
+    if (err) err->sys_errno = e;
+    return code;
+}
+
 /* Reentrant text for an errno value ("no such file or directory"). */
 const char *ts__errno_text(int e);
 

@@ -55,18 +55,23 @@ static ts_status map_file(const char *path, void **map, size_t *size, ts_error *
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO, "%s: cannot open: %s (errno %d)",
-                        path, ts__errno_text(e), e);
+        return ts__with_errno(err,
+                              ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO,
+                                       "%s: cannot open: %s (errno %d)", path, ts__errno_text(e), e),
+                              e);
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return ts__fail(err, TS_ERR_IO, "%s: cannot stat: %s (errno %d)", path, ts__errno_text(e), e);
+        return ts__with_errno(
+            err, ts__fail(err, TS_ERR_IO, "%s: cannot stat: %s (errno %d)", path, ts__errno_text(e), e),
+            e);
     }
     if (S_ISDIR(st.st_mode)) {
         close(fd);
-        return ts__fail(err, TS_ERR_IO, "%s: is a directory, not a model file", path);
+        return ts__with_errno(
+            err, ts__fail(err, TS_ERR_IO, "%s: is a directory, not a model file", path), EISDIR);
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);

@@ -65,6 +65,8 @@ typedef enum ts_status {
 typedef struct ts_error {
     ts_status code;
     char message[512];
+    int sys_errno; /* the errno behind a TS_ERR_IO or TS_ERR_NOT_FOUND (EISDIR
+                    * for a directory), else 0 */
 } ts_error;
 
 /* A static English name for a status code ("format error", ...). */

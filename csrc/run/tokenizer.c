@@ -55,20 +55,27 @@ static ts_status read_all(const char *path, unsigned char **data, size_t *size, 
     if (!f) {
         int e = errno;
         if (fd >= 0) close(fd);
-        return ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO, "%s: cannot open: %s (errno %d)",
-                        path, ts__errno_text(e), e);
+        return ts__with_errno(err,
+                              ts__fail(err, e == ENOENT ? TS_ERR_NOT_FOUND : TS_ERR_IO,
+                                       "%s: cannot open: %s (errno %d)", path, ts__errno_text(e), e),
+                              e);
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
         int e = errno;
         fclose(f);
-        return ts__fail(err, TS_ERR_IO, "%s: cannot stat: %s (errno %d)", path, ts__errno_text(e), e);
+        return ts__with_errno(
+            err, ts__fail(err, TS_ERR_IO, "%s: cannot stat: %s (errno %d)", path, ts__errno_text(e), e),
+            e);
     }
     if (!S_ISREG(st.st_mode)) {
         int dir = S_ISDIR(st.st_mode);
         fclose(f);
-        return ts__fail(err, TS_ERR_IO, "%s: %s", path,
-                        dir ? "is a directory, not a tokenizer file" : "not a regular file");
+        return ts__with_errno(err,
+                              ts__fail(err, TS_ERR_IO, "%s: %s", path,
+                                       dir ? "is a directory, not a tokenizer file"
+                                           : "not a regular file"),
+                              dir ? EISDIR : 0);
     }
     if (st.st_size == 0) {
         fclose(f);

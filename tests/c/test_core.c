@@ -12,6 +12,7 @@
  */
 #include "tinystories.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -354,9 +355,11 @@ static void test_bad_headers(void) {
     ts_model *m = NULL;
     ts_error err = {0};
     CHECK(ts_model_load(tmp_path("does-not-exist.bin"), &m, &err) == TS_ERR_NOT_FOUND);
-    CHECK(contains(err.message, "does-not-exist.bin"));
+    CHECK(contains(err.message, "does-not-exist.bin") && err.sys_errno == ENOENT);
     CHECK(ts_model_load(tmpdir, &m, &err) == TS_ERR_IO && contains(err.message, "directory"));
+    CHECK(err.sys_errno == EISDIR);
     CHECK(load_bytes("empty.bin", "", 0, &m, &err) == TS_ERR_FORMAT && contains(err.message, "empty"));
+    CHECK(err.sys_errno == 0); /* not an I/O failure */
     CHECK(load_bytes("tiny.bin", "ak42", 3, &m, &err) == TS_ERR_FORMAT);
     CHECK(ts_model_load(NULL, &m, &err) == TS_ERR_ARG);
     CHECK(m == NULL);

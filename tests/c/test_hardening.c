@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "tinystories.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -106,6 +107,7 @@ static void test_special_files(void) {
     unlink(fifo);
     CHECK(ts_tokenizer_load("/dev/null", &t, &err) == TS_ERR_IO && t == NULL);
     CHECK(ts_tokenizer_load(tmpdir, &t, &err) == TS_ERR_IO && contains(err.message, "directory"));
+    CHECK(err.sys_errno == EISDIR);
     CHECK(ts_model_load("/dev/zero", &m, &err) == TS_ERR_IO && m == NULL);
     alarm(0);
 }
