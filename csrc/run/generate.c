@@ -10,7 +10,6 @@
  */
 #include "internal.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -219,21 +218,10 @@ typedef struct request {
 typedef struct slot {
     int id;            /* the request running here, or -1 */
     ts_sampler *sampler;
-    float *key_cache;  /* as a session's (see ts_row), in key_block */
-    float *value_cache; /* in value_block */
-    void *key_block, *value_block; /* the allocations, to free */
+    float *key_cache;  /* as a session's (see ts_row) */
+    float *value_cache;
     float *logits;     /* (vocab) after the slot's last evaluated position */
 } slot;
-
-/* n zeroed floats starting on a cache line, so that each row of a key block
- * is one line rather than two (a large calloc block starts 16 bytes into a
- * page); calloc, not a memset, so a long context's pages stay untouched
- * until used. *block receives what to free. */
-static float *calloc_lines(size_t n, void **block) {
-    char *p = n <= (SIZE_MAX - 64) / sizeof(float) ? calloc(n * sizeof(float) + 64, 1) : NULL;
-    *block = p;
-    return p ? (float *)(p + (64 - (uintptr_t)p % 64) % 64) : NULL;
-}
 
 struct ts_batch_generation {
     const ts_model *model;
@@ -277,8 +265,8 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
     for (int i = 0; ok && i < max_batch; i++) {
         slot *s = &bg->slots[i];
         s->id = -1;
-        s->key_cache = calloc_lines(cache, &s->key_block);
-        s->value_cache = calloc_lines(cache, &s->value_block);
+        s->key_cache = ts__calloc_floats(cache, 1, 1);
+        s->value_cache = ts__calloc_floats(cache, 1, 1);
         s->logits = calloc((size_t)p->vocab_size, sizeof(float));
         ok = s->key_cache && s->value_cache && s->logits;
     }
@@ -296,8 +284,8 @@ void ts_batch_generation_free(ts_batch_generation *bg) {
     free(bg->rows);
     for (int i = 0; bg->slots && i < bg->max_batch; i++) {
         ts_sampler_free(bg->slots[i].sampler);
-        free(bg->slots[i].key_block);
-        free(bg->slots[i].value_block);
+        ts__free_floats(bg->slots[i].key_cache);
+        ts__free_floats(bg->slots[i].value_cache);
         free(bg->slots[i].logits);
     }
     free(bg->slots);

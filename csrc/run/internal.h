@@ -30,6 +30,17 @@ static inline ts_status ts__with_errno(ts_error *err, ts_status code, int e) {
 /* Reentrant text for an errno value ("no such file or directory"). */
 const char *ts__errno_text(int e);
 
+/* a*b*c zeroed floats starting on a cache line (team threads writing
+ * neighbouring rows or heads then share no line, and a key block's row is
+ * one line), or NULL when the size overflows or memory runs out. calloc
+ * underneath, so a large block's pages stay untouched, and out of the RSS,
+ * until used. Free with ts__free_floats. */
+float *ts__calloc_floats(uint64_t a, uint64_t b, uint64_t c);
+void ts__free_floats(float *p);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t ts__now_ns(void);
+
 /* -------------------------------------------------------------- KV cache
  * A sequence's KV cache holds, per layer and kv head (in that order), one
  * span of ts__kv_seq(seq_len) * head_size floats for the keys and one for

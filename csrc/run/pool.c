@@ -58,7 +58,7 @@ struct ts_pool {
     /* the current job, written before its generation is published */
     ts_team_fn fn;
     void *ctx;
-    atomic_int caller_cpu;       /* the CPU the caller started it on, or -1 */
+    int caller_cpu;              /* the CPU the caller started it on, or -1 */
     alignas(64) atomic_int done; /* workers finished with it */
     atomic_int stalled;          /* a member waited long at a barrier */
     arrival_count arrivals[TS_POOL_MAX_THREADS];
@@ -69,7 +69,7 @@ typedef struct worker_arg {
     int index;
 } worker_arg;
 
-static uint64_t now_ns(void) {
+uint64_t ts__now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -108,12 +108,12 @@ static void *worker_main(void *p) {
         unsigned g = atomic_load(&pool->generation);
         if (g == seen) {
             /* spin a while, reading the clock only every 256 rounds */
-            uint64_t deadline = now_ns() + TS_POOL_SPIN_NS;
+            uint64_t deadline = ts__now_ns() + TS_POOL_SPIN_NS;
             for (int round = 1; (g = atomic_load(&pool->generation)) == seen; round++) {
                 if (atomic_load(&pool->stop)) return NULL;
                 cpu_relax();
                 if ((round & 255) == 0) {
-                    if (now_ns() > deadline) break;
+                    if (ts__now_ns() > deadline) break;
                     /* A CPU shared with the caller (more threads than
                      * cores) goes back to it instead of spinning out a
                      * whole time slice; alone on its CPU this returns at
@@ -136,7 +136,7 @@ static void *worker_main(void *p) {
         }
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
-        leave_cpu(atomic_load_explicit(&pool->caller_cpu, memory_order_relaxed));
+        leave_cpu(pool->caller_cpu);
         pool->fn(pool->ctx, arg.index, pool->n_threads);
         atomic_fetch_add(&pool->done, 1);
     }
@@ -199,21 +199,6 @@ void ts__pool_free(ts_pool *pool) {
 
 int ts__pool_threads(const ts_pool *pool) { return pool ? pool->n_threads : 1; }
 
-/* Publishes job `epoch` (its fields already written) to the workers. */
-static void wake_workers(ts_pool *pool, unsigned epoch) {
-#if defined(__linux__)
-    atomic_store_explicit(&pool->caller_cpu, sched_getcpu(), memory_order_relaxed);
-#else
-    atomic_store_explicit(&pool->caller_cpu, -1, memory_order_relaxed);
-#endif
-    atomic_store(&pool->generation, epoch);
-    if (atomic_load(&pool->sleepers) > 0) {
-        pthread_mutex_lock(&pool->lock);
-        pthread_cond_broadcast(&pool->wake);
-        pthread_mutex_unlock(&pool->lock);
-    }
-}
-
 int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
     if (!pool) {
         fn(ctx, 0, 1);
@@ -224,9 +209,20 @@ int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
      * reads these fields while they change. */
     pool->fn = fn;
     pool->ctx = ctx;
+#if defined(__linux__)
+    pool->caller_cpu = sched_getcpu();
+#else
+    pool->caller_cpu = -1;
+#endif
     atomic_store(&pool->done, 0);
     atomic_store(&pool->stalled, 0);
-    wake_workers(pool, atomic_load(&pool->generation) + 1);
+    /* publish: `sleepers` is read after the bump (see worker_main) */
+    atomic_store(&pool->generation, atomic_load(&pool->generation) + 1);
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->lock);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->lock);
+    }
     fn(ctx, 0, n);
     for (int round = 1; atomic_load(&pool->done) < n - 1; round++) {
         cpu_relax();
@@ -249,7 +245,7 @@ void ts__pool_barrier(ts_pool *pool, int thread) {
             /* Members drift apart by microseconds (an interrupt, a cache
              * miss); a member not running at all (more runnable threads
              * than cores) keeps the others waiting for a time slice. */
-            uint64_t now = now_ns();
+            uint64_t now = ts__now_ns();
             if (!since) {
                 since = now;
             } else if (now - since > TS_TEAM_STALL_NS) {

@@ -16,7 +16,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Tokens per forward call in a session's prefill. */
 #define TS_PREFILL_BLOCK 64
@@ -41,11 +40,6 @@
 static _Atomic uint64_t team_off_until_ns; /* no team before this */
 static _Atomic uint64_t team_off_ns = TS_TEAM_OFF_MIN_NS; /* the next pause's length */
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* The element-wise steps of the forward pass. */
 typedef struct elementwise {
@@ -76,8 +70,6 @@ struct ts_batch {
     float *logits;   /* (capacity, vocab) for the rows that want them */
     float *rope;     /* (capacity, head_size) cos, sin of each row's angles */
     float *freq;     /* (head_size / 2) RoPE frequencies */
-    int8_t *xq;      /* (capacity, qmax) Q8_0 activations */
-    float *xs;       /* their scales */
     int qmax;        /* max(dim, hidden_dim) */
     int qgroups;     /* scales per Q8_0 activation row (0 for fp32 models) */
     /* per team thread (threads, ...): its rmsnorm output and Q8_0 input */
@@ -254,9 +246,8 @@ static void forward_team(void *ctx, int r, int n_threads) {
     /* Several rows: the attention is shared out as (row, head) pairs, which
      * balances rows at different positions; one row: its kv heads' query
      * heads, right after their keys and values, with no barrier between. */
-    int pairs = n * p->n_heads;
-    int a0 = n > 1 ? pairs * r / n_threads : 0, a1 = n > 1 ? pairs * (r + 1) / n_threads : 0;
-    if (n == 1) a0 = kv0 * kv_mul, a1 = kv1 * kv_mul;
+    int a0 = kv0 * kv_mul, a1 = kv1 * kv_mul; /* items: (row, head) = row * n_heads + head */
+    if (n > 1) a0 = n * p->n_heads * r / n_threads, a1 = n * p->n_heads * (r + 1) / n_threads;
 
     for (int l = 0; l < p->n_layers; l++) {
         const ts_layer *w = &m->layers[l];
@@ -283,7 +274,7 @@ static void forward_team(void *ctx, int r, int n_threads) {
 
         /* multi-head attention over positions 0..pos of each row's sequence */
         for (int item = a0; item < a1; item++) {
-            int t = n > 1 ? item / p->n_heads : 0, h = n > 1 ? item % p->n_heads : item;
+            int t = item / p->n_heads, h = item % p->n_heads;
             size_t kv_off = loff + (size_t)(h / kv_mul) * kv_seq * hs;
             size_t at = (size_t)t * dim + (size_t)h * hs;
             b->ew.attention(b->xb2 + at, att, b->q + at, rows[t].key_cache + kv_off,
@@ -320,7 +311,7 @@ static void forward_team(void *ctx, int r, int n_threads) {
 /* Runs the job by the team or, without a pool or while teams are paused
  * (see TS_TEAM_MAX_STALLS), by the calling thread alone. */
 static void run_forward(ts_batch *b, forward_job *job) {
-    if (!b->pool || now_ns() < atomic_load_explicit(&team_off_until_ns, memory_order_relaxed)) {
+    if (!b->pool || ts__now_ns() < atomic_load_explicit(&team_off_until_ns, memory_order_relaxed)) {
         b->team_waking = 1;
         forward_team(job, 0, 1);
         return;
@@ -338,7 +329,7 @@ static void run_forward(ts_batch *b, forward_job *job) {
         b->team_stalls = 0;
         b->team_clean = 0;
         uint64_t off = atomic_load_explicit(&team_off_ns, memory_order_relaxed);
-        atomic_store_explicit(&team_off_until_ns, now_ns() + off, memory_order_relaxed);
+        atomic_store_explicit(&team_off_until_ns, ts__now_ns() + off, memory_order_relaxed);
         if (off < TS_TEAM_OFF_MAX_NS) {
             atomic_store_explicit(&team_off_ns, off * 2, memory_order_relaxed);
         }
@@ -375,21 +366,26 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
 
 /* ------------------------------------------------------------- batches */
 
-/* a*b*c zeroed floats, or NULL when the size overflows or the allocation
- * fails. Zeroed so that evaluating at a position whose predecessors were
- * never filled reads defined (if meaningless) cache entries; aligned to a
- * cache line so that team threads writing neighbouring rows or heads do not
- * share lines. */
-static float *alloc_f32(uint64_t a, uint64_t b, uint64_t c) {
+float *ts__calloc_floats(uint64_t a, uint64_t b, uint64_t c) {
     uint64_t n;
     if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) ||
         n > (SIZE_MAX - 64) / sizeof(float)) {
         return NULL;
     }
-    size_t bytes = ((size_t)(n ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
-    float *p = aligned_alloc(64, bytes);
-    if (p) memset(p, 0, bytes);
-    return p;
+    /* calloc's block starts 16 bytes into a line; the 64 spare bytes hold
+     * the start of the aligned floats and, just before it, the block. */
+    char *block = calloc((size_t)(n ? n : 1) * sizeof(float) + 64, 1);
+    if (!block) return NULL;
+    char *floats = block + 64 - (uintptr_t)block % 64;
+    memcpy(floats - sizeof block, &block, sizeof block);
+    return (float *)floats;
+}
+
+void ts__free_floats(float *p) {
+    if (!p) return;
+    char *block;
+    memcpy(&block, (char *)p - sizeof block, sizeof block);
+    free(block);
 }
 
 int ts__team_threads(const ts_model *model, int n_threads) {
@@ -425,29 +421,27 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     uint64_t kv = (uint64_t)model->kv_dim, hs = (uint64_t)model->head_size;
     uint64_t qmax = dim > hid ? dim : hid;
     b->qmax = (int)qmax;
-    b->x = alloc_f32(cap, dim, 1);
-    b->xb = alloc_f32(cap, dim, 1);
-    b->xb2 = alloc_f32(cap, dim, 1);
-    b->q = alloc_f32(cap, dim, 1);
-    b->kb = alloc_f32(cap, kv, 1);
-    b->vb = alloc_f32(cap, kv, 1);
-    b->hb = alloc_f32(cap, hid, 1);
-    b->hb2 = alloc_f32(cap, hid, 1);
-    b->att = alloc_f32((uint64_t)threads, (uint64_t)ts__kv_seq(p->seq_len), 1);
-    b->thread_xb = alloc_f32((uint64_t)threads, cap, dim);
-    b->logits = alloc_f32(cap, (uint64_t)p->vocab_size, 1);
-    b->rope = alloc_f32(cap, hs, 1);
-    b->freq = alloc_f32(hs / 2, 1, 1);
+    b->x = ts__calloc_floats(cap, dim, 1);
+    b->xb = ts__calloc_floats(cap, dim, 1);
+    b->xb2 = ts__calloc_floats(cap, dim, 1);
+    b->q = ts__calloc_floats(cap, dim, 1);
+    b->kb = ts__calloc_floats(cap, kv, 1);
+    b->vb = ts__calloc_floats(cap, kv, 1);
+    b->hb = ts__calloc_floats(cap, hid, 1);
+    b->hb2 = ts__calloc_floats(cap, hid, 1);
+    b->att = ts__calloc_floats((uint64_t)threads, (uint64_t)ts__kv_seq(p->seq_len), 1);
+    b->thread_xb = ts__calloc_floats((uint64_t)threads, cap, dim);
+    b->logits = ts__calloc_floats(cap, (uint64_t)p->vocab_size, 1);
+    b->rope = ts__calloc_floats(cap, hs, 1);
+    b->freq = ts__calloc_floats(hs / 2, 1, 1);
     int ok = b->x && b->xb && b->xb2 && b->q && b->kb && b->vb && b->hb && b->hb2 && b->att &&
              b->logits && b->rope && b->freq && b->thread_xb;
     if (model->quantized) {
         uint64_t groups = qmax / (uint64_t)p->group_size + 1;
         b->qgroups = (int)groups;
-        b->xq = calloc((size_t)(cap * qmax), 1);
-        b->xs = alloc_f32(cap, groups, 1);
         b->thread_xq = calloc((size_t)threads * (size_t)(cap * qmax), 1);
-        b->thread_xs = alloc_f32((uint64_t)threads, cap, groups);
-        ok = ok && b->xq && b->xs && b->thread_xq && b->thread_xs;
+        b->thread_xs = ts__calloc_floats((uint64_t)threads, cap, groups);
+        ok = ok && b->thread_xq && b->thread_xs;
     }
     if (!ok) {
         ts__batch_free(b);
@@ -462,23 +456,21 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
 void ts__batch_free(ts_batch *b) {
     if (!b) return;
     ts__pool_free(b->pool);
-    free(b->x);
-    free(b->xb);
-    free(b->xb2);
-    free(b->q);
-    free(b->kb);
-    free(b->vb);
-    free(b->hb);
-    free(b->hb2);
-    free(b->att);
-    free(b->logits);
-    free(b->rope);
-    free(b->freq);
-    free(b->xq);
-    free(b->xs);
-    free(b->thread_xb);
+    ts__free_floats(b->x);
+    ts__free_floats(b->xb);
+    ts__free_floats(b->xb2);
+    ts__free_floats(b->q);
+    ts__free_floats(b->kb);
+    ts__free_floats(b->vb);
+    ts__free_floats(b->hb);
+    ts__free_floats(b->hb2);
+    ts__free_floats(b->att);
+    ts__free_floats(b->logits);
+    ts__free_floats(b->rope);
+    ts__free_floats(b->freq);
+    ts__free_floats(b->thread_xb);
     free(b->thread_xq);
-    free(b->thread_xs);
+    ts__free_floats(b->thread_xs);
     free(b);
 }
 
@@ -495,10 +487,10 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
     if (!s) return ts__fail(err, TS_ERR_NOMEM, "ts_session_new: out of memory");
     s->model = model;
     s->batch = ts__batch_new(model, TS_PREFILL_BLOCK, ts__team_threads(model, n_threads));
-    s->logits = alloc_f32((uint64_t)p->vocab_size, 1, 1);
+    s->logits = ts__calloc_floats((uint64_t)p->vocab_size, 1, 1);
     uint64_t kv_seq = ts__kv_seq(p->seq_len); /* whole key blocks */
-    s->key_cache = alloc_f32((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
-    s->value_cache = alloc_f32((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
+    s->key_cache = ts__calloc_floats((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
+    s->value_cache = ts__calloc_floats((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
     if (!s->batch || !s->logits || !s->key_cache || !s->value_cache) {
         ts_session_free(s);
         return ts__fail(err, TS_ERR_NOMEM,
@@ -512,9 +504,9 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
 void ts_session_free(ts_session *s) {
     if (!s) return;
     ts__batch_free(s->batch);
-    free(s->logits);
-    free(s->key_cache);
-    free(s->value_cache);
+    ts__free_floats(s->logits);
+    ts__free_floats(s->key_cache);
+    ts__free_floats(s->value_cache);
     free(s);
 }
 
