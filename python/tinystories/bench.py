@@ -92,23 +92,22 @@ def median_rate(samples: list[float]) -> float:
     return statistics.median(samples) if samples else float("nan")
 
 
-def interleave(jobs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Runs every job once per round, `repeats` rounds; returns each job's results."""
-    results: dict[str, list[float]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            value = job()
-            if value == value:  # NaN: the job could not run
-                results[name].append(value)
-    return results
-
-
 def interleave_rounds(
     jobs: dict[str, Callable[[], dict[str, float]]], repeats: int
 ) -> list[dict[str, dict[str, float]]]:
-    """Like :func:`interleave` for jobs that measure several things at once: per round,
-    every job's results by name (kept per round, so that ratios can pair rounds)."""
+    """Runs every job once per round, `repeats` rounds, for jobs that measure several
+    things at once: per round, every job's results by name (kept per round, so that
+    ratios can pair rounds)."""
     return [{name: job() for name, job in jobs.items()} for _ in range(repeats)]
+
+
+def interleave(jobs: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """The same for jobs that measure one thing: each job's results, NaNs (it could not
+    run) left out."""
+    rounds = interleave_rounds(
+        {name: (lambda job=job: {"": job()}) for name, job in jobs.items()}, repeats
+    )
+    return {name: [r[name][""] for r in rounds if r[name][""] == r[name][""]] for name in jobs}
 
 
 def rss_bytes() -> int:
