@@ -95,6 +95,18 @@ typedef struct ts_kernels {
     void (*matmul_q8)(float *out, const int8_t *xq, const float *xs, int nt, const int8_t *wq,
                       const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
                       int i1);
+    /* The same two products with the weights packed in panels of TS_PANEL
+     * rows (pack.c): wp is ts__pack_f32's, or ts__pack_q8's values and
+     * scales sp; xsum[t * (n / gs) + g] is the sum of token t's group g of
+     * xq (the panels hold w + 128). Rows i0..i1-1 of the output are
+     * written, and nothing else. NULL in sets that only read row-major
+     * weights. The Q8 one is bit-identical to matmul_q8; the fp32 one
+     * agrees with scalar to about 1e-6 relative and is batch-invariant. */
+    void (*matmul_f32_panels)(float *out, const float *x, int nt, const float *wp, int n, int d,
+                              int i0, int i1);
+    void (*matmul_q8_panels)(float *out, const int8_t *xq, const float *xs, const int32_t *xsum,
+                             int nt, const uint8_t *wp, const float *sp, int n, int d, int gs,
+                             int i0, int i1);
     /* Symmetric Q8_0 quantization of x's n / gs whole groups (a tail of
      * n % gs values is left alone, as runq does). Exact in every set. */
     void (*quantize_q8)(int8_t *q, float *s, const float *x, int n, int gs);
@@ -102,6 +114,10 @@ typedef struct ts_kernels {
     void (*rmsnorm)(float *o, const float *x, const float *w, int n);
     /* h[i] = silu(h[i]) * g[i] (the SwiGLU gate). */
     void (*swiglu)(float *h, const float *g, int n);
+    /* The same, and ts_k_softmax, rounding exactly like the scalar set
+     * (NULL where a set has none: the scalar ones serve). */
+    void (*swiglu_exact)(float *h, const float *g, int n);
+    void (*softmax_exact)(float *x, int n);
     /* One attention head for one query: att[t] = softmax_t(q . k_t / sqrt(hs))
      * over t < n_pos, then out = sum_t att[t] v_t. `keys` and `values` are
      * one kv head's part of a KV cache (see "KV cache" below): element i of
@@ -142,17 +158,34 @@ extern const ts_kernels ts_kernels_neon;
  * set this CPU runs. Fails for an unknown name or a set the CPU lacks. */
 ts_status ts__kernels_select(const char *name, const ts_kernels **out, ts_error *err);
 
+/* ---------------------------------------------------------------- panels
+ * Weight matrices packed for the panel matmuls: see pack.c for the
+ * layouts. Every panel starts on a cache line. */
+enum { TS_PANEL = 16 };
+
+size_t ts__panel_count(int d);
+/* fp32: ts__panel_count(d) * n * TS_PANEL floats into dst. */
+void ts__pack_f32(float *dst, const float *w, int d, int n);
+/* Q8_0 (gs a multiple of 4): ts__panel_count(d) * (n / gs) * gs * TS_PANEL
+ * bytes into dq, ts__panel_count(d) * (n / gs) * TS_PANEL scales into ds. */
+void ts__pack_q8(uint8_t *dq, float *ds, const int8_t *q, const float *s, int d, int n, int gs);
+
 /* --------------------------------------------------------------- weights */
 
-/* One weight matrix W (d rows, n columns), row-major. Exactly one of the two
- * representations is set: `f32` for fp32 weights, `q`+`s` for Q8_0: int8
+/* One weight matrix W (d rows, n columns). Exactly one representation is
+ * set: row-major `f32` for fp32 weights; row-major `q`+`s` for Q8_0 (int8
  * values and one fp32 scale per group of `group_size` values over the
- * flattened matrix, with `row_sums` (see ts_kernels.matmul_q8). */
+ * flattened matrix, with `row_sums`: see ts_kernels.matmul_q8); or, when the
+ * model's kernel set reads panels, `f32_panels` or `q8_panels` +
+ * `q8_panel_scales` (pack.c). */
 typedef struct ts_weight {
     const float *f32;
     const int8_t *q;
     const float *s;
     const int32_t *row_sums;
+    const float *f32_panels;
+    const uint8_t *q8_panels;
+    const float *q8_panel_scales;
 } ts_weight;
 typedef struct ts_layer {
     const float *rms_att; /* (dim) */
@@ -173,16 +206,30 @@ struct ts_model {
     int quantized;                 /* 1 for v2 (Q8_0) */
     void *map;                     /* the read-only mapping of the file */
     size_t map_size;
-    const float *token_embedding;  /* (vocab, dim) fp32, for the lookup */
+    const float *token_embedding;  /* (vocab, dim) fp32 models' lookup table, or NULL */
+    const int8_t *embedding_q8;    /* Q8_0: (vocab, dim) values, row-major, and */
+    const float *embedding_scales; /* their scales: each row dequantized when looked up */
     const float *rms_final;        /* (dim) */
     ts_layer *layers;              /* n_layers entries */
     ts_weight wcls;                /* (vocab, dim) */
-    float *owned_embedding;        /* Q8_0: dequantized token embedding */
     float *owned_scales;           /* Q8_0: all scales (v2: copied to be aligned) */
     int8_t *owned_q8;              /* quantized on load: all int8 values */
     int32_t *owned_row_sums;       /* Q8_0: every weight's row_sums */
+    int8_t *owned_embedding_q8;    /* Q8_0 packed after quantizing on load: the table's values */
+    float *owned_embedding_scales; /* Q8_0 packed: the table's scales */
+    void *owned_panels;            /* every matrix packed (pack.c), when the kernels read panels */
+    size_t owned_panels_size;
     const ts_kernels *kernels;     /* chosen at load */
     int n_threads_default;         /* n_threads <= 0 resolves to this */
+    /* Loads of one file with the same options share one model (model.c):
+     * the identity of what was loaded, and how many handles are out. */
+    struct ts_model_key {
+        uint64_t dev, ino, size, mtime_ns;
+        int quantize, group_size, n_threads;
+        const ts_kernels *kernels;
+    } key;
+    int refs;
+    ts_model *next_loaded;
 };
 
 /* ------------------------------------------------------------ tokenizer */

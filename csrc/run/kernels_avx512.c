@@ -228,6 +228,152 @@ static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, c
     }
 }
 
+/* ------------------------------------------------------ panel matmuls
+ * Weights packed by pack.c: a panel's 16 rows are the 16 lanes of a
+ * vector, so each input element is one broadcast times one weight load for
+ * every row of the panel, and no output needs a horizontal sum. The panels
+ * of a row range are one contiguous stream. Several tokens share each
+ * weight load (T of them at a time, T a constant the compiler unrolls).
+ *
+ * fp32: output (t, row) sums column j into accumulator j % 4, then
+ * (a0 + a1) + (a2 + a3): the same operations for every number of tokens
+ * and every row range (batch invariance), within 1e-4 of scalar.
+ * Q8: per group an exact int32 dot product ((w + 128) . x - 128 sum(x)),
+ * then runq's val += ((float)dot * w_scale) * x_scale, groups in order:
+ * bit-identical to scalar. */
+
+/* Lanes lo..hi-1 of a panel. */
+static inline __mmask16 lane_range(int lo, int hi) {
+    return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+/* How far ahead of the current column a decode streams the panel in (see
+ * matmul_f32_panels), in bytes. */
+#ifndef TS_PANEL_PREFETCH
+#define TS_PANEL_PREFETCH 1024
+#endif
+
+static inline __attribute__((always_inline)) void panel_f32(float *out, int d, const float *x,
+                                                            int n, const float *w, __mmask16 keep,
+                                                            const int T) {
+    __m512 acc[4][4];
+    for (int t = 0; t < T; t++) {
+        for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();
+    }
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        const float *wj = w + (size_t)j * 16;
+        if (T == 1) {
+            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH + 128, _MM_HINT_T0);
+            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH + 192, _MM_HINT_T0);
+        }
+        for (int c = 0; c < 4; c++) {
+            __m512 wv = _mm512_load_ps(wj + c * 16);
+            for (int t = 0; t < T; t++) {
+                acc[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)t * n + j + c]), wv, acc[t][c]);
+            }
+        }
+    }
+    for (int c = 0; j < n; j++, c++) {
+        __m512 wv = _mm512_load_ps(w + (size_t)j * 16);
+        for (int t = 0; t < T; t++) {
+            acc[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)t * n + j]), wv, acc[t][c]);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
+                                   _mm512_add_ps(acc[t][2], acc[t][3]));
+        _mm512_mask_storeu_ps(out + (size_t)t * d, keep, sum);
+    }
+}
+
+static void matmul_f32_panels(float *out, const float *x, int nt, const float *wp, int n, int d,
+                              int i0, int i1) {
+    for (int p = i0 / 16; p * 16 < i1; p++) {
+        int r0 = p * 16;
+        int lo = i0 > r0 ? i0 - r0 : 0, hi = i1 - r0 < 16 ? i1 - r0 : 16;
+        __mmask16 keep = lane_range(lo, hi);
+        const float *w = wp + (size_t)p * (size_t)n * 16;
+        float *o = out + r0; /* a masked store writes lanes lo..hi-1 only */
+        int t = 0;
+        for (; t + 4 <= nt; t += 4) panel_f32(o + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, 4);
+        for (; t + 2 <= nt; t += 2) panel_f32(o + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, 2);
+        for (; t < nt; t++) panel_f32(o + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, 1);
+    }
+}
+
+static inline __attribute__((always_inline)) void panel_q8(float *out, int d, const int8_t *x,
+                                                           const float *xs, const int32_t *xsum,
+                                                           int n, const uint8_t *w,
+                                                           const float *s, int gs,
+                                                           __mmask16 keep, const int T) {
+    int ng = n / gs, quads = gs / 4;
+    __m512 val[8];
+    for (int t = 0; t < T; t++) val[t] = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g++) {
+        const uint8_t *wg = w + (size_t)g * quads * 64;
+        const int8_t *xg = x + (size_t)g * gs;
+        /* T == 1: two chains (even and odd quads; integer sums in any order are exact) */
+        __m512i acc[8], acc1 = _mm512_setzero_si512();
+        for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_si512();
+        int c = 0;
+        if (T == 1) {
+            for (; c + 2 <= quads; c += 2) {
+                int32_t xa, xb;
+                memcpy(&xa, xg + 4 * c, 4);
+                memcpy(&xb, xg + 4 * c + 4, 4);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], _mm512_load_si512(wg + (size_t)c * 64),
+                                             _mm512_set1_epi32(xa));
+                acc1 = _mm512_dpbusd_epi32(acc1, _mm512_load_si512(wg + (size_t)c * 64 + 64),
+                                           _mm512_set1_epi32(xb));
+            }
+        }
+        for (; c < quads; c++) {
+            __m512i wv = _mm512_load_si512(wg + (size_t)c * 64);
+            for (int t = 0; t < T; t++) {
+                int32_t xv;
+                memcpy(&xv, xg + (size_t)t * n + 4 * c, 4);
+                acc[t] = _mm512_dpbusd_epi32(acc[t], wv, _mm512_set1_epi32(xv));
+            }
+        }
+        if (T == 1) acc[0] = _mm512_add_epi32(acc[0], acc1);
+        __m512 sc = _mm512_load_ps(s + (size_t)g * 16);
+        for (int t = 0; t < T; t++) {
+            /* (w + 128) . x - 128 * sum(x) = w . x, exactly */
+            __m512i dot = _mm512_sub_epi32(acc[t], _mm512_set1_epi32(xsum[(size_t)t * ng + g] * 128));
+            /* runq's order, lane by lane: ((float)ival * w_scale) * x_scale */
+            val[t] = _mm512_add_ps(val[t], _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), sc),
+                                                         _mm512_set1_ps(xs[(size_t)t * ng + g])));
+        }
+    }
+    for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(out + (size_t)t * d, keep, val[t]);
+}
+
+static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, const int32_t *xsum,
+                             int nt, const uint8_t *wp, const float *sp, int n, int d, int gs,
+                             int i0, int i1) {
+    size_t ng = (size_t)(n / gs);
+    for (int p = i0 / 16; p * 16 < i1; p++) {
+        int r0 = p * 16;
+        int lo = i0 > r0 ? i0 - r0 : 0, hi = i1 - r0 < 16 ? i1 - r0 : 16;
+        __mmask16 keep = lane_range(lo, hi);
+        const uint8_t *w = wp + (size_t)p * ng * (size_t)gs * 16;
+        const float *s = sp + (size_t)p * ng * 16;
+        float *o = out + r0;
+        int t = 0;
+#define TS_Q8_TILE(T)                                                                          \
+    panel_q8(o + (size_t)t * d, d, xq + (size_t)t * n, xs + (size_t)t * ng, xsum + (size_t)t * ng, \
+             n, w, s, gs, keep, T)
+        for (; t + 8 <= nt; t += 8) TS_Q8_TILE(8);
+        for (; t + 4 <= nt; t += 4) TS_Q8_TILE(4);
+        for (; t + 2 <= nt; t += 2) TS_Q8_TILE(2);
+        for (; t < nt; t++) TS_Q8_TILE(1);
+#undef TS_Q8_TILE
+    }
+}
+
 /* ------------------------------------------------------------ the rest */
 
 static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
@@ -347,14 +493,163 @@ static void attention(float *out, float *att, const float *q, const float *keys,
     }
 }
 
+/* ------------------------------------------------- exact exponentials
+ * libm's expf, 16 at a time, bit for bit. Each lane is computed in double
+ * precision (e^x = 2^k e^r, |r| <= ln2/2, Taylor series to r^11: relative
+ * error below 1e-13) and rounded to float. libm's expf rounds a result
+ * with a relative error below 1e-10 (0.502 ulp in all), so whenever our
+ * value lies farther than 1/128 ulp from the midpoint between two floats,
+ * both round to the same float. The lanes nearer a midpoint (about 1.6%),
+ * and inputs outside [-87, 88] (results near or past the float range) or
+ * NaN, are handed to expf itself. So sums of exponentials (softmax, the
+ * SiLU gate) keep the scalar set's bits at a fraction of the cost. */
+
+static inline __m512d exp_pd(__m512d x) {
+    __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(1.4426950408889634)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* r = x - k ln2 with ln2 in two parts (Cody and Waite) */
+    __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(6.93147180369123816490e-01), x);
+    r = _mm512_fnmadd_pd(k, _mm512_set1_pd(1.90821492927058770002e-10), r);
+    /* sum of r^i / i!, i = 0..11, by Horner's rule */
+    static const double inv_factorial[12] = {
+        1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+        1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800};
+    __m512d p = _mm512_set1_pd(inv_factorial[11]);
+    for (int i = 10; i >= 0; i--) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(inv_factorial[i]));
+    return _mm512_scalef_pd(p, k);
+}
+
+/* 8 lanes: their floats, and which lie too near a rounding midpoint. */
+static inline __m256 exp_half(__m256 x8, __mmask8 *near) {
+    __m512d y = exp_pd(_mm512_cvtps_pd(x8));
+    __m256 f = _mm512_cvtpd_ps(y);
+    __m512d diff = _mm512_sub_pd(y, _mm512_cvtps_pd(f)); /* exact: the two are close */
+    __m256i bits = _mm256_castps_si256(f);
+    /* u: the spacing of floats just above f; below f it is u/2 when f is a power of two */
+    __m256 pow2 = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_set1_epi32(0x7f800000)));
+    __m512d u = _mm512_mul_pd(_mm512_cvtps_pd(pow2), _mm512_set1_pd(0x1p-23));
+    __mmask8 is_pow2 = _mm256_cmpeq_epi32_mask(_mm256_and_si256(bits, _mm256_set1_epi32(0x7fffff)),
+                                               _mm256_setzero_si256());
+    __m512d below = _mm512_mask_mul_pd(u, is_pow2, u, _mm512_set1_pd(0.5));
+    __mmask8 above = _mm512_cmp_pd_mask(diff, _mm512_setzero_pd(), _CMP_GE_OQ);
+    __m512d half_gap = _mm512_mul_pd(_mm512_mask_blend_pd(above, below, u), _mm512_set1_pd(0.5));
+    __m512d room = _mm512_sub_pd(half_gap, _mm512_abs_pd(diff));
+    *near = _mm512_cmp_pd_mask(room, _mm512_mul_pd(u, _mm512_set1_pd(1.0 / 128)), _CMP_LT_OQ);
+    return f;
+}
+
+static inline __m512 expf_exact(__m512 x) {
+    __mmask16 in_range = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ) &
+                         _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_LE_OQ);
+    __m512 safe = _mm512_mask_mov_ps(_mm512_setzero_ps(), in_range, x);
+    __mmask8 near_lo, near_hi;
+    __m256 lo = exp_half(_mm512_castps512_ps256(safe), &near_lo);
+    __m256 hi = exp_half(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(safe), 1)), &near_hi);
+    __m512 y = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)),
+                                                   _mm256_castps_pd(hi), 1));
+    __mmask16 slow = (__mmask16)(~in_range | near_lo | ((unsigned)near_hi << 8));
+    if (slow) {
+        float xs[16], ys[16];
+        _mm512_storeu_ps(xs, x);
+        _mm512_storeu_ps(ys, y);
+        for (int i = 0; i < 16; i++) {
+            if (slow >> i & 1) ys[i] = expf(xs[i]);
+        }
+        y = _mm512_loadu_ps(ys);
+    }
+    return y;
+}
+
+/* ts_k_softmax bit for bit: the max and the division are exact in any
+ * order; the sum stays in order. */
+static void softmax_exact(float *x, int n) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    float max_val = _mm512_reduce_max_ps(vmax);
+    for (; i < n; i++) {
+        if (x[i] > max_val) max_val = x[i];
+    }
+    /* the scalar loop's first element is its starting max: a NaN there
+     * (or anywhere, through expf) poisons the same way below */
+    if (n > 0 && !(x[0] == x[0])) max_val = x[0];
+    const __m512 vm = _mm512_set1_ps(max_val);
+    float sum = 0.0f;
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+        _mm512_storeu_ps(x + i, e);
+        for (int j = 0; j < 16; j++) sum += x[i + j];
+    }
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    const __m512 vs = _mm512_set1_ps(sum);
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), vs));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+/* The scalar swiglu bit for bit: h * (1 / (1 + e^-h)) * g, each step
+ * rounded as there. */
+static void swiglu_exact(float *h, const float *g, int n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(h + i);
+        __m512 e = expf_exact(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        v = _mm512_mul_ps(v, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+        _mm512_storeu_ps(h + i, _mm512_mul_ps(v, _mm512_loadu_ps(g + i)));
+    }
+    for (; i < n; i++) {
+        float val = h[i];
+        val *= (1.0f / (1.0f + expf(-val)));
+        val *= g[i];
+        h[i] = val;
+    }
+}
+
+/* The scalar attention bit for bit (Q8_0 models): a key block's 16
+ * positions' scores at once, each summed over the head in order with a
+ * separate multiply and add; softmax_exact; each output dimension summed
+ * over positions in order. */
+static void attention_exact(float *out, float *att, const float *q, const float *keys,
+                            const float *values, int n_pos, int head_size) {
+    const __m512 scale = _mm512_set1_ps(sqrtf(head_size));
+    const size_t block = (size_t)TS_KEY_BLOCK * head_size;
+    for (int t = 0; t < n_pos; t += TS_KEY_BLOCK) {
+        const float *kb = keys + (size_t)(t / TS_KEY_BLOCK) * block;
+        __m512 s = _mm512_setzero_ps();
+        for (int i = 0; i < head_size; i++) {
+            s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_set1_ps(q[i]),
+                                               _mm512_loadu_ps(kb + (size_t)i * TS_KEY_BLOCK)));
+        }
+        /* lanes past n_pos land in att's padding and are not read */
+        _mm512_storeu_ps(att + t, _mm512_div_ps(s, scale));
+    }
+    softmax_exact(att, n_pos);
+    for (int i = 0; i < head_size; i += 16) {
+        __mmask16 m = head_size - i >= 16 ? 0xFFFF : tail_mask16(head_size - i);
+        __m512 acc = _mm512_setzero_ps();
+        const float *v = values + i;
+        for (int p = 0; p < n_pos; p++, v += head_size) {
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m, v)));
+        }
+        _mm512_mask_storeu_ps(out + i, m, acc);
+    }
+}
+
 const ts_kernels ts_kernels_avx512 = {
     .name = "avx512",
     .matmul_f32 = matmul_f32,
     .matmul_q8 = matmul_q8,
+    .matmul_f32_panels = matmul_f32_panels,
+    .matmul_q8_panels = matmul_q8_panels,
     .quantize_q8 = quantize_q8,
     /* shared with the avx2 set (see kernels_avx2.c) */
     .rmsnorm = ts__avx2_rmsnorm,
     .swiglu = ts__avx2_swiglu,
+    .swiglu_exact = swiglu_exact,
+    .softmax_exact = softmax_exact,
     .attention = attention,
-    .attention_exact = ts__attention_exact,
+    .attention_exact = attention_exact,
 };

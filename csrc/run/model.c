@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -49,7 +50,8 @@ static void sz_add(sizer *sz, uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
 
 /* Opens and maps `path` read-only. (The tokenizer, small and parsed into
  * owned tables anyway, just reads its file.) */
-static ts_status map_file(const char *path, void **map, size_t *size, ts_error *err) {
+static ts_status map_file(const char *path, void **map, size_t *size, struct stat *stat_out,
+                          ts_error *err) {
     /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
      * rejected as not a regular file); regular files ignore the flag. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -94,6 +96,7 @@ static ts_status map_file(const char *path, void **map, size_t *size, ts_error *
     }
     *map = p;
     *size = (size_t)st.st_size;
+    *stat_out = st;
     return TS_OK;
 }
 
@@ -266,13 +269,11 @@ static void layout_v2(ts_model *m, cursor *c, float *scales) {
     for (size_t l = 0; l < L; l++) m->layers[l].w1 = take_q8(c, hid * dim, gs, &scales);
     for (size_t l = 0; l < L; l++) m->layers[l].w2 = take_q8(c, dim * hid, gs, &scales);
     for (size_t l = 0; l < L; l++) m->layers[l].w3 = take_q8(c, hid * dim, gs, &scales);
-    /* runq looks tokens up in a dequantized copy but classifies with the
-     * quantized table when it is shared. */
+    /* runq looks tokens up in a dequantized copy (we dequantize the row a
+     * token needs) but classifies with the quantized table when shared. */
     m->wcls = p->shared_classifier ? emb : take_q8(c, nemb, gs, &scales);
-    for (size_t i = 0; i < nemb; i++) {
-        m->owned_embedding[i] = emb.q[i] * emb.s[i / (size_t)gs];
-    }
-    m->token_embedding = m->owned_embedding;
+    m->embedding_q8 = emb.q;
+    m->embedding_scales = emb.s;
 }
 
 /* ------------------------------------------------------- Q8_0 weights */
@@ -334,8 +335,7 @@ static ts_status quantize_model(ts_model *m, int gs, const char *path, ts_error 
     total += nemb;
     m->owned_q8 = malloc(total);
     m->owned_scales = malloc(total / (size_t)gs * sizeof(float));
-    m->owned_embedding = malloc(nemb * sizeof(float));
-    if (!m->owned_q8 || !m->owned_scales || !m->owned_embedding) {
+    if (!m->owned_q8 || !m->owned_scales) {
         free(refs);
         return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory quantizing to Q8_0", path);
     }
@@ -353,8 +353,9 @@ static ts_status quantize_model(ts_model *m, int gs, const char *path, ts_error 
      * classifies with the quantized one */
     quantize_tensor(q, s, m->token_embedding, nemb, gs);
     if (p->shared_classifier) m->wcls = (ts_weight){.q = q, .s = s};
-    for (size_t i = 0; i < nemb; i++) m->owned_embedding[i] = q[i] * s[i / (size_t)gs];
-    m->token_embedding = m->owned_embedding;
+    m->embedding_q8 = q;
+    m->embedding_scales = s;
+    m->token_embedding = NULL;
     m->config.group_size = gs;
     m->quantized = 1;
     return TS_OK;
@@ -391,6 +392,129 @@ static ts_status add_row_sums(ts_model *m, const char *path, ts_error *err) {
     return TS_OK;
 }
 
+/* --------------------------------------------------------------- panels */
+
+/* Bytes of matrix `r` packed, each part rounded up to a cache line. */
+static size_t panel_bytes(const ts_model *m, const weight_ref *r) {
+    size_t panels = ts__panel_count((int)r->d);
+    if (!m->quantized) return panels * r->n * TS_PANEL * sizeof(float);
+    size_t gs = (size_t)m->config.group_size, ng = r->n / gs;
+    return panels * ng * gs * TS_PANEL + (panels * ng * TS_PANEL * sizeof(float) + 63) / 64 * 64;
+}
+
+/* Whether the model's kernel set reads panels for this model's weights. */
+static int wants_panels(const ts_model *m) {
+    if (!m->quantized) return m->kernels->matmul_f32_panels != NULL;
+    return m->kernels->matmul_q8_panels != NULL && m->config.group_size % 4 == 0;
+}
+
+/* Packs every matrix into one owned block (huge pages where the system has
+ * them: the matmuls stream it), keeps what the embedding lookup of a Q8_0
+ * model needs, and lets the file's pages go: the matmuls no longer read
+ * them, so the process holds the weights once. */
+static ts_status pack_model(ts_model *m, const char *path, ts_error *err) {
+    const ts_config *p = &m->config;
+    size_t nemb = (size_t)p->vocab_size * (size_t)p->dim, gs = (size_t)p->group_size;
+    weight_ref *refs = malloc((7 * (size_t)p->n_layers + 1) * sizeof *refs);
+    if (!refs) return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
+    size_t count = list_weights(m, refs), total = 0;
+    for (size_t i = 0; i < count; i++) total += panel_bytes(m, &refs[i]);
+    const size_t huge = (size_t)2 << 20;
+    void *block = NULL;
+    if (posix_memalign(&block, total >= huge ? huge : 64, total ? total : 64) != 0) block = NULL;
+    if (m->quantized && block) {
+        /* what the lookup reads, before the arenas it lies in go */
+        m->owned_embedding_scales = malloc(nemb / gs * sizeof(float));
+        if (m->owned_embedding_scales) {
+            memcpy(m->owned_embedding_scales, m->embedding_scales, nemb / gs * sizeof(float));
+        }
+        if (m->owned_q8) {
+            m->owned_embedding_q8 = malloc(nemb);
+            if (m->owned_embedding_q8) memcpy(m->owned_embedding_q8, m->embedding_q8, nemb);
+        }
+    }
+    if (!block || (m->quantized && (!m->owned_embedding_scales ||
+                                    (m->owned_q8 && !m->owned_embedding_q8)))) {
+        free(block);
+        free(refs);
+        return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory packing the weights (%zu bytes)",
+                        path, total);
+    }
+#if defined(MADV_HUGEPAGE)
+    if (total >= huge) madvise(block, total, MADV_HUGEPAGE);
+#endif
+    m->owned_panels = block;
+    m->owned_panels_size = total;
+    unsigned char *at = block;
+    for (size_t i = 0; i < count; i++) {
+        ts_weight *w = refs[i].w;
+        int d = (int)refs[i].d, n = (int)refs[i].n;
+        if (!m->quantized) {
+            ts__pack_f32((float *)(void *)at, w->f32, d, n);
+            *w = (ts_weight){.f32_panels = (const float *)(const void *)at};
+        } else {
+            size_t values = ts__panel_count(d) * (size_t)(n / (int)gs) * gs * TS_PANEL;
+            float *scales = (float *)(void *)(at + values);
+            ts__pack_q8(at, scales, w->q, w->s, d, n, (int)gs);
+            *w = (ts_weight){.q8_panels = at, .q8_panel_scales = scales};
+        }
+        at += panel_bytes(m, &refs[i]);
+    }
+    free(refs);
+    if (m->quantized) {
+        m->embedding_scales = m->owned_embedding_scales;
+        if (m->owned_embedding_q8) m->embedding_q8 = m->owned_embedding_q8;
+        free(m->owned_scales);
+        m->owned_scales = NULL;
+        free(m->owned_q8);
+        m->owned_q8 = NULL;
+    }
+    /* The norms (and a Q8_0 file's embedding rows) are read from the
+     * mapping again as needed; everything else now comes from the panels. */
+    madvise(m->map, m->map_size, MADV_DONTNEED);
+    return TS_OK;
+}
+
+/* ---------------------------------------------------------- shared loads
+ * A model is read-only once loaded, so loading a file that is already
+ * loaded with the same options (the same file: device, inode, size and
+ * modification time) hands out the same model again, counted: every
+ * Generator of one file shares one copy of the weights. */
+
+static pthread_mutex_t loaded_lock = PTHREAD_MUTEX_INITIALIZER;
+static ts_model *loaded; /* every model with refs > 0 */
+
+static int same_key(const struct ts_model_key *a, const struct ts_model_key *b) {
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_ns == b->mtime_ns && a->quantize == b->quantize &&
+           a->group_size == b->group_size && a->n_threads == b->n_threads &&
+           a->kernels == b->kernels;
+}
+
+static struct ts_model_key key_of(const struct stat *st, const ts_load_options *opt,
+                                  const ts_kernels *kernels) {
+    struct ts_model_key k = {0};
+    k.dev = (uint64_t)st->st_dev;
+    k.ino = (uint64_t)st->st_ino;
+    k.size = (uint64_t)st->st_size;
+    k.mtime_ns = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
+    k.quantize = opt->quantize;
+    k.group_size = opt->group_size;
+    k.n_threads = opt->n_threads;
+    k.kernels = kernels;
+    return k;
+}
+
+/* The loaded model with this key, with one more reference, or NULL. */
+static ts_model *share_loaded(const struct ts_model_key *key) {
+    pthread_mutex_lock(&loaded_lock);
+    ts_model *m = loaded;
+    while (m && !same_key(&m->key, key)) m = m->next_loaded;
+    if (m) m->refs++;
+    pthread_mutex_unlock(&loaded_lock);
+    return m;
+}
+
 /* ----------------------------------------------------------------- load */
 
 ts_load_options ts_load_options_default(void) {
@@ -420,8 +544,16 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
 
     void *map = NULL;
     size_t size = 0;
-    ts_status st = map_file(path, &map, &size, err);
+    struct stat file_stat = {0};
+    ts_status st = map_file(path, &map, &size, &file_stat, err);
     if (st != TS_OK) return st;
+    struct ts_model_key key = key_of(&file_stat, &opt, kernels);
+    ts_model *shared = share_loaded(&key);
+    if (shared) {
+        munmap(map, size);
+        *out = shared;
+        return TS_OK;
+    }
     const unsigned char *b = map;
 
     ts_model *m = calloc(1, sizeof *m);
@@ -564,8 +696,7 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
         layout_v1(m, &cur);
     } else {
         m->owned_scales = malloc((size_t)n_scales * sizeof(float));
-        m->owned_embedding = malloc((size_t)(V * dim) * sizeof(float));
-        if (!m->owned_scales || !m->owned_embedding) goto nomem;
+        if (!m->owned_scales) goto nomem;
         layout_v2(m, &cur, m->owned_scales);
     }
     if (!m->quantized && opt.quantize == TS_QUANTIZE_Q8_0) {
@@ -582,12 +713,21 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
         st = quantize_model(m, gs, path, err);
         if (st != TS_OK) goto fail;
     }
-    if (m->quantized) {
+    m->kernels = kernels;
+    if (wants_panels(m)) {
+        st = pack_model(m, path, err);
+        if (st != TS_OK) goto fail;
+    } else if (m->quantized) {
         st = add_row_sums(m, path, err);
         if (st != TS_OK) goto fail;
     }
-    m->kernels = kernels;
     m->n_threads_default = opt.n_threads > 0 ? opt.n_threads : ts__default_threads();
+    m->key = key;
+    m->refs = 1;
+    pthread_mutex_lock(&loaded_lock);
+    m->next_loaded = loaded;
+    loaded = m;
+    pthread_mutex_unlock(&loaded_lock);
     *out = m;
     return TS_OK;
 
@@ -600,12 +740,25 @@ fail:
 
 void ts_model_free(ts_model *m) {
     if (!m) return;
+    if (m->refs > 0) { /* loaded (a failed load frees an unlisted model) */
+        pthread_mutex_lock(&loaded_lock);
+        int left = --m->refs;
+        if (left == 0) {
+            ts_model **at = &loaded;
+            while (*at != m) at = &(*at)->next_loaded;
+            *at = m->next_loaded;
+        }
+        pthread_mutex_unlock(&loaded_lock);
+        if (left > 0) return;
+    }
     if (m->map) munmap(m->map, m->map_size);
     free(m->layers);
     free(m->owned_scales);
-    free(m->owned_embedding);
     free(m->owned_q8);
     free(m->owned_row_sums);
+    free(m->owned_embedding_q8);
+    free(m->owned_embedding_scales);
+    free(m->owned_panels);
     free(m);
 }
 

@@ -76,6 +76,7 @@ struct ts_batch {
     float *thread_xb;
     int8_t *thread_xq;
     float *thread_xs;
+    int32_t *thread_xsum;
 };
 
 /* ------------------------------------------------------------ pieces */
@@ -83,36 +84,54 @@ struct ts_batch {
 /* Matmul rows are shared out in blocks of this many. */
 enum { ROWS_PER_ITEM = 16 };
 
-/* A matmul input: fp32 rows, and for Q8_0 models their quantized form. */
+/* A matmul input: fp32 rows, and for Q8_0 models their quantized form
+ * (values, scales and each group's sum of values). */
 typedef struct matmul_input {
     const float *x;
     const int8_t *xq;
     const float *xs;
+    const int32_t *xsum;
 } matmul_input;
 
 /* out[t, i0:i1] = (W x_t)[i0:i1] for every token. */
 static void matmul_rows(const ts_batch *b, float *out, matmul_input in, int nt,
                         const ts_weight *w, int n, int d, int i0, int i1) {
-    if (w->f32) {
+    int gs = b->model->config.group_size;
+    if (w->f32_panels) {
+        b->k->matmul_f32_panels(out, in.x, nt, w->f32_panels, n, d, i0, i1);
+    } else if (w->q8_panels) {
+        b->k->matmul_q8_panels(out, in.xq, in.xs, in.xsum, nt, w->q8_panels, w->q8_panel_scales, n,
+                               d, gs, i0, i1);
+    } else if (w->f32) {
         b->k->matmul_f32(out, in.x, nt, w->f32, n, d, i0, i1);
     } else {
-        b->k->matmul_q8(out, in.xq, in.xs, nt, w->q, w->s, w->row_sums, n, d,
-                        b->model->config.group_size, i0, i1);
+        b->k->matmul_q8(out, in.xq, in.xs, nt, w->q, w->s, w->row_sums, n, d, gs, i0, i1);
     }
 }
 
-/* The input x (nt rows of n) of the next matmuls, quantized into xq, xs
- * for Q8_0 models, once for all the matmuls that share it, as runq does. */
-static matmul_input prepare_input(const ts_batch *b, const float *x, int8_t *xq, float *xs,
-                                  int nt, int n) {
-    if (b->model->quantized) {
-        int gs = b->model->config.group_size;
-        for (int t = 0; t < nt; t++) {
-            b->k->quantize_q8(xq + (size_t)t * n, xs + (size_t)t * (n / gs), x + (size_t)t * n,
-                              n, gs);
+/* This thread's scratch for quantized matmul inputs. */
+typedef struct q8_scratch {
+    int8_t *xq;
+    float *xs;
+    int32_t *xsum;
+} q8_scratch;
+
+/* The input x (nt rows of n) of the next matmuls, quantized into the
+ * scratch for Q8_0 models, once for all the matmuls that share it, as runq
+ * does. */
+static matmul_input prepare_input(const ts_batch *b, const float *x, q8_scratch q, int nt, int n) {
+    if (!b->model->quantized) return (matmul_input){x, NULL, NULL, NULL};
+    int gs = b->model->config.group_size, ng = n / gs;
+    for (int t = 0; t < nt; t++) {
+        int8_t *xq = q.xq + (size_t)t * n;
+        b->k->quantize_q8(xq, q.xs + (size_t)t * ng, x + (size_t)t * n, n, gs);
+        for (int g = 0; g < ng; g++) {
+            int32_t sum = 0;
+            for (int i = 0; i < gs; i++) sum += xq[g * gs + i];
+            q.xsum[(size_t)t * ng + g] = sum;
         }
     }
-    return (matmul_input){x, xq, xs};
+    return (matmul_input){x, q.xq, q.xs, q.xsum};
 }
 
 /* RoPE: rotate each (even, odd) pair of v[i0:i1] by its position's angle.
@@ -232,8 +251,12 @@ static void forward_team(void *ctx, int r, int n_threads) {
     ts_pool *team = n_threads > 1 ? b->pool : NULL;
     /* this thread's scratch: its rmsnorm outputs and quantized inputs */
     float *xb = b->thread_xb + (size_t)r * b->capacity * dim;
-    int8_t *xq = m->quantized ? b->thread_xq + (size_t)r * b->capacity * b->qmax : NULL;
-    float *xs = m->quantized ? b->thread_xs + (size_t)r * b->capacity * b->qgroups : NULL;
+    q8_scratch xq = {0};
+    if (m->quantized) {
+        xq.xq = b->thread_xq + (size_t)r * b->capacity * b->qmax;
+        xq.xs = b->thread_xs + (size_t)r * b->capacity * b->qgroups;
+        xq.xsum = b->thread_xsum + (size_t)r * b->capacity * b->qgroups;
+    }
     size_t kv_seq = ts__kv_seq(p->seq_len);
     float *att = b->att + (size_t)r * kv_seq;
     /* its kv heads, as rows of wk/wv (k0..k1) and of wq (q0..q1) */
@@ -255,7 +278,7 @@ static void forward_team(void *ctx, int r, int n_threads) {
 
         /* attention rmsnorm; its q, k, v rows, RoPE, its kv heads' caches */
         rmsnorm_rows(b, xb, w->rms_att, n);
-        matmul_input in = prepare_input(b, xb, xq, xs, n, dim);
+        matmul_input in = prepare_input(b, xb, xq, n, dim);
         if (q0 < q1) {
             matmul_rows(b, b->q, in, n, &w->wq, dim, dim, q0, q1);
             matmul_rows(b, b->kb, in, n, &w->wk, dim, kv_dim, k0, k1);
@@ -283,17 +306,17 @@ static void forward_team(void *ctx, int r, int n_threads) {
         ts__pool_barrier(team, r);
 
         /* output projection and residual */
-        in = prepare_input(b, b->xb2, xq, xs, n, dim);
+        in = prepare_input(b, b->xb2, xq, n, dim);
         add_matmul_rows(b, &w->wo, in, n, dim, o0, o1);
         ts__pool_barrier(team, r);
 
         /* ffn rmsnorm, then w2(silu(w1 x) * w3 x) and residual */
         rmsnorm_rows(b, xb, w->rms_ffn, n);
-        in = prepare_input(b, xb, xq, xs, n, dim);
+        in = prepare_input(b, xb, xq, n, dim);
         ffn_up_rows(b, in, n, w, h0, h1);
         ts__pool_barrier(team, r);
 
-        in = prepare_input(b, b->hb, xq, xs, n, hid);
+        in = prepare_input(b, b->hb, xq, n, hid);
         add_matmul_rows(b, &w->w2, in, n, hid, o0, o1);
         ts__pool_barrier(team, r);
     }
@@ -304,7 +327,7 @@ static void forward_team(void *ctx, int r, int n_threads) {
         if (!rows[t].logits) continue;
         b->ew.rmsnorm(xb + (size_t)i++ * dim, b->x + (size_t)t * dim, m->rms_final, dim);
     }
-    matmul_input in = prepare_input(b, xb, xq, xs, job->nl, dim);
+    matmul_input in = prepare_input(b, xb, xq, job->nl, dim);
     matmul_rows(b, b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0, c1);
 }
 
@@ -338,6 +361,20 @@ static void run_forward(ts_batch *b, forward_job *job) {
 
 /* ------------------------------------------------------------- forward */
 
+/* x (dim) = the token's embedding. A Q8_0 model dequantizes the one row,
+ * as runq's dequantized table holds it: value * its group's scale. */
+static void embed(const ts_model *m, int32_t token, float *x) {
+    size_t dim = (size_t)m->config.dim, at = (size_t)token * dim;
+    if (m->token_embedding) {
+        memcpy(x, m->token_embedding + at, dim * sizeof(float));
+        return;
+    }
+    size_t gs = (size_t)m->config.group_size;
+    for (size_t i = 0; i < dim; i++) {
+        x[i] = m->embedding_q8[at + i] * m->embedding_scales[(at + i) / gs];
+    }
+}
+
 void ts__forward(ts_batch *b, const ts_row *rows, int n) {
     const ts_model *m = b->model;
     const ts_config *p = &m->config;
@@ -346,8 +383,7 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
     forward_job job = {b, rows, n, 0};
     for (int t = 0; t < n; t++) {
         /* the token's embedding starts the residual stream */
-        memcpy(b->x + (size_t)t * dim, m->token_embedding + (size_t)rows[t].token * dim,
-               (size_t)dim * sizeof(float));
+        embed(m, rows[t].token, b->x + (size_t)t * dim);
         /* the RoPE angles depend only on the position: once per row, not per layer */
         float *rope = b->rope + (size_t)t * head_size;
         for (int i = 0; i < head_size; i += 2) {
@@ -410,7 +446,8 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
      * faster kernels. */
     const ts_kernels *exact = &ts_kernels_scalar;
     b->ew.rmsnorm = model->quantized ? exact->rmsnorm : b->k->rmsnorm;
-    b->ew.swiglu = model->quantized ? exact->swiglu : b->k->swiglu;
+    const ts_kernels *k = b->k;
+    b->ew.swiglu = model->quantized ? (k->swiglu_exact ? k->swiglu_exact : exact->swiglu) : k->swiglu;
     b->ew.attention = model->quantized ? b->k->attention_exact : b->k->attention;
     b->capacity = capacity;
     if (n_threads <= 0) n_threads = model->n_threads_default;
@@ -441,7 +478,8 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
         b->qgroups = (int)groups;
         b->thread_xq = calloc((size_t)threads * (size_t)(cap * qmax), 1);
         b->thread_xs = ts__calloc_floats((uint64_t)threads, cap, groups);
-        ok = ok && b->thread_xq && b->thread_xs;
+        b->thread_xsum = calloc((size_t)threads * (size_t)(cap * groups), sizeof(int32_t));
+        ok = ok && b->thread_xq && b->thread_xs && b->thread_xsum;
     }
     if (!ok) {
         ts__batch_free(b);
@@ -471,6 +509,7 @@ void ts__batch_free(ts_batch *b) {
     ts__free_floats(b->thread_xb);
     free(b->thread_xq);
     ts__free_floats(b->thread_xs);
+    free(b->thread_xsum);
     free(b);
 }
 

@@ -6,7 +6,8 @@
  *
  * Same flags, defaults and output as run.c: the pieces (prompt included) on
  * stdout, then a newline, then "achieved tok/s" on stderr. One binary reads
- * v0/v1 (fp32) and v2 (Q8_0) files.
+ * v0/v1 (fp32) and v2 (Q8_0) files. OMP_NUM_THREADS sets the thread count,
+ * as for llama2.c's OpenMP build.
  */
 #include "tinystories.h"
 
@@ -108,7 +109,11 @@ int main(int argc, char *argv[]) {
     }
     ts_sampling sp = {temperature, topp, 0, rng_seed};
     if (ts_sampler_new(cfg->vocab_size, &sp, &sampler, &err) != TS_OK) goto fail;
-    if (ts_session_new(model, 0, &session, &err) != TS_OK) goto fail;
+    /* OMP_NUM_THREADS, as llama2.c's OpenMP build reads it; unset or <= 0:
+     * the library's default */
+    const char *omp = getenv("OMP_NUM_THREADS");
+    int n_threads = omp ? atoi(omp) : 0;
+    if (ts_session_new(model, n_threads, &session, &err) != TS_OK) goto fail;
 
     size_t text_len = strlen(prompt), n_tokens = 0;
     tokens = malloc(ts_tokenizer_max_tokens(text_len) * sizeof *tokens);
