@@ -39,12 +39,20 @@
 /* How long an idle worker keeps spinning before it sleeps. */
 #define TS_POOL_SPIN_NS 200000
 #define TS_POOL_MAX_THREADS 64
-/* A team member waiting this long at a barrier reports a stall and starts
- * yielding its CPU. */
+/* A team member waiting at a barrier longer than this, and longer than
+ * TS_TEAM_STALL_RATIO times its own work since the last barrier, reports a
+ * stall and starts yielding its CPU. Members of a team drift apart by some
+ * fraction of a step (an interrupt, cache misses, memory traffic: on a
+ * model that streams its weights from DRAM a step is a millisecond and the
+ * drift hundreds of microseconds); a member that is not running at all
+ * (more runnable threads than cores) keeps the others waiting for a time
+ * slice, many times the step. */
 #define TS_TEAM_STALL_NS 100000
+#define TS_TEAM_STALL_RATIO 3
 
 typedef struct arrival_count {
     alignas(64) _Atomic uint64_t count; /* barriers this thread has reached */
+    uint64_t left_ns;                   /* when it left the last one (or began the job) */
 } arrival_count;
 
 struct ts_pool {
@@ -137,6 +145,7 @@ static void *worker_main(void *p) {
         if (atomic_load(&pool->stop)) return NULL;
         seen = g;
         leave_cpu(pool->caller_cpu);
+        pool->arrivals[arg.index].left_ns = ts__now_ns();
         pool->fn(pool->ctx, arg.index, pool->n_threads);
         atomic_fetch_add(&pool->done, 1);
     }
@@ -223,6 +232,7 @@ int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
+    pool->arrivals[0].left_ns = ts__now_ns();
     fn(ctx, 0, n);
     for (int round = 1; atomic_load(&pool->done) < n - 1; round++) {
         cpu_relax();
@@ -233,25 +243,29 @@ int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
 
 void ts__pool_barrier(ts_pool *pool, int thread) {
     if (!pool) return;
-    uint64_t mine = atomic_load_explicit(&pool->arrivals[thread].count, memory_order_relaxed) + 1;
-    atomic_store_explicit(&pool->arrivals[thread].count, mine, memory_order_release);
-    uint64_t since = 0; /* when this wait began (read only once it lasts) */
+    arrival_count *me = &pool->arrivals[thread];
+    uint64_t mine = atomic_load_explicit(&me->count, memory_order_relaxed) + 1;
+    atomic_store_explicit(&me->count, mine, memory_order_release);
+    uint64_t since = 0, patience = 0; /* when this wait began, and how long is a stall */
     for (int k = 0; k < pool->n_threads; k++) {
         if (k == thread) continue;
         for (int round = 1;
              atomic_load_explicit(&pool->arrivals[k].count, memory_order_acquire) < mine; round++) {
             cpu_relax();
             if ((round & 255) != 0) continue;
-            /* Members drift apart by microseconds (an interrupt, a cache
-             * miss); a member not running at all (more runnable threads
-             * than cores) keeps the others waiting for a time slice. */
             uint64_t now = ts__now_ns();
             if (!since) {
+                /* the first check comes 256 rounds in: close enough to the
+                 * arrival to measure the step by */
                 since = now;
-            } else if (now - since > TS_TEAM_STALL_NS) {
+                uint64_t work = now - me->left_ns;
+                patience = work * TS_TEAM_STALL_RATIO;
+                if (patience < TS_TEAM_STALL_NS) patience = TS_TEAM_STALL_NS;
+            } else if (now - since > patience) {
                 atomic_store_explicit(&pool->stalled, 1, memory_order_relaxed);
                 sched_yield();
             }
         }
     }
+    me->left_ns = ts__now_ns();
 }

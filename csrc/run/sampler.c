@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct prob_index {
     float prob;
@@ -19,8 +20,11 @@ struct ts_sampler {
     float top_p;
     int top_k;
     uint64_t state;
+    void (*softmax)(float *x, int n); /* ts_k_softmax, or a kernel set's exact one */
     prob_index *candidates; /* vocab_size */
-    prob_index *scratch;    /* vocab_size, for the merge sort */
+    prob_index *scratch;    /* vocab_size, for the sorts */
+    float *cdf;             /* vocab_size: running sums over the sorted candidates */
+    int32_t *bucket_start;  /* vocab_size + 1: the bucket sort's counts, then offsets */
 };
 
 ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler **out,
@@ -50,9 +54,14 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     s->top_p = params->top_p;
     s->top_k = params->top_k;
     s->state = params->seed;
+    const ts_kernels *k = NULL;
+    s->softmax = ts__kernels_select(NULL, &k, NULL) == TS_OK && k->softmax_exact ? k->softmax_exact
+                                                                                : ts_k_softmax;
     s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
     s->scratch = malloc((size_t)vocab_size * sizeof *s->scratch);
-    if (!s->candidates || !s->scratch) {
+    s->cdf = malloc((size_t)vocab_size * sizeof *s->cdf);
+    s->bucket_start = malloc(((size_t)vocab_size + 1) * sizeof *s->bucket_start);
+    if (!s->candidates || !s->scratch || !s->cdf || !s->bucket_start) {
         ts_sampler_free(s);
         return ts__fail(err, TS_ERR_NOMEM, "ts_sampler_new: out of memory");
     }
@@ -64,6 +73,8 @@ void ts_sampler_free(ts_sampler *s) {
     if (!s) return;
     free(s->candidates);
     free(s->scratch);
+    free(s->cdf);
+    free(s->bucket_start);
     free(s);
 }
 
@@ -111,38 +122,109 @@ static int32_t sample_mult(const float *p, int n, float coin) {
     return n - 1; /* rounding */
 }
 
+/* Candidates in buckets by probability, the most likely bucket first;
+ * within a bucket in index order. Returns 0 when the probabilities do not
+ * spread over a usable range (all equal, or not finite). The bucket of p is
+ * a non-decreasing function of p, so sorting each bucket by itself, in
+ * bucket order, gives exactly the sorted order. */
+static int bucket_candidates(ts_sampler *s, int n0, float lo, float hi) {
+    if (!(hi > lo) || !isfinite(hi - lo)) return 0;
+    int nb = n0 / 4; /* a few candidates per bucket when they spread evenly */
+    const float scale = (float)nb / (hi - lo);
+    if (!isfinite(scale)) return 0; /* a range too small to divide */
+    int32_t *start = s->bucket_start;
+    prob_index *c = s->candidates, *out = s->scratch;
+    memset(start, 0, ((size_t)nb + 1) * sizeof *start);
+    for (int i = 0; i < n0; i++) {
+        int k = (int)((c[i].prob - lo) * scale);
+        start[nb - 1 - (k < nb ? k : nb - 1) + 1]++; /* descending: the top bucket is 0 */
+    }
+    for (int b = 0; b < nb; b++) start[b + 1] += start[b];
+    for (int i = 0; i < n0; i++) {
+        int k = (int)((c[i].prob - lo) * scale);
+        out[start[nb - 1 - (k < nb ? k : nb - 1)]++] = c[i];
+    }
+    /* start[b] is now where bucket b + 1 begins; shift back */
+    memmove(start + 1, start, (size_t)nb * sizeof *start);
+    start[0] = 0;
+    memcpy(c, out, (size_t)n0 * sizeof *c);
+    return nb;
+}
+
+/* Stable sort by probability, descending: insertion for the few
+ * candidates of a bucket, merge sort beyond. */
+static void sort_bucket(prob_index *a, prob_index *tmp, int n) {
+    if (n > 16) {
+        sort_desc(a, tmp, (size_t)n);
+        return;
+    }
+    for (int i = 1; i < n; i++) {
+        prob_index v = a[i];
+        int j = i;
+        /* move past strictly smaller ones only: stability */
+        for (; j > 0 && a[j - 1].prob < v.prob; j--) a[j] = a[j - 1];
+        a[j] = v;
+    }
+}
+
 /* run.c's nucleus sampling: the smallest set of most likely tokens whose
- * probabilities exceed top_p, then a draw within it. */
+ * probabilities exceed top_p, then a draw within it. run.c sorts every
+ * candidate; only the sorted prefix up to the cut matters, so the
+ * candidates go into buckets and a bucket is sorted only when the running
+ * sum reaches it. The sums are run.c's, in run.c's order, so the draw is
+ * the same. */
 static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     prob_index *c = s->candidates;
+    float *cdf = s->cdf;
     /* probabilities below (1 - top_p) / (n - 1) can't be in the set */
     const float cutoff = (1.0f - s->top_p) / (n - 1);
     int n0 = 0;
+    float lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < n; i++) {
         if (p[i] >= cutoff) {
             c[n0].index = i;
             c[n0].prob = p[i];
             n0++;
+            lo = p[i] < lo ? p[i] : lo;
+            hi = p[i] > hi ? p[i] : hi;
         }
     }
     if (n0 == 0) return argmax(p, n); /* only with NaNs or n == 1 */
-    sort_desc(c, s->scratch, (size_t)n0);
+    int nb = n0 > 256 ? bucket_candidates(s, n0, lo, hi) : 0;
+    if (nb == 0) {
+        sort_desc(c, s->scratch, (size_t)n0);
+        nb = 1;
+        s->bucket_start[0] = 0;
+        s->bucket_start[1] = n0;
+    }
     float cumulative = 0.0f;
-    int last = n0 - 1; /* rounding: all of them */
-    for (int i = 0; i < n0; i++) {
-        cumulative += c[i].prob;
-        if (cumulative > s->top_p) {
-            last = i;
-            break;
+    int last = -1;
+    for (int b = 0; b < nb && last < 0; b++) {
+        int b0 = s->bucket_start[b], b1 = s->bucket_start[b + 1];
+        sort_bucket(c + b0, s->scratch, b1 - b0);
+        for (int i = b0; i < b1; i++) {
+            cumulative += c[i].prob;
+            cdf[i] = cumulative;
+            if (cumulative > s->top_p) {
+                last = i;
+                break;
+            }
         }
     }
+    if (last < 0) last = n0 - 1; /* rounding: all of them */
+    /* the first i <= last with r < cdf[i] (run.c walks to it; the running
+     * sums never decrease, so a binary search finds the same one) */
     float r = coin * cumulative;
-    float cdf = 0.0f;
-    for (int i = 0; i <= last; i++) {
-        cdf += c[i].prob;
-        if (r < cdf) return c[i].index;
+    int a = 0, z = last;
+    while (a < z) {
+        int mid = a + (z - a) / 2;
+        if (r < cdf[mid]) {
+            z = mid;
+        } else {
+            a = mid + 1;
+        }
     }
-    return c[last].index;
+    return c[a].index;
 }
 
 /* Keeps exactly the k largest logits (ties: lower index first). */
@@ -159,9 +241,12 @@ static void apply_top_k(ts_sampler *s, float *logits, int n, int k) {
 int32_t ts_sampler_sample(ts_sampler *s, float *logits) {
     int n = s->vocab_size;
     if (s->temperature == 0.0f) return argmax(logits, n);
-    for (int i = 0; i < n; i++) logits[i] /= s->temperature;
+    /* x / 1 is x, bit for bit */
+    if (s->temperature != 1.0f) {
+        for (int i = 0; i < n; i++) logits[i] /= s->temperature;
+    }
     if (s->top_k > 0 && s->top_k < n) apply_top_k(s, logits, n, s->top_k);
-    ts_k_softmax(logits, n);
+    s->softmax(logits, n);
     float coin = random_f32(&s->state);
     if (s->top_p <= 0 || s->top_p >= 1) return sample_mult(logits, n, coin);
     return sample_topp(s, logits, n, coin);

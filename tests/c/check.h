@@ -25,7 +25,7 @@ static int checks = 0;
 static char tmpdir[256];
 
 /* tmpdir/name; the result stays valid for the next three calls. */
-static const char *tmp_path(const char *name) {
+static inline const char *tmp_path(const char *name) {
     static char buf[4][512];
     static int which = 0;
     which = (which + 1) % 4;
@@ -34,7 +34,7 @@ static const char *tmp_path(const char *name) {
 }
 
 /* Writes n bytes to path; exits on failure (the test cannot go on). */
-static void write_bytes(const char *path, const void *data, size_t n) {
+static inline void write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f || (n && fwrite(data, 1, n, f) != n)) {
         perror(path);

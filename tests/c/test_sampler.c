@@ -1,0 +1,171 @@
+/*
+ * test_sampler.c — ts_sampler against run.c's sampler written out plainly
+ * (softmax with libm's expf and sums in order, every candidate sorted,
+ * linear walks), on logits shaped like a real model's (peaked), like a
+ * random model's (32,000 near-uniform values), with ties, with -inf and
+ * across temperatures, top-p values and seeds: the same token every time.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+
+/* ------------------------------------------------- run.c's procedure */
+
+typedef struct ref_candidate {
+    float prob;
+    int index;
+} ref_candidate;
+
+/* probability descending; ties keep index order (glibc's qsort is a stable
+ * merge sort, and the candidates start in index order) */
+static int ref_compare(const void *a, const void *b) {
+    const ref_candidate *x = a, *y = b;
+    if (x->prob > y->prob) return -1;
+    if (x->prob < y->prob) return 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static uint32_t ref_random_u32(uint64_t *state) {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    return (uint32_t)((*state * 0x2545F4914F6CDD1DULL) >> 32);
+}
+
+static int ref_sample(float *x, int n, float temperature, float topp, uint64_t *state,
+                      ref_candidate *c) {
+    if (temperature == 0.0f) {
+        int best = 0;
+        for (int i = 1; i < n; i++) {
+            if (x[i] > x[best]) best = i;
+        }
+        return best;
+    }
+    for (int i = 0; i < n; i++) x[i] /= temperature;
+    float max_val = x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] > max_val) max_val = x[i];
+    }
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    for (int i = 0; i < n; i++) x[i] /= sum;
+    float coin = (ref_random_u32(state) >> 8) / 16777216.0f;
+    if (topp <= 0 || topp >= 1) {
+        float cdf = 0.0f;
+        for (int i = 0; i < n; i++) {
+            cdf += x[i];
+            if (coin < cdf) return i;
+        }
+        return n - 1;
+    }
+    const float cutoff = (1.0f - topp) / (n - 1);
+    int n0 = 0;
+    for (int i = 0; i < n; i++) {
+        if (x[i] >= cutoff) {
+            c[n0].index = i;
+            c[n0].prob = x[i];
+            n0++;
+        }
+    }
+    qsort(c, (size_t)n0, sizeof *c, ref_compare);
+    float cumulative = 0.0f;
+    int last = n0 - 1;
+    for (int i = 0; i < n0; i++) {
+        cumulative += c[i].prob;
+        if (cumulative > topp) {
+            last = i;
+            break;
+        }
+    }
+    float r = coin * cumulative;
+    float cdf = 0.0f;
+    for (int i = 0; i <= last; i++) {
+        cdf += c[i].prob;
+        if (r < cdf) return c[i].index;
+    }
+    return c[last].index;
+}
+
+/* -------------------------------------------------------------- logits */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+
+static double uniform(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+enum shape { NEAR_UNIFORM, PEAKED, TIES, WITH_NEG_INF, SHAPES };
+
+static void make_logits(float *x, int n, enum shape shape) {
+    for (int i = 0; i < n; i++) {
+        double u = uniform();
+        switch (shape) {
+        case NEAR_UNIFORM: x[i] = (float)(0.05 * (u - 0.5)); break;
+        case PEAKED: x[i] = (float)(-8.0 * u + (i % 97 == 0 ? 9.0 * uniform() : 0.0)); break;
+        case TIES: x[i] = (float)floor(4.0 * u) * 0.5f; break;
+        case WITH_NEG_INF: x[i] = u < 0.3 ? -INFINITY : (float)(3.0 * u); break;
+        default: x[i] = 0.0f;
+        }
+    }
+}
+
+int main(void) {
+    const int sizes[] = {2, 7, 105, 512, 32000};
+    const float temperatures[] = {1.0f, 0.8f, 1.7f, 0.0f};
+    const float top_ps[] = {0.9f, 0.5f, 0.99f, 0.0f, 1.0f};
+    int compared = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *logits = malloc((size_t)n * sizeof *logits);
+        float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+        ref_candidate *cand = malloc((size_t)n * sizeof *cand);
+        for (int shape = 0; shape < SHAPES; shape++) {
+            for (size_t ti = 0; ti < sizeof temperatures / sizeof temperatures[0]; ti++) {
+                for (size_t pi = 0; pi < sizeof top_ps / sizeof top_ps[0]; pi++) {
+                    uint64_t seed = 1 + si * 1000 + (uint64_t)shape * 100 + ti * 10 + pi;
+                    ts_sampling params = {temperatures[ti], top_ps[pi], 0, seed};
+                    ts_sampler *s = NULL;
+                    ts_error err = {0};
+                    CHECK(ts_sampler_new(n, &params, &s, &err) == TS_OK);
+                    if (!s) continue;
+                    uint64_t state = seed;
+                    int steps = n >= 32000 ? 12 : 40, same = 1;
+                    for (int step = 0; step < steps; step++) {
+                        make_logits(logits, n, (enum shape)shape);
+                        memcpy(a, logits, (size_t)n * sizeof *a);
+                        memcpy(b, logits, (size_t)n * sizeof *b);
+                        int got = ts_sampler_sample(s, a);
+                        int want = ref_sample(b, n, temperatures[ti], top_ps[pi], &state, cand);
+                        if (got != want) same = 0;
+                        compared++;
+                    }
+                    if (!same) {
+                        fprintf(stderr, "  n=%d shape=%d temperature=%g top_p=%g: tokens differ\n", n,
+                                shape, (double)temperatures[ti], (double)top_ps[pi]);
+                    }
+                    CHECK(same);
+                    ts_sampler_free(s);
+                }
+            }
+        }
+        free(logits);
+        free(a);
+        free(b);
+        free(cand);
+    }
+    printf("%d draws compared with run.c's procedure\n", compared);
+    printf("%d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
