@@ -596,7 +596,10 @@ static void swiglu_exact(float *h, const float *g, int n) {
     int i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512 v = _mm512_loadu_ps(h + i);
-        __m512 e = expf_exact(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        /* -v as the scalar code negates: the sign bit flipped (NaNs too) */
+        __m512 neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v),
+                                                          _mm512_set1_epi32((int)0x80000000u)));
+        __m512 e = expf_exact(neg);
         v = _mm512_mul_ps(v, _mm512_div_ps(one, _mm512_add_ps(one, e)));
         _mm512_storeu_ps(h + i, _mm512_mul_ps(v, _mm512_loadu_ps(g + i)));
     }

@@ -8,6 +8,8 @@
  * Kernel by kernel, on odd sizes (tails of every vector loop, group sizes
  * that do not divide n, int8 weights of -128, ties in the quantizer):
  *   - matmul_q8, quantize_q8 and attention_exact bit-identical to scalar;
+ *   - the panel matmuls on pack.c's layouts (Q8 bit-identical, fp32 within
+ *     rounding), and the exact softmax and SwiGLU bit-identical;
  *   - matmul_f32, rmsnorm, swiglu and attention within 1e-4 relative;
  *   - batch invariance: a matmul output is bit-identical whatever the
  *     number of tokens and the row range of the call.
@@ -154,6 +156,134 @@ static void test_matmul_q8(const ts_kernels *k) {
             free(wq), free(xq), free(ws), free(xs), free(row_sums), free(want), free(got), free(part);
         }
     }
+}
+
+/* The panel matmuls on pack.c's layouts: fp32 within rounding of scalar,
+ * Q8 bit-identical; both the same bits for one token or many, for row
+ * ranges that cut panels anywhere, and a row range written alone. */
+static void test_matmul_panels(const ts_kernels *k) {
+    if (!k->matmul_f32_panels && !k->matmul_q8_panels) return;
+    const int cases[][2] = {{16, 16}, {64, 64}, {40, 8}, {100, 32}, {136, 64}, {17, 4},
+                            {48, 12}, {288, 32}, {96, 48}, {8, 4}};
+    const int ds[] = {1, 5, 16, 17, 33, 48};
+    const int nts[] = {1, 2, 3, 5, 9, 13};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++) {
+            int n = cases[c][0], gs = cases[c][1], d = ds[b], ng = n / gs, nt = nts[(c + b) % 6];
+            size_t nw = (size_t)d * n, panels = ts__panel_count(d);
+            float *w = randv(nw, 1.0f), *x = randv((size_t)nt * n, 1.0f);
+            float *want = calloc((size_t)nt * d, sizeof(float));
+            float *got = calloc((size_t)nt * d, sizeof(float));
+            float *part = malloc((size_t)nt * d * sizeof(float));
+            if (k->matmul_f32_panels) {
+                float *wp = aligned_alloc(64, (panels * n * TS_PANEL * sizeof(float) + 63) / 64 * 64);
+                ts__pack_f32(wp, w, d, n);
+                scalar->matmul_f32(want, x, nt, w, n, d, 0, d);
+                k->matmul_f32_panels(got, x, nt, wp, n, d, 0, d);
+                int ok = 1;
+                for (int t = 0; t < nt; t++) {
+                    for (int i = 0; i < d; i++) {
+                        double mag = 0;
+                        for (int j = 0; j < n; j++) mag += fabs((double)w[(size_t)i * n + j] * x[(size_t)t * n + j]);
+                        ok &= fabs((double)got[t * d + i] - want[t * d + i]) <= 1e-6 * mag + 1e-30;
+                    }
+                }
+                CHECK(ok);
+                if (!ok) fprintf(stderr, "  %s matmul_f32_panels n=%d d=%d\n", k->name, n, d);
+                /* token by token over ragged row ranges; rows outside stay untouched */
+                for (size_t i = 0; i < (size_t)nt * d; i++) part[i] = -7.0f;
+                for (int t = 0; t < nt; t++) {
+                    for (int i0 = 0; i0 < d;) {
+                        int i1 = i0 + 1 + (i0 * 7 + t) % 19;
+                        if (i1 > d) i1 = d;
+                        k->matmul_f32_panels(part + (size_t)t * d, x + (size_t)t * n, 1, wp, n, d, i0, i1);
+                        i0 = i1;
+                    }
+                }
+                CHECK(memcmp(part, got, (size_t)nt * d * sizeof(float)) == 0);
+                for (size_t i = 0; i < (size_t)nt * d; i++) part[i] = -7.0f;
+                if (d > 3) k->matmul_f32_panels(part, x, nt, wp, n, d, 1, d - 2);
+                int outside = 1;
+                for (int t = 0; t < nt && d > 3; t++) {
+                    outside &= part[t * d] == -7.0f && part[t * d + d - 2] == -7.0f &&
+                               part[t * d + d - 1] == -7.0f;
+                }
+                CHECK(outside);
+                free(wp);
+            }
+            if (k->matmul_q8_panels && gs % 4 == 0) {
+                int8_t *wq = malloc(nw), *xq = malloc((size_t)nt * n);
+                for (size_t i = 0; i < nw; i++) wq[i] = (int8_t)(next_u64() >> 56); /* -128..127 */
+                for (size_t i = 0; i < (size_t)nt * n; i++) xq[i] = (int8_t)((int)(next_u64() % 255) - 127);
+                float *ws = randv(nw / gs + 1, 0.05f), *xs = randv((size_t)nt * ng, 0.05f);
+                int32_t *xsum = calloc((size_t)nt * ng, sizeof(int32_t));
+                for (int t = 0; t < nt; t++) {
+                    for (int g = 0; g < ng; g++) {
+                        for (int j = 0; j < gs; j++) xsum[t * ng + g] += xq[(size_t)t * n + g * gs + j];
+                    }
+                }
+                size_t values = panels * ng * gs * TS_PANEL;
+                uint8_t *wp = aligned_alloc(64, (values + 63) / 64 * 64 + 64);
+                float *sp = aligned_alloc(64, (panels * ng * TS_PANEL * sizeof(float) + 63) / 64 * 64 + 64);
+                ts__pack_q8(wp, sp, wq, ws, d, n, gs);
+                scalar->matmul_q8(want, xq, xs, nt, wq, ws, NULL, n, d, gs, 0, d);
+                k->matmul_q8_panels(got, xq, xs, xsum, nt, wp, sp, n, d, gs, 0, d);
+                int same = memcmp(got, want, (size_t)nt * d * sizeof(float)) == 0;
+                CHECK(same);
+                if (!same) fprintf(stderr, "  %s matmul_q8_panels n=%d gs=%d d=%d nt=%d\n", k->name, n, gs, d, nt);
+                for (int t = 0; t < nt; t++) {
+                    for (int i0 = 0; i0 < d;) {
+                        int i1 = i0 + 1 + (i0 * 5 + t) % 21;
+                        if (i1 > d) i1 = d;
+                        k->matmul_q8_panels(part + (size_t)t * d, xq + (size_t)t * n, xs + (size_t)t * ng,
+                                            xsum + (size_t)t * ng, 1, wp, sp, n, d, gs, i0, i1);
+                        i0 = i1;
+                    }
+                }
+                CHECK(memcmp(part, got, (size_t)nt * d * sizeof(float)) == 0);
+                free(wq), free(xq), free(ws), free(xs), free(xsum), free(wp), free(sp);
+            }
+            free(w), free(x), free(want), free(got), free(part);
+        }
+    }
+}
+
+/* The exact softmax and SwiGLU gate (vectorized expf) bit for bit against
+ * scalar, over a million inputs from -120 to 100: both sides of every
+ * rounding decision the fast path hands back to expf, the ends of the
+ * float range, infinities and NaN. */
+static void test_exact_exp(const ts_kernels *k) {
+    if (!k->softmax_exact && !k->swiglu_exact) return;
+    const int n = 1 << 20;
+    float *x = malloc((size_t)n * sizeof *x), *a = malloc((size_t)n * sizeof *a);
+    float *b = malloc((size_t)n * sizeof *b), *g = randv((size_t)n, 2.0f);
+    for (int i = 0; i < n; i++) x[i] = -120.0f + 220.0f * (float)(next_u64() >> 40) / 16777216.0f;
+    x[3] = INFINITY, x[5] = -INFINITY, x[7] = NAN, x[9] = 88.72f, x[11] = -87.33f, x[13] = -0.0f;
+    if (k->swiglu_exact) {
+        memcpy(a, x, (size_t)n * sizeof *a);
+        memcpy(b, x, (size_t)n * sizeof *b);
+        k->swiglu_exact(a, g, n - 3);
+        scalar->swiglu(b, g, n - 3);
+        CHECK(memcmp(a, b, (size_t)n * sizeof *a) == 0);
+    }
+    if (k->softmax_exact) {
+        /* softmax of pieces of every length up to 100, and of long rows of
+         * modest spread (a real model's logits and attention scores) */
+        int same = 1;
+        for (int at = 0, len = 1; at + len <= n; at += len, len = len % 100 + 1) {
+            float spread = len % 3 == 0 ? 1.0f : 0.05f * (float)(len % 7 + 1);
+            for (int i = 0; i < len; i++) a[i] = b[i] = x[at + i] * spread;
+            k->softmax_exact(a, len);
+            ts_k_softmax(b, len);
+            same &= memcmp(a, b, (size_t)len * sizeof *a) == 0;
+        }
+        for (int i = 0; i < 32000; i++) a[i] = b[i] = x[100000 + i] * 0.02f;
+        k->softmax_exact(a, 32000);
+        ts_k_softmax(b, 32000);
+        same &= memcmp(a, b, 32000 * sizeof *a) == 0;
+        CHECK(same);
+    }
+    free(x), free(a), free(b), free(g);
 }
 
 static void test_quantize(const ts_kernels *k) {
@@ -436,6 +566,8 @@ int main(int argc, char **argv) {
         int before = failures;
         test_matmul_f32(k);
         test_matmul_q8(k);
+        test_matmul_panels(k);
+        test_exact_exp(k);
         test_quantize(k);
         test_elementwise(k);
         test_attention(k);
