@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,6 +64,27 @@ void check(ts_status code, const ts_error &err) {
 // dropping a Generator while another thread still generates is safe.
 using ModelPtr = std::shared_ptr<ts_model>;
 using TokenizerPtr = std::shared_ptr<ts_tokenizer>;
+
+struct Sampler {
+    std::unique_ptr<ts_sampler, void (*)(ts_sampler *)> sampler{nullptr, ts_sampler_free};
+    std::vector<float> scratch; // the sampler works in place; the caller's logits stay as given
+    Sampler(int vocab_size, float temperature, float top_p, int top_k, uint64_t seed) {
+        ts_sampling params{temperature, top_p, top_k, seed};
+        ts_sampler *raw = nullptr;
+        ts_error err{};
+        check(ts_sampler_new(vocab_size, &params, &raw, &err), err);
+        sampler.reset(raw);
+        scratch.resize(static_cast<size_t>(vocab_size));
+    }
+    int sample(py::array_t<float, py::array::c_style | py::array::forcecast> logits) {
+        if (logits.ndim() != 1 || static_cast<size_t>(logits.shape(0)) != scratch.size()) {
+            throw py::value_error("logits must be a 1-d array of vocab_size floats");
+        }
+        std::memcpy(scratch.data(), logits.data(), scratch.size() * sizeof(float));
+        py::gil_scoped_release release;
+        return ts_sampler_sample(sampler.get(), scratch.data());
+    }
+};
 
 struct Model {
     ModelPtr model;
@@ -359,6 +381,22 @@ PYBIND11_MODULE(_core, m) {
     format_error_type = format_error.ptr();
 
     m.def("kernels_available", [] { return std::string(ts_kernels_available()); });
+
+    m.def(
+        "stream_read_gbps",
+        [](size_t bytes, int n_threads, int repeats) {
+            py::gil_scoped_release release;
+            return ts_stream_read_gbps(bytes, n_threads, repeats);
+        },
+        py::arg("bytes"), py::arg("n_threads"), py::arg("repeats"),
+        "The machine's streaming read bandwidth in GB/s (n_threads threads each summing its "
+        "share of `bytes`, the best of `repeats`), or -1 when it cannot be measured.");
+
+    py::class_<Sampler>(m, "Sampler", "run.c's sampler (ts_sampler) on logits given by the caller.")
+        .def(py::init<int, float, float, int, uint64_t>(), py::arg("vocab_size"),
+             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"))
+        .def("sample", &Sampler::sample, py::arg("logits"),
+             "The next token for these logits (a float32 array of vocab_size; not modified).");
 
     py::class_<Model>(m, "Model")
         .def(py::init<const std::string &, const std::string &, int, int, int>(), py::arg("path"),

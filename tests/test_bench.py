@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_bench_quick(tok105, tmp_path):
     out = tmp_path / "bench.json"
@@ -64,3 +66,47 @@ def test_difference_rate():
 
     assert difference_rate(257, 2.5, 0.5) == 128.0
     assert difference_rate(257, 0.5, 0.5) != difference_rate(257, 0.5, 0.5)  # NaN
+
+
+def test_bench_shapes_smoke(tmp_path):
+    """--shapes on the tiny shape: the path that measures the real shapes runs end to
+    end and reports every kind of row (speeds are not asserted)."""
+    out = tmp_path / "shapes.json"
+    command = [sys.executable, "-m", "tinystories.bench", "--shapes", "tiny", "--quick"]
+    command += ["--shapes-dir", str(tmp_path / "shapes"), "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["results"]
+    groups = {row["group"] for row in rows}
+    assert {"bandwidth", "decode", "prefill", "batch", "sampler", "load", "memory"} <= groups
+    assert {"fraction", "ratio"} <= groups
+    programs = {row["program"] for row in rows if row["group"] == "decode"}
+    assert {"tinystories Generator.generate", "tinystories-run"} <= programs
+    for row in rows:
+        assert row["value"] > 0, row
+    # the shape's files stay for the next run: written once, seeded
+    files = sorted(p.name for p in (tmp_path / "shapes").iterdir())
+    assert files == ["tiny.bin", "tiny_q80.bin", "tok512.bin"]
+
+
+def test_bench_shapes_unknown_name_is_a_clear_error(tmp_path):
+    command = [sys.executable, "-m", "tinystories.bench", "--shapes", "stories9000M", "--quick"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "unknown shape(s) stories9000M" in result.stderr and "stories110M" in result.stderr
+
+
+def test_stream_bandwidth_and_sampler_bindings():
+    import numpy as np
+    from tinystories import _core
+
+    assert _core.stream_read_gbps(1 << 20, 1, 1) > 0
+    assert _core.stream_read_gbps(1 << 20, 0, 1) == -1  # out of range, not a crash
+    logits = np.linspace(-1, 1, 300, dtype=np.float32)
+    before = logits.copy()
+    assert _core.Sampler(300, 0.0, 0.9, 0, 1).sample(logits) == 299  # greedy: the argmax
+    assert np.array_equal(logits, before)  # the caller's logits are left as they were
+    a = [_core.Sampler(300, 1.0, 0.9, 0, 7).sample(logits) for _ in range(2)]
+    assert a[0] == a[1]  # a seed is a sequence
+    with pytest.raises(ValueError, match="vocab_size"):
+        _core.Sampler(300, 1.0, 0.9, 0, 7).sample(logits[:10])

@@ -313,6 +313,18 @@ typedef struct ts_batch_event {
 ts_status ts_batch_generation_step(ts_batch_generation *batch, ts_batch_event *events,
                                    size_t *n_events, int *active, ts_error *err);
 
+/* ------------------------------------------------------ benchmark support */
+
+enum { TS_STREAM_MAX_THREADS = 64 };
+
+/* The machine's streaming read bandwidth in GB/s (1e9 bytes per second):
+ * n_threads threads (1..TS_STREAM_MAX_THREADS) each summing its own buffer
+ * of bytes / n_threads, all at once, the best of `repeats` passes; -1 when
+ * memory or threads run out or an argument is out of range. A decode that
+ * reads every weight once per token runs at most this / (weight bytes)
+ * tokens per second; the bench reports each decode row's fraction. */
+double ts_stream_read_gbps(size_t bytes, int n_threads, int repeats);
+
 #ifdef __cplusplus
 }
 #endif

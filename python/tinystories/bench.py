@@ -166,14 +166,16 @@ def ours_stream(generator: Generator, positions: int) -> Callable[[], dict[str, 
     return run
 
 
-def achieved(command: list[str]) -> tuple[float, float]:
+def achieved(command: list[str], threads: int | None = None) -> tuple[float, float]:
     """(the wall time of `command`, the 'achieved tok/s' it prints, NaN if none).
 
-    stdout goes to /dev/null: a pipe read by this process would slow the program by its
-    wake-ups (6-12% for tinystories-run, which flushes every token as run.c does)."""
+    ``threads`` sets OMP_NUM_THREADS (llama2.c's OpenMP builds and tinystories-run read
+    it). stdout goes to /dev/null: a pipe read by this process would slow the program by
+    its wake-ups (6-12% for tinystories-run, which flushes every token as run.c does)."""
+    env = None if threads is None else dict(os.environ, OMP_NUM_THREADS=str(threads))
     start = time.perf_counter()
     result = subprocess.run(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600, env=env
     )
     elapsed = time.perf_counter() - start
     m = re.search(r"achieved tok/s:\s*([0-9.]+)", result.stderr)
@@ -557,6 +559,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also time PyTorch eager (default: when installed, not in --quick)",
     )
+    parser.add_argument(
+        "--shapes",
+        metavar="NAMES",
+        help="comma-separated real model shapes to measure instead of tok105 "
+        "(stories15M, stories42M, stories110M, tinyllama1b; tiny for a smoke run): "
+        "see tinystories.bench_shapes",
+    )
+    parser.add_argument(
+        "--shapes-dir",
+        default=str(Path.home() / ".cache" / "tinystories" / "bench-shapes"),
+        help="where the shapes' random-weight files are written once and kept",
+    )
+    parser.add_argument(
+        "--busy", action="store_true", help="with --shapes: also measure with one core busy"
+    )
+    parser.add_argument(
+        "--llama2c-convert",
+        metavar="PATH",
+        help="llama.cpp's convert-llama2c-to-ggml, to give llama-bench the shapes (--shapes)",
+    )
+    parser.add_argument(
+        "--llama-quantize", metavar="PATH", help="llama.cpp's llama-quantize, for q8_0 GGUFs"
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     return parser
 
@@ -565,7 +590,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.torch is None:
         args.torch = not args.quick
-    info, rows = measure(args)
+    if args.shapes:
+        from . import bench_shapes
+
+        names = [n.strip() for n in args.shapes.split(",") if n.strip()]
+        unknown = [n for n in names if n not in bench_shapes.SHAPES]
+        if unknown:
+            known = ", ".join(bench_shapes.SHAPES)
+            raise SystemExit(f"unknown shape(s) {', '.join(unknown)} (known: {known})")
+        peers = bench_shapes.Peers(
+            tuple(args.llama2c_run),
+            tuple(args.llama2c_runq),
+            args.llama_bench,
+            args.llama2c_convert,
+            args.llama_quantize,
+        )
+        repeats = args.repeats or (1 if args.quick else 5)
+        rows = bench_shapes.measure_shapes(
+            names, Path(args.shapes_dir), repeats, args.threads, peers, args.busy, run_binary()
+        )
+        info = machine_info()
+    else:
+        info, rows = measure(args)
     print(format_table(info, rows))
     if args.json:
         payload = {"machine": info, "results": [asdict(r) for r in rows], "argv": sys.argv[1:]}
