@@ -155,7 +155,8 @@ def test_inference_side_does_not_import_torch():
     import sys
 
     code = (
-        "import sys, tinystories, tinystories.eval, tinystories.training.evaluate\n"
+        "import sys, tinystories, tinystories.eval, tinystories.metrics\n"
+        "import tinystories.training.evaluate\n"
         "assert 'torch' not in sys.modules and 'sentencepiece' not in sys.modules, 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
