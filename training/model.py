@@ -219,7 +219,7 @@ def to_numpy_weights(model: Transformer) -> tuple[ModelConfig, dict[str, np.ndar
 
 
 def from_numpy_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> Transformer:
-    """A Transformer holding ``weights`` (as read by ``model_file.read_model``)."""
+    """A Transformer holding ``weights`` (as read by ``formats.llama2c.read_model``)."""
     args = ModelArgs(
         dim=config.dim,
         n_layers=config.n_layers,

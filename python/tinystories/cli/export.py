@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..formats.constants import MAX_GROUP_SIZE
 from ..formats.llama2c import VERSIONS
 from ..training import require
 
@@ -27,7 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=list(VERSIONS),
         help="v0: llama2.c legacy fp32 (default); v1: fp32 with header; v2: Q8_0",
     )
-    p.add_argument("--group-size", type=int, help="Q8_0 group size for v2 (default: up to 64)")
+    p.add_argument(
+        "--group-size",
+        type=int,
+        help=f"Q8_0 group size for v2 (default: up to {MAX_GROUP_SIZE})",
+    )
     p.add_argument("--tokenizer", help="tokenizer.bin to copy (default: the checkpoint's)")
     args = p.parse_args(argv)
     require(("torch",), what="export")

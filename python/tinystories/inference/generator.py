@@ -15,6 +15,7 @@ import numpy as np
 from .. import _core
 from ..formats.constants import QUANTIZE_OPTIONS
 from ..formats.llama2c import ModelConfig
+from ..hub.cache import default_model, fetch_model
 from .sampling import SamplingParams, clock_seed, sampling_signature
 from .tokenizer import PathLike, Tokenizer, as_id_list
 
@@ -148,8 +149,6 @@ class Generator:
         if kernels is not None and not isinstance(kernels, str):
             raise TypeError(f"kernels must be a str or None, got {kernels!r}")
         if model_path is None and tokenizer_path is None:
-            from ..hub.cache import default_model
-
             model_path, tokenizer_path = default_model()
         elif model_path is None or tokenizer_path is None:
             raise ValueError(
@@ -188,8 +187,6 @@ class Generator:
 
         >>> g = Generator.from_pretrained("stories15M")  # doctest: +SKIP
         """
-        from ..hub.cache import fetch_model
-
         model, tokenizer = fetch_model(
             name, cache_dir=cache_dir, offline=offline, progress=progress
         )
