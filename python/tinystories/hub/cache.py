@@ -28,7 +28,15 @@ from ..formats.llama2c import check_header
 from .download import DownloadError, download
 from .registry import DEFAULT_NAME, REGISTRY, Pretrained, RemoteFile
 
-__all__ = ["PretrainedError", "cache_root", "default_model", "fetch", "fetch_file", "fetch_model"]
+__all__ = [
+    "PretrainedError",
+    "cache_root",
+    "default_model",
+    "fetch",
+    "fetch_file",
+    "fetch_model",
+    "lookup",
+]
 
 
 class PretrainedError(OSError):

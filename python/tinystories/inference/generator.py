@@ -100,17 +100,19 @@ class Generation:
 class BatchGeneration:
     """Many generations run together, from :meth:`Generator.start_batch`."""
 
-    def __init__(self, native: _core.BatchGeneration) -> None:
-        self._native = native
+    def __init__(self, native: _core.BatchGeneration | None) -> None:
+        self._native = native  # None: no prompts
 
     def run(self) -> list[str]:
         """Steps every sequence to its end (Ctrl-C interrupts it); the completions in order."""
+        if self._native is None:
+            return []
         return [text.decode("utf-8", "replace") for text in self._native.run()]
 
     @property
     def n_generated(self) -> int:
         """Tokens sampled after the prompts so far, all sequences together."""
-        return self._native.n_generated
+        return self._native.n_generated if self._native is not None else 0
 
 
 class Generator:
@@ -251,10 +253,7 @@ class Generator:
             self.tokenizer._native,
             prompt_ids,
             steps,
-            params.temperature,
-            params.top_p,
-            params.top_k,
-            params.seed,
+            *_engine_sampling(params),
             self.n_threads,
         )
         return Generation(native, params)
@@ -282,7 +281,7 @@ class Generator:
         batch = self.start_batch(
             prompts, sampling=sampling, seed=seed, max_batch=max_batch, **options
         )
-        return batch.run() if batch is not None else []
+        return batch.run()
 
     @sampling_signature
     def start_batch(
@@ -293,9 +292,9 @@ class Generator:
         seed: int | Sequence[int] | None = None,
         max_batch: int = 32,
         **options: Any,
-    ) -> BatchGeneration | None:
+    ) -> BatchGeneration:
         """The :class:`BatchGeneration` behind :meth:`generate_batch`, every prompt
-        checked and queued, nothing run yet; None when there are no prompts."""
+        checked and queued, nothing run yet."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a sequence of str, not a str")
         prompts = list(prompts)
@@ -313,21 +312,14 @@ class Generator:
         if seed is None:
             seeds = [clock_seed()] * len(prompts)
         if not prompts:
-            return None
+            return BatchGeneration(None)
         native = _core.BatchGeneration(
             self._model, self.tokenizer._native, min(max_batch, len(prompts)), self.n_threads
         )
         for prompt, prompt_seed in zip(prompts, seeds, strict=True):
             prompt_params = SamplingParams.of(params, seed=prompt_seed)
             prompt_ids, steps = self._prompt_steps(prompt, prompt_params)
-            native.add(
-                prompt_ids,
-                steps,
-                prompt_params.temperature,
-                prompt_params.top_p,
-                prompt_params.top_k,
-                prompt_params.seed,
-            )
+            native.add(prompt_ids, steps, *_engine_sampling(prompt_params))
         return BatchGeneration(native)
 
     # ---------------------------------------------------------------- logits
@@ -358,3 +350,9 @@ class Generator:
             return prompt_ids, seq_len
         # run.c samples one token per position from the last prompt token on.
         return prompt_ids, min(seq_len, len(prompt_ids) - 1 + params.max_new_tokens)
+
+
+def _engine_sampling(params: SamplingParams) -> tuple[float, float, int, int]:
+    """The engine's sampling arguments (``ts_sampling``): temperature, top_p, top_k, seed."""
+    assert params.seed is not None, "resolve the seed first (SamplingParams.with_seed)"
+    return params.temperature, params.top_p, params.top_k, params.seed
