@@ -121,8 +121,8 @@ def test_image_builds_the_local_wheel():
         "README.md",
         "bindings/core.cpp",
         "csrc/run/tinystories.h",
-        "python/tinystories/modal_app.py",
-        "training/train.py",
+        "python/tinystories/modal/app.py",
+        "training/loop.py",
     ):
         assert f"/root/tinystories/{name}" in remote, name
         assert remote[f"/root/tinystories/{name}"] == REPO / name
@@ -158,7 +158,7 @@ def test_copied_source_builds_the_wheel(tmp_path):
     (wheel,) = (tmp_path / "wheels").glob("tinystories-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("tinystories/_core") and n.endswith(".so") for n in names)
-    for name in ("tinystories/modal_app.py", "tinystories/training/train.py"):
+    for name in ("tinystories/modal/app.py", "tinystories/training/loop.py"):
         assert name in names
     assert any(n.endswith("/scripts/tinystories-run") for n in names)
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +101,8 @@ def train(
     metrics_path.write_text("".join(json.dumps(row) + "\n" for row in metrics))
 
     # --- the loop ---------------------------------------------------------------------
-    prefetch = Prefetcher(
-        lambda it: [sampler.batch(it, micro) for micro in range(config.grad_accum_steps)],
-        start_iter,
-        last_iter,
-    )
+    batches = partial(sampler.step_batches, micro_steps=config.grad_accum_steps)
+    prefetch = Prefetcher(batches, start_iter, last_iter)
     bar = progress(config, start_iter)
     model.train()
     loss_value, val_loss, tokens_per_sec = float("nan"), None, 0.0

@@ -40,6 +40,7 @@ MAX_TIMEOUT = 24 * 3600  # Modal's limit for one function call
 DEFAULT_TRAIN_TIMEOUT = 6 * 3600  # seconds; --timeout-hours
 # Files written by the model runs that downloads bring back to --out.
 RESULT_FILES = ("model.bin", "tokenizer.bin", "metrics.jsonl")
+# The TrainConfig fields that are paths: relative to the volume root on the client side.
 PATH_FIELDS = ("data", "val_data", "out_dir", "data_dir")
 
 
