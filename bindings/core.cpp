@@ -379,8 +379,17 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "Native core of tinystories (see python/tinystories for the public API).";
     static py::exception<std::runtime_error> format_error(m, "FormatError", PyExc_ValueError);
     format_error_type = format_error.ptr();
+    format_error.doc() = "A malformed, truncated or inconsistent model or tokenizer file (a ValueError).";
 
-    m.def("kernels_available", [] { return std::string(ts_kernels_available()); });
+    // The numbers Python must agree on with the engine (tinystories.formats.constants).
+    m.attr("TOKEN_UNK") = int(TS_TOKEN_UNK);
+    m.attr("TOKEN_BOS") = int(TS_TOKEN_BOS);
+    m.attr("TOKEN_EOS") = int(TS_TOKEN_EOS);
+    m.attr("QUANTIZE_NONE") = int(TS_QUANTIZE_NONE);
+    m.attr("QUANTIZE_Q8_0") = int(TS_QUANTIZE_Q8_0);
+
+    m.def("kernels_available", [] { return std::string(ts_kernels_available()); },
+          "The kernel sets this CPU runs, fastest first, separated by spaces.");
 
     m.def(
         "stream_read_gbps",
@@ -398,39 +407,54 @@ PYBIND11_MODULE(_core, m) {
         .def("sample", &Sampler::sample, py::arg("logits"),
              "The next token for these logits (a float32 array of vocab_size; not modified).");
 
-    py::class_<Model>(m, "Model")
+    py::class_<Model>(m, "Model", "A loaded model file (v0, v1 or v2), shared by reference count.")
         .def(py::init<const std::string &, const std::string &, int, int, int>(), py::arg("path"),
              py::arg("kernels") = "", py::arg("quantize") = 0, py::arg("group_size") = 0,
-             py::arg("n_threads") = 0)
-        .def_property_readonly("config", &Model::config)
-        .def_property_readonly("kernels", &Model::kernels);
+             py::arg("n_threads") = 0,
+             "Maps and validates `path`; kernels \"\" picks the fastest set, quantize is a "
+             "QUANTIZE_* value, group_size 0 the engine's default.")
+        .def_property_readonly("config", &Model::config,
+                               "The header's dims, shared_classifier, version and group_size.")
+        .def_property_readonly("kernels", &Model::kernels, "The kernel set this model runs.");
 
-    py::class_<Tokenizer>(m, "Tokenizer")
-        .def(py::init<const std::string &>(), py::arg("path"))
-        .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
-        .def("token", &Tokenizer::token, py::arg("id"))
-        .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("bos"), py::arg("eos"))
-        .def("decode", &Tokenizer::decode, py::arg("ids"), py::arg("skip"));
+    py::class_<Tokenizer>(m, "Tokenizer", "A loaded tokenizer.bin vocabulary.")
+        .def(py::init<const std::string &>(), py::arg("path"), "Loads and validates `path`.")
+        .def_property_readonly("vocab_size", &Tokenizer::vocab_size, "Number of entries.")
+        .def("token", &Tokenizer::token, py::arg("id"),
+             "The raw vocabulary entry of `id` (IndexError outside the vocabulary).")
+        .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("bos"), py::arg("eos"),
+             "Token ids of UTF-8 `text`, as run.c encodes it.")
+        .def("decode", &Tokenizer::decode, py::arg("ids"), py::arg("skip"),
+             "The bytes run.c prints for `ids`; ids in `skip` print nothing.");
 
-    py::class_<Session>(m, "Session")
-        .def(py::init<const Model &, int>(), py::arg("model"), py::arg("n_threads"))
-        .def("eval", &Session::eval, py::arg("ids"), py::arg("pos"), py::arg("want_logits"));
+    py::class_<Session>(m, "Session", "One KV cache over a model.")
+        .def(py::init<const Model &, int>(), py::arg("model"), py::arg("n_threads"),
+             "A fresh session; n_threads 0 lets the engine choose.")
+        .def("eval", &Session::eval, py::arg("ids"), py::arg("pos"), py::arg("want_logits"),
+             "Evaluates `ids` at positions pos..; float32 logits [len(ids), vocab] or None.");
 
-    py::class_<Generation>(m, "Generation")
+    py::class_<Generation>(m, "Generation", "One run of run.c's generation loop.")
         .def(py::init<const Model &, const Tokenizer &, const std::vector<int32_t> &, int, float,
                       float, int, uint64_t, int>(),
              py::arg("model"), py::arg("tokenizer"), py::arg("prompt"), py::arg("steps"),
              py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"),
-             py::arg("n_threads"))
-        .def("next", &Generation::next)
-        .def("run", &Generation::run, py::arg("include_prompt"))
-        .def_property_readonly("stats", &Generation::stats);
+             py::arg("n_threads"), "Starts a generation over checked arguments.")
+        .def("next", &Generation::next,
+             "(token, piece bytes, is_prompt) of the next printed token, or None at the end.")
+        .def("run", &Generation::run, py::arg("include_prompt"),
+             "Runs to the end: (printed bytes, sampled ids); Ctrl-C interrupts it.")
+        .def_property_readonly("stats", &Generation::stats,
+                               "n_positions, n_generated and elapsed_s so far.");
 
-    py::class_<BatchGeneration>(m, "BatchGeneration")
+    py::class_<BatchGeneration>(m, "BatchGeneration", "Many generations stepped together.")
         .def(py::init<const Model &, const Tokenizer &, int, int>(), py::arg("model"),
-             py::arg("tokenizer"), py::arg("max_batch"), py::arg("n_threads"))
+             py::arg("tokenizer"), py::arg("max_batch"), py::arg("n_threads"),
+             "Room for `max_batch` sequences at once.")
         .def("add", &BatchGeneration::add, py::arg("prompt"), py::arg("steps"),
-             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"))
-        .def("run", &BatchGeneration::run)
-        .def_readonly("n_generated", &BatchGeneration::n_generated);
+             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"),
+             "Queues one request; returns its index.")
+        .def("run", &BatchGeneration::run,
+             "Steps until every request is done; each request's completion bytes.")
+        .def_readonly("n_generated", &BatchGeneration::n_generated,
+                      "Tokens printed after the prompts, all requests.");
 }

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_vocab
+from support.files import synthetic_vocab
 from test_golden import run_binary
 from tinystories import FormatError, Generator, Tokenizer
-from tinystories.model_file import MAGIC, ModelConfig, random_weights, write_model
-from tinystories.tokenizer_file import write_tokenizer
+from tinystories.formats.llama2c import MAGIC, ModelConfig, random_weights, write_model
+from tinystories.formats.tokenizer_bin import write_tokenizer
 
 CONFIG = ModelConfig(
     dim=16, hidden_dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=40, seq_len=8

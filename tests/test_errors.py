@@ -6,10 +6,16 @@ import math
 import struct
 
 import pytest
-from conftest import synthetic_vocab
+from support.files import synthetic_vocab
 from tinystories import FormatError, Generator, Tokenizer
-from tinystories.model_file import MAGIC, ModelConfig, random_weights, write_model
-from tinystories.tokenizer_file import write_tokenizer
+from tinystories.formats.llama2c import (
+    MAGIC,
+    ModelConfig,
+    check_header,
+    random_weights,
+    write_model,
+)
+from tinystories.formats.tokenizer_bin import write_tokenizer
 
 CONFIG = ModelConfig(
     dim=16, hidden_dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=40, seq_len=8
@@ -196,3 +202,20 @@ def test_bad_n_threads(files):
     _, models, tokenizer = files
     with pytest.raises(ValueError, match="n_threads"):
         Generator(models[0], tokenizer, n_threads=0)
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_header_check_agrees_with_the_engine(files, tok105, version):
+    """formats.llama2c.check_header (the download check) reads only the header and
+    accepts exactly the sizes the engine accepts."""
+    root, models, _ = files
+    config, found = check_header(models[version])
+    assert (config, found) == (CONFIG, version)
+    data = models[version].read_bytes()
+    for name, blob in [("cut", data[:-1]), ("header", data[:20]), ("padded", data + b"\0")]:
+        path = root / f"{name}{version}.bin"
+        path.write_bytes(blob)
+        with pytest.raises(FormatError, match=f"{name}{version}.bin"):
+            check_header(path)
+    for key in ("model", "model_q80"):  # group size 64 does not divide hidden_dim 352
+        assert check_header(tok105[key])[0].vocab_size == 105

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from tinystories import Generator
+from tinystories import Generator, SamplingParams
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,49 @@ def test_max_new_tokens_zero_with_empty_prompt_makes_nothing(story):
     # the first token after BOS is the space piece, which run.c prints as nothing
     assert story.generate("", temperature=0, max_new_tokens=1) == ""
     assert story.generate("", temperature=0, max_new_tokens=2) == "O"
+
+
+def test_sampling_params_are_one_validated_value(story):
+    params = SamplingParams(temperature=0.8, seed=np.uint64(42), top_k=np.int64(5))
+    assert (params.temperature, params.top_p, params.top_k, params.seed) == (0.8, 0.9, 5, 42)
+    assert type(params.seed) is int and type(params.top_k) is int
+    assert SamplingParams() == SamplingParams(
+        max_new_tokens=None, temperature=1.0, top_p=0.9, top_k=0, seed=None
+    )
+    with pytest.raises(AttributeError):
+        params.temperature = 1.0  # frozen
+    for bad, error in [
+        (dict(temperature=-1), ValueError),
+        (dict(top_p=1.5), ValueError),
+        (dict(top_k=-1), ValueError),
+        (dict(top_k=1.5), TypeError),
+        (dict(seed=0), ValueError),
+        (dict(max_new_tokens=-1), ValueError),
+        (dict(max_new_tokens=True), TypeError),
+    ]:
+        with pytest.raises(error):
+            SamplingParams(**bad)
+    with pytest.raises(TypeError, match="top_q"):
+        story.generate("Tom", top_q=0.5)
+    # a SamplingParams, overridden by keyword arguments, means what the keywords mean
+    text = story.generate("Tom", temperature=0.7, seed=5, max_new_tokens=30)
+    assert (
+        story.generate("Tom", sampling=SamplingParams(temperature=0.7, seed=5, max_new_tokens=30))
+        == text
+    )
+    assert (
+        story.generate("Tom", sampling=params, temperature=0.7, seed=5, top_k=0, max_new_tokens=30)
+        == text
+    )
+
+
+def test_start_is_what_stream_and_generate_run(story):
+    kwargs = dict(temperature=0.9, seed=3, max_new_tokens=40)
+    generation = story.start("Lily", **kwargs)
+    events = list(generation.tokens())
+    assert all(isinstance(token, int) and isinstance(text, str) for token, text in events)
+    assert "".join(text for _, text in events) == story.generate("Lily", **kwargs)
+    assert generation.stats["n_generated"] == sum(1 for token, _ in events if token >= 0)
+    assert generation.sampling.seed == 3
+    with pytest.raises(ValueError, match="temperature"):
+        story.start("Lily", temperature=-1.0)  # checked before anything runs

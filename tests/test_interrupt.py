@@ -23,10 +23,10 @@ import threading
 import time
 
 import pytest
-from conftest import synthetic_vocab
+from support.files import synthetic_vocab
 from tinystories import Generator
-from tinystories.model_file import ModelConfig, random_weights, write_model
-from tinystories.tokenizer_file import write_tokenizer
+from tinystories.formats.llama2c import ModelConfig, random_weights, write_model
+from tinystories.formats.tokenizer_bin import write_tokenizer
 
 LIMIT_S = 0.100
 TRIES = 5

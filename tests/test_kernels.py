@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tinystories
-from conftest import RANDOM_CONFIGS
+from support.files import RANDOM_CONFIGS
 from tinystories import Generator, _core
 
 KERNEL_SETS = tinystories.kernels()

@@ -18,10 +18,15 @@ import pytest
 
 modal = pytest.importorskip("modal")
 
-import modal_fakes as mf  # noqa: E402
-from conftest import REPO  # noqa: E402
-from stories import make_corpus, write_txt  # noqa: E402
-from tinystories import modal_app as ma  # noqa: E402
+from support import modal_fakes as mf  # noqa: E402
+from support.files import REPO  # noqa: E402
+from support.stories import make_corpus, write_txt  # noqa: E402
+from tinystories.modal import app as ma_app  # noqa: E402
+from tinystories.modal import image as ma_image  # noqa: E402
+from tinystories.modal import jobs as ma_jobs  # noqa: E402
+from tinystories.modal import plan as ma_plan  # noqa: E402
+from tinystories.modal import settings as ma_settings  # noqa: E402
+from tinystories.modal import volume as ma_volume  # noqa: E402
 
 # The flags of a tiny local run (as in test_train_pipeline), used for the remote one too.
 TINY_FLAGS = [
@@ -59,7 +64,7 @@ def _env_without_modal_credentials(tmp_path: Path) -> dict:
 
 def test_app_definition_defaults():
     with mf.no_network():  # defining the app, image and volume is lazy and offline
-        app = ma.build_app(ma.Settings(source=REPO))
+        app = ma_app.build_app(ma_settings.Settings(source=REPO))
     assert mf.volume_name(app.volume) == "tinystories-volume"
     assert set(_registered(app.app)) == {"prepare", "train", "sample"}
     train, prepare, sample = (mf.function_options(f) for f in (app.train, app.prepare, app.sample))
@@ -80,19 +85,19 @@ def _registered(app) -> dict:
 
 
 def test_app_definition_settings():
-    settings = ma.Settings(gpu="A10G", volume="scratch", source=REPO, train_timeout=3600)
+    settings = ma_settings.Settings(gpu="A10G", volume="scratch", source=REPO, train_timeout=3600)
     with mf.no_network():
-        app = ma.build_app(settings)
+        app = ma_app.build_app(settings)
     options = mf.function_options(app.train)
     assert (options["gpu"], options["timeout"]) == ("A10G", 3600)
     assert mf.volume_name(options["volumes"]["/data"]) == "scratch"
     with pytest.raises(ValueError, match="24 h"):
-        ma.Settings(source=REPO, train_timeout=25 * 3600)
+        ma_settings.Settings(source=REPO, train_timeout=25 * 3600)
 
 
 def test_image_builds_the_local_wheel():
     with mf.no_network():
-        app = ma.build_app(ma.Settings(source=REPO))
+        app = ma_app.build_app(ma_settings.Settings(source=REPO))
         commands = mf.dockerfile_commands(app.image)
         files = mf.copied_files(app.image)
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -116,13 +121,13 @@ def test_image_builds_the_local_wheel():
         "README.md",
         "bindings/core.cpp",
         "csrc/run/tinystories.h",
-        "python/tinystories/modal_app.py",
-        "training/train.py",
+        "python/tinystories/modal/app.py",
+        "training/loop.py",
     ):
         assert f"/root/tinystories/{name}" in remote, name
         assert remote[f"/root/tinystories/{name}"] == REPO / name
     tops = {r.split("/")[3] for r in remote}
-    assert tops == set(ma.SOURCE_ITEMS)
+    assert tops == set(ma_settings.SOURCE_ITEMS)
     assert not any("__pycache__" in r or r.endswith(".pyc") for r in remote)
 
 
@@ -134,15 +139,15 @@ def test_copied_source_builds_the_wheel(tmp_path):
     import zipfile
 
     with mf.no_network():
-        files = mf.copied_files(ma.build_app(ma.Settings(source=REPO)).image)
+        files = mf.copied_files(ma_app.build_app(ma_settings.Settings(source=REPO)).image)
     src = tmp_path / "tinystories"
     for local, remote in files:
-        dest = src / Path(remote).relative_to(ma.REMOTE_SOURCE)
+        dest = src / Path(remote).relative_to(ma_settings.REMOTE_SOURCE)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(local.read_bytes())
     # the image's BUILD_WHEEL, with the build requirements taken from here (no index)
-    command = ma.BUILD_WHEEL.replace(ma.REMOTE_WHEELS, str(tmp_path / "wheels"))
-    command = command.replace(ma.REMOTE_SOURCE, str(src)).split()[1:]
+    command = ma_image.BUILD_WHEEL.replace(ma_settings.REMOTE_WHEELS, str(tmp_path / "wheels"))
+    command = command.replace(ma_settings.REMOTE_SOURCE, str(src)).split()[1:]
     done = subprocess.run(
         [sys.executable, *command, "--no-build-isolation", "--no-index", "-q"],
         capture_output=True,
@@ -153,33 +158,33 @@ def test_copied_source_builds_the_wheel(tmp_path):
     (wheel,) = (tmp_path / "wheels").glob("tinystories-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("tinystories/_core") and n.endswith(".so") for n in names)
-    for name in ("tinystories/modal_app.py", "tinystories/training/train.py"):
+    for name in ("tinystories/modal/app.py", "tinystories/training/loop.py"):
         assert name in names
     assert any(n.endswith("/scripts/tinystories-run") for n in names)
 
 
 def test_find_source(tmp_path, monkeypatch):
-    monkeypatch.delenv(ma.SOURCE_ENV, raising=False)
-    assert ma.find_source(REPO) == REPO.resolve()
-    assert ma.find_source(cwd=REPO / "python" / "tinystories") == REPO.resolve()
-    monkeypatch.setenv(ma.SOURCE_ENV, str(REPO))
-    assert ma.find_source(cwd=tmp_path) == REPO.resolve()
-    monkeypatch.delenv(ma.SOURCE_ENV)
-    with pytest.raises(ma.SourceNotFound, match="--source DIR"):
-        ma.find_source(cwd=tmp_path)
+    monkeypatch.delenv(ma_settings.SOURCE_ENV, raising=False)
+    assert ma_settings.find_source(REPO) == REPO.resolve()
+    assert ma_settings.find_source(cwd=REPO / "python" / "tinystories") == REPO.resolve()
+    monkeypatch.setenv(ma_settings.SOURCE_ENV, str(REPO))
+    assert ma_settings.find_source(cwd=tmp_path) == REPO.resolve()
+    monkeypatch.delenv(ma_settings.SOURCE_ENV)
+    with pytest.raises(ma_settings.SourceNotFound, match="--source DIR"):
+        ma_settings.find_source(cwd=tmp_path)
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "tinystories"\n')
-    with pytest.raises(ma.SourceNotFound, match="not a complete checkout"):
-        ma.find_source(tmp_path)
+    with pytest.raises(ma_settings.SourceNotFound, match="not a complete checkout"):
+        ma_settings.find_source(tmp_path)
 
 
 # --- the remote functions, run locally through .local() --------------------------------
 
 
-def _plan(corpus: Path, *extra: str) -> ma.TrainingPlan:
-    from tinystories.train import build_parser, config_kwargs
+def _plan(corpus: Path, *extra: str) -> ma_plan.TrainingPlan:
+    from tinystories.cli.train import build_parser, config_kwargs
 
     args = build_parser().parse_args(["--data", str(corpus), *TINY_FLAGS, *extra])
-    return ma.plan_training(config_kwargs(args), out=args.out, data_dir=args.data_dir)
+    return ma_plan.plan_training(config_kwargs(args), out=args.out, data_dir=args.data_dir)
 
 
 @pytest.fixture
@@ -187,9 +192,9 @@ def local_volume(tmp_path, monkeypatch):
     """A temp folder as the volume root, and a record of the functions' volume commits."""
     root = tmp_path / "volume"
     root.mkdir()
-    monkeypatch.setenv(ma.ROOT_ENV, str(root))
+    monkeypatch.setenv(ma_settings.ROOT_ENV, str(root))
     commits: list[str] = []
-    monkeypatch.setattr(ma, "committer", lambda name: lambda: commits.append(name))
+    monkeypatch.setattr(ma_jobs, "committer", lambda name: lambda: commits.append(name))
     return root, commits
 
 
@@ -200,13 +205,13 @@ def test_remote_functions_run_locally(corpus, tmp_path, local_volume, capsys):
 
     root, commits = local_volume
     volume = mf.LocalVolume(root)
-    app = ma.build_app(ma.Settings(source=REPO))
+    app = ma_app.build_app(ma_settings.Settings(source=REPO))
     plan = _plan(corpus)
     assert plan.config["out_dir"] == "out" and plan.config["data"].startswith("corpus/")
 
     # client: the corpus goes to the volume once (content-addressed)
-    assert ma.upload(volume, corpus, plan.data[0].dest, skip_existing=True)
-    assert not ma.upload(volume, corpus, plan.data[0].dest, skip_existing=True)
+    assert ma_volume.upload(volume, corpus, plan.data[0].dest, skip_existing=True)
+    assert not ma_volume.upload(volume, corpus, plan.data[0].dest, skip_existing=True)
     assert volume.uploads == [plan.data[0].dest]
 
     # prepare: vocabulary and shards on the volume
@@ -241,8 +246,10 @@ def test_remote_functions_run_locally(corpus, tmp_path, local_volume, capsys):
 
     # client: the results come back to --out
     out = tmp_path / "local-out"
-    for name in ma.RESULT_FILES:
-        ma.download_file(volume, f"out/{name}", out / name, progress=False, log=lambda m: None)
+    for name in ma_settings.RESULT_FILES:
+        ma_volume.download_file(
+            volume, f"out/{name}", out / name, progress=False, log=lambda m: None
+        )
         assert (out / name).read_bytes() == (root / "out" / name).read_bytes()
 
 
@@ -259,7 +266,9 @@ def test_prepare_fetches_a_corpus_url(corpus, tmp_path, local_volume):
         plan = _plan(Path("unused"), "--data", url, "--data-dir", "shared-data")
         assert plan.fetch == [{"url": url, "dest": f"downloads/{corpus.name}"}]
         assert plan.config["data_dir"] == "shared-data"
-        ready = ma.build_app(ma.Settings(source=REPO)).prepare.local(plan.config, plan.fetch)
+        ready = ma_app.build_app(ma_settings.Settings(source=REPO)).prepare.local(
+            plan.config, plan.fetch
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -270,15 +279,15 @@ def test_prepare_fetches_a_corpus_url(corpus, tmp_path, local_volume):
 
 def test_rescheduled_call_resumes(tmp_path, monkeypatch):
     config = {"out_dir": "run", "resume": False}
-    assert ma.resume_if_rescheduled(config, tmp_path) is config  # not in a container
+    assert ma_jobs.resume_if_rescheduled(config, tmp_path) is config  # not in a container
     monkeypatch.setattr(modal, "current_function_call_id", lambda: "fc-1")
-    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is False  # first attempt
+    assert ma_jobs.resume_if_rescheduled(config, tmp_path)["resume"] is False  # first attempt
     assert (tmp_path / "run" / ".modal-call").read_text() == "fc-1"
-    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is False  # no checkpoint yet
+    assert ma_jobs.resume_if_rescheduled(config, tmp_path)["resume"] is False  # no checkpoint yet
     (tmp_path / "run" / "ckpt.pt").write_bytes(b"")
-    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is True  # restarted
+    assert ma_jobs.resume_if_rescheduled(config, tmp_path)["resume"] is True  # restarted
     monkeypatch.setattr(modal, "current_function_call_id", lambda: "fc-2")
-    assert ma.resume_if_rescheduled(config, tmp_path)["resume"] is False  # a new call
+    assert ma_jobs.resume_if_rescheduled(config, tmp_path)["resume"] is False  # a new call
 
 
 def test_sampling_imports_neither_torch_nor_modal_runtime(random_model_files, tmp_path):
@@ -290,7 +299,7 @@ def test_sampling_imports_neither_torch_nor_modal_runtime(random_model_files, tm
         f"assert main(['generate', 'a', '-m', {str(model)!r}, '-z', {str(tokenizer)!r}, "
         "'-s', '3', '-n', '5']) == 0\n"
         "assert 'modal' not in sys.modules and 'torch' not in sys.modules\n"
-        "from tinystories.modal_app import sample_body\n"
+        "from tinystories.modal.jobs import sample_body\n"
         f"root = Path({str(model.parent)!r})\n"
         f"text = ''.join(sample_body({model.name!r}, {tokenizer.name!r}, 'a', "
         "{'seed': 3, 'max_new_tokens': 5}, root=root))\n"
@@ -309,7 +318,7 @@ def test_serialized_functions_run_in_a_fresh_process(random_model_files, tmp_pat
     (root / "m" / "model.bin").write_bytes(model.read_bytes())
     (root / "m" / "tokenizer.bin").write_bytes(tokenizer.read_bytes())
     with mf.no_network():
-        app = ma.build_app(ma.Settings(source=REPO))
+        app = ma_app.build_app(ma_settings.Settings(source=REPO))
         for name in ("prepare", "train", "sample"):
             (tmp_path / f"{name}.pkl").write_bytes(mf.serialized_function(getattr(app, name)))
     code = (
@@ -323,7 +332,7 @@ def test_serialized_functions_run_in_a_fresh_process(random_model_files, tmp_pat
         "assert 'torch' not in sys.modules\n"
         "print(text)\n"
     )
-    env = {**os.environ, ma.ROOT_ENV: str(root)}
+    env = {**os.environ, ma_settings.ROOT_ENV: str(root)}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
     )
@@ -338,29 +347,29 @@ def test_serialized_functions_run_in_a_fresh_process(random_model_files, tmp_pat
 
 
 def test_data_plans(corpus, tmp_path):
-    assert ma.plan_data("--data", "") is None
-    assert ma.plan_data("--data", "volume:/corpus/x.txt").dest == "corpus/x.txt"
-    named = ma.plan_data("--data", "tinystories")
+    assert ma_plan.plan_data("--data", "") is None
+    assert ma_plan.plan_data("--data", "volume:/corpus/x.txt").dest == "corpus/x.txt"
+    named = ma_plan.plan_data("--data", "tinystories")
     assert named.url.endswith("TinyStories_all_data.tar.gz")
     assert named.dest == "downloads/TinyStories_all_data.tar.gz"
-    local = ma.plan_data("--data", str(corpus))
+    local = ma_plan.plan_data("--data", str(corpus))
     assert local.upload == corpus and local.dest.endswith("/stories.txt")
     copy = tmp_path / "stories.txt"
     copy.write_bytes(corpus.read_bytes())
-    assert ma.plan_data("--data", str(copy)).dest == local.dest  # same content, same place
+    assert ma_plan.plan_data("--data", str(copy)).dest == local.dest  # same content, same place
     copy.write_text("different")
-    assert ma.plan_data("--data", str(copy)).dest != local.dest
+    assert ma_plan.plan_data("--data", str(copy)).dest != local.dest
     with pytest.raises(FileNotFoundError, match="volume:PATH"):
-        ma.plan_data("--data", str(tmp_path / "missing.txt"))
+        ma_plan.plan_data("--data", str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match=r"'\.\.'"):
-        ma.plan_data("--data", "volume:../etc/passwd")
-    assert ma.remote_dir("out") == "out" and ma.remote_dir("runs/a/") == "runs/a"
-    assert ma.remote_dir("/home/me/runs/b") == "b"
+        ma_plan.plan_data("--data", "volume:../etc/passwd")
+    assert ma_plan.remote_dir("out") == "out" and ma_plan.remote_dir("runs/a/") == "runs/a"
+    assert ma_plan.remote_dir("/home/me/runs/b") == "b"
 
 
 def test_config_kwargs_are_train_config_fields(corpus):
     pytest.importorskip("torch")
-    from tinystories.training.train import TrainConfig
+    from tinystories.training.config import TrainConfig
 
     plan = _plan(corpus)
     TrainConfig(**plan.config)  # the remote side rebuilds it from these
@@ -370,7 +379,7 @@ def test_config_kwargs_are_train_config_fields(corpus):
 
 
 def test_dry_run_prints_the_plan(corpus, tmp_path, monkeypatch, capsys):
-    from tinystories.train import main as train_main
+    from tinystories.cli.train import main as train_main
 
     for name in [k for k in os.environ if k.startswith("MODAL_TOKEN")]:
         monkeypatch.delenv(name)
@@ -409,9 +418,9 @@ def test_dry_run_prints_the_plan(corpus, tmp_path, monkeypatch, capsys):
 
 
 def test_dry_run_without_a_checkout(tmp_path, monkeypatch, capsys):
-    from tinystories.train import main as train_main
+    from tinystories.cli.train import main as train_main
 
-    monkeypatch.delenv(ma.SOURCE_ENV, raising=False)
+    monkeypatch.delenv(ma_settings.SOURCE_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     assert train_main(["--modal", "--dry-run", "--max-iters", "5"]) == 1
     assert "--source DIR" in capsys.readouterr().err
@@ -443,7 +452,7 @@ def test_missing_credentials(command, tmp_path):
 
 def test_credentials_detected(tmp_path):
     env = _env_without_modal_credentials(tmp_path)
-    code = "from tinystories.modal_check import has_credentials as h; print(h())"
+    code = "from tinystories.modal.check import has_credentials as h; print(h())"
     run = partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True)
     assert run(env=env).stdout.strip() == "False"
     with_env = {**env, "MODAL_TOKEN_ID": "ak-x", "MODAL_TOKEN_SECRET": "as-y"}
@@ -473,7 +482,7 @@ def test_missing_extra(command, tmp_path):
 
 
 def _volume_cli(volume, *argv: str) -> int:
-    from tinystories.volume import build_parser, run
+    from tinystories.cli.volume import build_parser, run
 
     return run(build_parser().parse_args(["--no-progress", *argv]), volume)
 
@@ -554,5 +563,5 @@ def test_download_progress_reports_bytes(tmp_path):
             Bar.n += k
 
     with open(tmp_path / "x", "wb") as f:
-        volume.read_file_into_fileobj("m.bin", ma._CountingWriter(f, Bar()))
+        volume.read_file_into_fileobj("m.bin", ma_volume._CountingWriter(f, Bar()))
     assert Bar.n == 4500

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_vocab
-from http_mirror import Mirror
-from tinystories import Generator, pretrained
-from tinystories.cli import _has_newline
+from support.files import synthetic_vocab
+from support.http_mirror import Mirror
+from tinystories import Generator
 from tinystories.cli import main as cli_main
-from tinystories.model_file import ModelConfig, random_weights, write_model
-from tinystories.tokenizer_file import write_tokenizer
+from tinystories.formats.llama2c import ModelConfig, random_weights, write_model
+from tinystories.formats.tokenizer_bin import write_tokenizer
+from tinystories.hub import cache, registry
 
 MODEL_PATH = "tinyllamas/stories260K/stories260K.bin"
 TOKENIZER_PATH = "tinyllamas/stories260K/tok512.bin"
@@ -61,7 +61,7 @@ def test_full_download_then_cache_hit(mirror, small_model, tmp_path):
 def test_truncated_transfer_then_resume(mirror, small_model, tmp_path):
     size = len(small_model[MODEL_PATH])
     mirror.truncate[MODEL_PATH] = 1000
-    with pytest.raises(pretrained.PretrainedError, match=f"got 1000 of {size} bytes.*resume"):
+    with pytest.raises(cache.PretrainedError, match=f"got 1000 of {size} bytes.*resume"):
         Generator.from_pretrained("stories260K", progress=False)
     part = tmp_path / "cache" / (MODEL_PATH + ".part")
     assert part.stat().st_size == 1000
@@ -76,27 +76,27 @@ def test_truncated_transfer_then_resume(mirror, small_model, tmp_path):
 
 def test_404_is_a_clear_error(mirror, tmp_path):
     del mirror.files[TOKENIZER_PATH]
-    with pytest.raises(pretrained.PretrainedError, match=r"tok512\.bin: HTTP 404"):
+    with pytest.raises(cache.PretrainedError, match=r"tok512\.bin: HTTP 404"):
         Generator.from_pretrained("stories260K", progress=False)
     assert not (tmp_path / "cache" / TOKENIZER_PATH).exists()
 
 
 def test_offline_miss_then_hit(mirror, tmp_path):
-    with pytest.raises(pretrained.PretrainedError, match="offline mode.*missing.*stories260K.bin"):
+    with pytest.raises(cache.PretrainedError, match="offline mode.*missing.*stories260K.bin"):
         Generator.from_pretrained("stories260K", offline=True)
     assert mirror.requests == []  # offline never touches the network
 
-    pretrained.fetch("stories260K", progress=False)
+    cache.fetch("stories260K", progress=False)
     mirror.requests.clear()
     g = Generator.from_pretrained("stories260K", offline=True)
     assert mirror.requests == [] and g.config.vocab_size == 64
 
 
 def test_corrupt_cached_file_is_detected(mirror, small_model, tmp_path):
-    pretrained.fetch("stories260K", progress=False)
+    cache.fetch("stories260K", progress=False)
     cached = tmp_path / "cache" / MODEL_PATH
     cached.write_bytes(small_model[MODEL_PATH][:-4])  # a truncated copy
-    with pytest.raises(pretrained.PretrainedError, match="corrupt"):
+    with pytest.raises(cache.PretrainedError, match="corrupt"):
         Generator.from_pretrained("stories260K", offline=True)
     mirror.requests.clear()
     Generator.from_pretrained("stories260K", progress=False)  # online: downloaded again
@@ -106,7 +106,7 @@ def test_corrupt_cached_file_is_detected(mirror, small_model, tmp_path):
 
 def test_invalid_download_is_never_cached(mirror, tmp_path):
     mirror.files[MODEL_PATH] = b"not a model" * 100  # right transfer, wrong content
-    with pytest.raises(pretrained.PretrainedError, match="not valid"):
+    with pytest.raises(cache.PretrainedError, match="not valid"):
         Generator.from_pretrained("stories260K", progress=False)
     assert not (tmp_path / "cache" / MODEL_PATH).exists()
     assert not list((tmp_path / "cache").rglob("*.part"))
@@ -115,21 +115,21 @@ def test_invalid_download_is_never_cached(mirror, tmp_path):
 def test_recorded_size_is_enforced(mirror, small_model, tmp_path):
     # stories15M has a recorded size (60,816,028 bytes): a mirror serving other bytes is refused
     mirror.files["tinyllamas/stories15M.bin"] = small_model[MODEL_PATH]
-    with pytest.raises(pretrained.PretrainedError, match="expected 60816028"):
+    with pytest.raises(cache.PretrainedError, match="expected 60816028"):
         Generator.from_pretrained("stories15M", progress=False)
     assert not (tmp_path / "cache" / "tinyllamas" / "stories15M.bin").exists()
 
 
 def test_registry_entries():
-    for name, entry in pretrained.REGISTRY.items():
+    for name, entry in registry.REGISTRY.items():
         assert entry.name == name and entry.tokenizer.kind == "tokenizer"
         for f in entry.files:
             assert f.url.startswith("https://") and f.url.endswith(f.path.rsplit("/", 1)[-1])
-    sizes = {n: e.model.size for n, e in pretrained.REGISTRY.items() if e.model}
+    sizes = {n: e.model.size for n, e in registry.REGISTRY.items() if e.model}
     assert sizes["stories110M"] == 438_381_596
-    with pytest.raises(pretrained.PretrainedError, match="unknown pretrained model 'nope'"):
+    with pytest.raises(cache.PretrainedError, match="unknown pretrained model 'nope'"):
         Generator.from_pretrained("nope")
-    with pytest.raises(pretrained.PretrainedError, match="vocabulary without a model"):
+    with pytest.raises(cache.PretrainedError, match="vocabulary without a model"):
         Generator.from_pretrained("tok105")
 
 
@@ -155,7 +155,7 @@ def test_download_command(mirror, tmp_path, capsys):
 
 
 def test_bundled_default_model():
-    model, tokenizer = pretrained.default_model()
+    model, tokenizer = cache.default_model()
     assert model.stat().st_size + tokenizer.stat().st_size <= 4 * 2**20
     g = Generator()
     assert g.config.vocab_size == 105 and g.config.version == 2
@@ -203,9 +203,9 @@ def test_cli_json_and_samples():
 def test_unk_rendering_depends_on_the_vocabulary(tok105, tmp_path):
     from tinystories import Tokenizer
 
-    assert not _has_newline(Tokenizer(tok105["tokenizer"]))  # tok105: <unk> ends paragraphs
+    assert not Tokenizer(tok105["tokenizer"]).has_newline()  # tok105: <unk> ends paragraphs
     pieces, scores = synthetic_vocab(64)
-    assert _has_newline(Tokenizer(write_tokenizer(tmp_path / "t.bin", pieces, scores)))
+    assert Tokenizer(write_tokenizer(tmp_path / "t.bin", pieces, scores)).has_newline()
 
 
 def test_cli_help_version_and_errors():

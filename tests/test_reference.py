@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import RANDOM_CONFIGS
-from reference import forward
+from support.files import RANDOM_CONFIGS
+from support.reference import forward
 from tinystories import Generator
-from tinystories.model_file import read_model
+from tinystories.formats.llama2c import read_model
 
 
 def assert_logits_match(got: np.ndarray, want: np.ndarray, ambiguous: np.ndarray) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic_vocab
+from support.files import synthetic_vocab
 from tinystories import Tokenizer
-from tinystories.tokenizer_file import write_tokenizer
+from tinystories.formats.tokenizer_bin import write_tokenizer
 
 
 def naive_encode(

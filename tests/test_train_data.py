@@ -8,9 +8,12 @@ import tarfile
 
 import numpy as np
 import pytest
-from http_mirror import Mirror
-from stories import make_corpus, write_txt
-from tinystories.training import data
+from support.http_mirror import Mirror
+from support.stories import make_corpus, write_txt
+from tinystories.formats.corpus import DataError, load_documents, read_documents
+from tinystories.hub.download import DownloadError, download
+from tinystories.training.shards import load_shards, pretokenize
+from tinystories.training.vocab import corpus_characters, train_vocab
 
 ARCHIVE = "TinyStories_small.tar.gz"
 
@@ -47,7 +50,7 @@ def payload(stories):
 
 def test_download_whole(payload, tmp_path):
     with archive_server(payload) as server:
-        path = data.download(f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", progress=False)
+        path = download(f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", progress=False)
     assert path.read_bytes() == payload
     assert not (tmp_path / "a.tar.gz.part").exists()
 
@@ -56,11 +59,11 @@ def test_download_truncated_then_resumed(payload, tmp_path):
     dest = tmp_path / "a.tar.gz"
     with archive_server(payload) as server:
         server.truncate[ARCHIVE] = 1000
-        with pytest.raises(data.DownloadError, match=f"got 1000 of {len(payload)} bytes"):
-            data.download(f"{server.url}/{ARCHIVE}", dest, progress=False, chunk_size=256)
+        with pytest.raises(DownloadError, match=f"got 1000 of {len(payload)} bytes"):
+            download(f"{server.url}/{ARCHIVE}", dest, progress=False, chunk_size=256)
         assert (tmp_path / "a.tar.gz.part").stat().st_size == 1000
         assert not dest.exists()
-        path = data.download(
+        path = download(
             f"{server.url}/{ARCHIVE}", dest, progress=False
         )  # resumes with a Range request
         assert [rng for _, rng in server.requests] == [None, "bytes=1000-"]
@@ -71,23 +74,23 @@ def test_download_server_without_range_restarts(payload, tmp_path):
     (tmp_path / "a.tar.gz.part").write_bytes(b"garbage that is not the start of the file")
     with archive_server(payload) as server:
         server.ignore_range = True
-        path = data.download(f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", progress=False)
+        path = download(f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", progress=False)
     assert path.read_bytes() == payload
 
 
 def test_download_size_check(payload, tmp_path):
     with archive_server(payload) as server:
-        with pytest.raises(data.DownloadError, match="expected 5"):
-            data.download(
+        with pytest.raises(DownloadError, match="expected 5"):
+            download(
                 f"{server.url}/{ARCHIVE}", tmp_path / "a.tar.gz", expected_size=5, progress=False
             )
-        with pytest.raises(data.DownloadError, match="HTTP 416|expected"):
+        with pytest.raises(DownloadError, match="HTTP 416|expected"):
             (tmp_path / "b.tar.gz.part").write_bytes(payload + b"extra")
-            data.download(f"{server.url}/{ARCHIVE}", tmp_path / "b.tar.gz", progress=False)
+            download(f"{server.url}/{ARCHIVE}", tmp_path / "b.tar.gz", progress=False)
 
 
 def test_download_cli_and_unpack(payload, stories, tmp_path):
-    from tinystories.data import main as data_main
+    from tinystories.cli.data import main as data_main
 
     with archive_server(payload) as server:
         assert data_main(["download", f"{server.url}/{ARCHIVE}", "--dir", str(tmp_path)]) == 0
@@ -97,33 +100,33 @@ def test_download_cli_and_unpack(payload, stories, tmp_path):
         "data01.json",
         "data02.json",
     ]
-    assert sorted(data.read_documents(unpacked)) == sorted(s.strip() for s in stories)
+    assert sorted(read_documents(unpacked)) == sorted(s.strip() for s in stories)
 
 
 def test_corpus_formats_agree(payload, stories, tmp_path):
     write_txt(tmp_path / "s.txt", stories)
     (tmp_path / "s.tar.gz").write_bytes(payload)
-    from_txt = list(data.read_documents(tmp_path / "s.txt"))
+    from_txt = list(read_documents(tmp_path / "s.txt"))
     assert from_txt == [s.strip() for s in stories]
-    assert sorted(data.read_documents(tmp_path / "s.tar.gz")) == sorted(from_txt)
+    assert sorted(read_documents(tmp_path / "s.tar.gz")) == sorted(from_txt)
     assert "\n" in from_txt[0] or any("\n" in s for s in from_txt)  # paragraphs are kept
 
 
 def test_bad_json(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
-    with pytest.raises(data.DataError, match="not valid JSON"):
-        data.load_documents(tmp_path / "x.json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_documents(tmp_path / "x.json")
 
 
 def test_pretokenize_parallel_equals_serial(stories, tmp_path):
     sentencepiece = pytest.importorskip("sentencepiece")
     docs = [s.strip() for s in stories]
-    model, tok_bin = data.train_vocab(docs, 64, tmp_path)
+    model, tok_bin = train_vocab(docs, 64, tmp_path)
     assert model.name == "tok64.model" and tok_bin.name == "tok64.bin"
-    serial = data.pretokenize(
+    serial = pretokenize(
         docs, model, tmp_path / "serial", "train", workers=1, docs_per_shard=25, progress=False
     )
-    parallel = data.pretokenize(
+    parallel = pretokenize(
         docs, model, tmp_path / "parallel", "train", workers=2, docs_per_shard=25, progress=False
     )
     assert len(parallel.paths) == 3
@@ -133,13 +136,13 @@ def test_pretokenize_parallel_equals_serial(stories, tmp_path):
     sp = sentencepiece.SentencePieceProcessor(model_file=str(model))
     expected = [t for doc in docs for t in [1] + sp.encode(doc)]
     np.testing.assert_array_equal(a, expected)
-    assert data.load_shards(tmp_path / "serial", "train", model) is not None
-    assert data.load_shards(tmp_path / "serial", "val", model) is None
+    assert load_shards(tmp_path / "serial", "train", model) is not None
+    assert load_shards(tmp_path / "serial", "val", model) is None
 
 
 def test_vocab_byte_fallback_rule(stories, tmp_path):
     pytest.importorskip("sentencepiece")
     docs = [s.strip() for s in stories]
-    n_chars = len(data.corpus_characters(docs))
-    with pytest.raises(data.DataError, match=f"need at least {n_chars + 3 + 256}"):
-        data.train_vocab(docs, 100, tmp_path, byte_fallback=True)
+    n_chars = len(corpus_characters(docs))
+    with pytest.raises(DataError, match=f"need at least {n_chars + 3 + 256}"):
+        train_vocab(docs, 100, tmp_path, byte_fallback=True)

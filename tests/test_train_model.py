@@ -8,17 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tinystories import Generator  # noqa: E402
-from tinystories.model_file import ModelConfig, random_weights, read_model  # noqa: E402
-from tinystories.training.data import load_documents  # noqa: E402
-from tinystories.training.evaluate import (  # noqa: E402
-    evaluate_stream,
-    evaluate_torch,
-    token_stream,
-    windows,
-)
+from tinystories.formats.corpus import load_documents  # noqa: E402
+from tinystories.formats.llama2c import ModelConfig, random_weights, read_model  # noqa: E402
+from tinystories.metrics import evaluate_stream, token_stream, windows  # noqa: E402
+from tinystories.training.config import PRESETS, ModelArgs  # noqa: E402
+from tinystories.training.evaluate import evaluate_torch  # noqa: E402
 from tinystories.training.model import (  # noqa: E402
-    PRESETS,
-    ModelArgs,
     from_numpy_weights,
     load_model_file,
     to_numpy_weights,

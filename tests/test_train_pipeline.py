@@ -10,17 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
-from stories import make_corpus, write_txt  # noqa: E402
+from support.stories import make_corpus, write_txt  # noqa: E402
 from tinystories import Generator, Tokenizer  # noqa: E402
-from tinystories.tokenizer_file import read_tokenizer, sentencepiece_pieces  # noqa: E402
-from tinystories.training.evaluate import (  # noqa: E402
-    evaluate_stream,
-    evaluate_torch,
-    token_stream,
-)
-from tinystories.training.export import export_checkpoint, export_model  # noqa: E402
+from tinystories.formats.tokenizer_bin import read_tokenizer, sentencepiece_pieces  # noqa: E402
+from tinystories.metrics import evaluate_stream, token_stream  # noqa: E402
+from tinystories.training.checkpoint import export_checkpoint, export_model  # noqa: E402
+from tinystories.training.config import TrainConfig  # noqa: E402
+from tinystories.training.evaluate import evaluate_torch  # noqa: E402
+from tinystories.training.loop import train  # noqa: E402
 from tinystories.training.model import load_model_file  # noqa: E402
-from tinystories.training.train import TrainConfig, train  # noqa: E402
 
 VOCAB = 96
 
@@ -153,7 +151,7 @@ def test_eval_torch_and_engine_agree(run, corpus, capsys):
     # close to the training loop's own validation estimate
     assert abs(engine.loss - run.final_val_loss) < 0.15
 
-    from tinystories.eval import main as eval_main
+    from tinystories.cli.eval import main as eval_main
 
     assert (
         eval_main(
@@ -175,7 +173,7 @@ def test_eval_torch_and_engine_agree(run, corpus, capsys):
 
 
 def test_export_cli_from_checkpoint(run, tmp_path, capsys):
-    from tinystories.export import main as export_main
+    from tinystories.cli.export import main as export_main
 
     out = tmp_path / "cli" / "model.bin"
     assert export_main([str(run.checkpoint_path), "--out", str(out), "--format", "v1"]) == 0
@@ -190,7 +188,7 @@ def test_export_cli_from_checkpoint(run, tmp_path, capsys):
 
 
 def test_train_cli(corpus, tmp_path, capsys):
-    from tinystories.train import main as train_main
+    from tinystories.cli.train import main as train_main
 
     code = train_main(
         [

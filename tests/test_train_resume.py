@@ -9,10 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
-from stories import make_corpus, write_txt  # noqa: E402
-from tinystories.training.data import DataError  # noqa: E402
-from tinystories.training.export import export_checkpoint  # noqa: E402
-from tinystories.training.train import TrainConfig, learning_rate, train  # noqa: E402
+from support.stories import make_corpus, write_txt  # noqa: E402
+from tinystories.formats.corpus import DataError  # noqa: E402
+from tinystories.training.checkpoint import export_checkpoint  # noqa: E402
+from tinystories.training.config import TrainConfig  # noqa: E402
+from tinystories.training.loop import learning_rate, train  # noqa: E402
 
 SMALL = dict(
     vocab_size=80,
@@ -130,7 +131,7 @@ def test_corrupt_checkpoint(corpus, tmp_path):
 
 
 def test_cli_errors(tmp_path, capsys):
-    from tinystories.train import main as train_main
+    from tinystories.cli.train import main as train_main
 
     assert (
         train_main(
@@ -154,7 +155,8 @@ def test_inference_side_does_not_import_torch():
     import sys
 
     code = (
-        "import sys, tinystories, tinystories.eval, tinystories.training.evaluate\n"
+        "import sys, tinystories, tinystories.eval, tinystories.metrics\n"
+        "import tinystories.training.evaluate\n"
         "assert 'torch' not in sys.modules and 'sentencepiece' not in sys.modules, 'imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,9 +1,10 @@
 """The PyTorch side of tinystories: model, data, training loop, export, evaluation.
 
 Installed as ``tinystories.training``. Importing this package imports neither
-torch nor sentencepiece; its modules ``model``, ``train`` and ``export`` need
-the ``train`` extra (``pip install 'tinystories[train]'``), ``evaluate`` needs
-only the C engine.
+torch nor sentencepiece: :mod:`.config` (the settings), :mod:`.corpus` (fetching),
+:mod:`.shards` and :mod:`.vocab` need at most sentencepiece; :mod:`.model`,
+:mod:`.loop`, :mod:`.checkpoint` and :mod:`.evaluate` need the ``train`` extra
+(``pip install 'tinystories[train]'``).
 """
 
 from __future__ import annotations

@@ -1,120 +1,14 @@
-"""Mean loss per token of a model on a corpus, with the C engine (no torch) or torch.
+"""Mean loss per token of a torch :class:`~.model.Transformer`, defined as in
+:mod:`tinystories.metrics` (the C engine's evaluation), so the two can be compared.
 
-The definition, shared by both paths: every story is encoded as BOS + its
-ids and the stories are concatenated into one stream. The stream is cut into
-non-overlapping inputs of ``seq_len`` tokens (the last one shorter); each
-input predicts the ``seq_len`` tokens that follow each of its positions, so
-window ``i`` covers tokens ``[i*seq_len, (i+1)*seq_len + 1)`` and every token
-after the first is predicted exactly once, with up to ``seq_len`` tokens of
-context. The loss is the mean negative log-likelihood over those tokens.
-
-With llama2.c's tok105 model (``model5000.bin``) this gives 0.8861 on
-``valid-sample.txt`` and 0.9064 on ``train-sample.txt``.
-
-This module imports neither torch nor sentencepiece at module level.
+torch is imported when :func:`evaluate_torch` runs, not at import.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from .data import BOS_ID, load_documents
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    loss: float  # mean negative log-likelihood per predicted token (nats)
-    n_tokens: int  # predicted tokens
-    n_windows: int
-    n_docs: int
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.loss)
-
-    def summary(self) -> str:
-        return f"loss: {self.loss:.4f} perplexity: {self.perplexity:.2f}"
-
-
-def token_stream(docs: Iterable[str], encode: Callable[[str], Sequence[int]]) -> np.ndarray:
-    """BOS + ids of every story, concatenated. ``encode`` must not add BOS itself."""
-    parts = []
-    for doc in docs:
-        parts.append([BOS_ID])
-        parts.append(list(encode(doc)))
-    if not parts:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
-
-
-def windows(stream: np.ndarray, seq_len: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(inputs, targets)`` pairs covering every token after the first exactly once."""
-    for start in range(0, max(0, len(stream) - 1), seq_len):
-        chunk = stream[start : start + seq_len + 1]
-        yield chunk[:-1], chunk[1:]
-
-
-def nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Sum of -log softmax(logits)[target], computed in float64."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=-1))
-    return float((log_norm - z[np.arange(len(targets)), targets]).sum())
-
-
-def evaluate_stream(
-    stream: np.ndarray,
-    seq_len: int,
-    logits_fn: Callable[[np.ndarray], np.ndarray],
-    n_docs: int = 0,
-    progress: bool = False,
-) -> EvalResult:
-    """Loss over ``stream`` with ``logits_fn(inputs) -> (len(inputs), vocab)``."""
-    if len(stream) < 2:
-        raise ValueError("need at least two tokens to evaluate")
-    total, count, n_windows = 0.0, 0, 0
-    n_total = math.ceil((len(stream) - 1) / seq_len)
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n_total, desc="eval", unit="window")
-        except ImportError:
-            bar = None
-    for inputs, targets in windows(stream, seq_len):
-        total += nll_sum(np.asarray(logits_fn(inputs)), targets)
-        count += len(targets)
-        n_windows += 1
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return EvalResult(total / count, count, n_windows, n_docs)
-
-
-def evaluate_engine(
-    model_path: str | Path,
-    tokenizer_path: str | Path,
-    data: str | Path,
-    *,
-    n_threads: int | None = None,
-    progress: bool = False,
-) -> EvalResult:
-    """Loss of a model file on a corpus with the C engine (``tinystories.Generator``)."""
-    from .. import Generator
-
-    generator = Generator(model_path, tokenizer_path, n_threads=n_threads)
-    docs = load_documents(data)
-    stream = token_stream(docs, lambda text: generator.encode(text, bos=False))
-    return evaluate_stream(
-        stream, generator.config.seq_len, generator.logits, len(docs), progress=progress
-    )
+from ..metrics import EvalResult, windows
 
 
 def evaluate_torch(model, stream: np.ndarray, n_docs: int = 0, batch_size: int = 16) -> EvalResult:
@@ -153,3 +47,18 @@ def evaluate_torch(model, stream: np.ndarray, n_docs: int = 0, batch_size: int =
             flush()
     flush()
     return EvalResult(total / count, count, n_windows, n_docs)
+
+
+_MOVED_TO_METRICS = ("EvalResult", "evaluate_engine", "evaluate_stream", "nll_sum", "token_stream")
+
+
+def __getattr__(name: str):
+    # The engine-side evaluation moved to tinystories.metrics; old imports keep working.
+    if name in _MOVED_TO_METRICS:
+        from .._deprecated import moved
+
+        moved(f"{__name__}.{name}", "tinystories.metrics")
+        from .. import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ them back into the model file's ``wq``/``wk``/``wv`` and ``w1``/``w3``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,72 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model_file import ModelConfig, read_model
+from ..formats.llama2c import ModelConfig, read_model
+from .config import ModelArgs
 
 _TORCH_VERSION = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
 _HAS_RMS_NORM = hasattr(F, "rms_norm")
 _HAS_GQA = _TORCH_VERSION >= (2, 5)  # scaled_dot_product_attention(enable_gqa=True)
-
-
-@dataclass(frozen=True)
-class ModelArgs:
-    """Shape of a model. ``hidden_dim`` None = llama2.c's rule from ``multiple_of``."""
-
-    dim: int = 128
-    n_layers: int = 5
-    n_heads: int = 8
-    n_kv_heads: int = 4
-    vocab_size: int = 105
-    seq_len: int = 256
-    hidden_dim: int | None = None
-    multiple_of: int = 32
-    shared_classifier: bool = True
-    norm_eps: float = 1e-5
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}"
-            )
-        if (self.dim // self.n_heads) % 2:
-            raise ValueError("the head size (dim / n_heads) must be even for rotary embeddings")
-
-    @property
-    def ffn_dim(self) -> int:
-        """SwiGLU hidden size: 2/3 of 4*dim rounded up to a multiple of ``multiple_of``."""
-        if self.hidden_dim is not None:
-            return self.hidden_dim
-        hidden = int(2 * (4 * self.dim) / 3)
-        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
-
-    @property
-    def head_size(self) -> int:
-        return self.dim // self.n_heads
-
-    def file_config(self) -> ModelConfig:
-        """The model file's view of this shape."""
-        return ModelConfig(
-            dim=self.dim,
-            hidden_dim=self.ffn_dim,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            n_kv_heads=self.n_kv_heads,
-            vocab_size=self.vocab_size,
-            seq_len=self.seq_len,
-            shared_classifier=self.shared_classifier,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# The seed's configuration: llama2.c's train.py with a 105-token vocabulary.
-PRESETS: dict[str, ModelArgs] = {
-    "tok105": ModelArgs(dim=128, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=105, seq_len=256),
-}
 
 
 def rope_tables(head_size: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,7 +219,7 @@ def to_numpy_weights(model: Transformer) -> tuple[ModelConfig, dict[str, np.ndar
 
 
 def from_numpy_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> Transformer:
-    """A Transformer holding ``weights`` (as read by ``model_file.read_model``)."""
+    """A Transformer holding ``weights`` (as read by ``formats.llama2c.read_model``)."""
     args = ModelArgs(
         dim=config.dim,
         n_layers=config.n_layers,

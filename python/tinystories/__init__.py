@@ -4,8 +4,18 @@
 >>> Generator("model.bin", "tok105.bin").generate("Once upon a time")  # doctest: +SKIP
 """
 
-from ._core import FormatError
-from .generator import Generator, GeneratorConfig, Tokenizer, kernels
-
-__all__ = ["FormatError", "Generator", "GeneratorConfig", "Tokenizer", "__version__", "kernels"]
+# The one place the version is written; pyproject.toml reads it from here.
 __version__ = "0.1.0"
+
+from ._core import FormatError  # noqa: E402
+from .inference import Generator, GeneratorConfig, SamplingParams, Tokenizer, kernels  # noqa: E402
+
+__all__ = [
+    "FormatError",
+    "Generator",
+    "GeneratorConfig",
+    "SamplingParams",
+    "Tokenizer",
+    "__version__",
+    "kernels",
+]

@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
-from .generator import QUANTIZE_OPTIONS, Generator, kernels
+from .formats.constants import QUANTIZE_OPTIONS
+from .inference import Generator, kernels
 
 PROMPT_TOKENS = 200  # prompt processing is measured on a prompt this long
 BATCH_STREAMS = (1, 8, 32, 64)
@@ -133,8 +134,8 @@ def difference_rate(positions: int, t_all: float, t_one: float) -> float:
 
 def greedy_positions(generator: Generator, positions: int) -> int:
     """Positions a greedy generation from BOS evaluates (fewer than asked if it samples BOS)."""
-    generation = generator._start("", positions, 0.0, 0.9, 0, 1)
-    generation.run(False)
+    generation = generator.start("", max_new_tokens=positions, temperature=0.0, seed=1)
+    generation.text()
     return generation.stats["n_positions"]
 
 
@@ -214,12 +215,14 @@ def ours_batch(generator: Generator, streams: int, new_tokens: int) -> Callable[
     prompts = ["Once upon a time", "Lily and her dog", "The cat sat on the mat.", ""]
 
     def run() -> float:
-        batch = _core.BatchGeneration(
-            generator._model, generator.tokenizer._native, streams, generator.n_threads
+        batch = generator.start_batch(
+            [prompts[i % len(prompts)] for i in range(streams)],
+            max_new_tokens=new_tokens,
+            temperature=0.8,
+            top_p=0.9,
+            seed=[1 + i for i in range(streams)],
+            max_batch=streams,
         )
-        for i in range(streams):
-            args = generator._prepare(prompts[i % len(prompts)], new_tokens, 0.8, 0.9, 0, 1 + i)
-            batch.add(*args)
         start = time.perf_counter()
         batch.run()
         return batch.n_generated / (time.perf_counter() - start)
@@ -233,7 +236,7 @@ def torch_decode(model_path: Path, positions: int) -> Callable[[], float] | None
         import torch
     except ImportError:
         return None
-    from .model_file import read_model
+    from .formats.llama2c import read_model
 
     config, _, w = read_model(model_path)
     t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in w.items()}

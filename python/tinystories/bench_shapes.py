@@ -36,9 +36,9 @@ import numpy as np
 
 from . import _core
 from .bench import Row, achieved, difference_rate, wall
-from .generator import Generator
-from .model_file import ModelConfig, default_group_size, random_weights, write_model
-from .tokenizer_file import write_tokenizer
+from .formats.llama2c import ModelConfig, default_group_size, random_weights, write_model
+from .formats.tokenizer_bin import write_tokenizer
+from .inference import Generator
 
 # name: (config, file formats written)
 SHAPES: dict[str, tuple[ModelConfig, tuple[str, ...]]] = {

@@ -1,51 +1,6 @@
-"""``python -m tinystories.export ckpt.pt``: a checkpoint to model.bin + tokenizer.bin."""
+"""``python -m tinystories.export``: :mod:`tinystories.cli.export`."""
 
-from __future__ import annotations
-
-import argparse
-import sys
-from collections.abc import Sequence
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m tinystories.export",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  python -m tinystories.export out/ckpt.pt                      # out/model.bin (v0)\n"
-        "  python -m tinystories.export out/ckpt.pt --format v2 --out out/model_q80.bin\n",
-    )
-    p.add_argument("checkpoint", help="ckpt.pt written by python -m tinystories.train")
-    p.add_argument("--out", help="model file to write (default: model.bin beside the checkpoint)")
-    p.add_argument(
-        "--format",
-        default="v0",
-        choices=["v0", "v1", "v2"],
-        help="v0: llama2.c legacy fp32 (default); v1: fp32 with header; v2: Q8_0",
-    )
-    p.add_argument("--group-size", type=int, help="Q8_0 group size for v2 (default: up to 64)")
-    p.add_argument("--tokenizer", help="tokenizer.bin to copy (default: the checkpoint's)")
-    args = p.parse_args(argv)
-    from .training import require
-
-    require(("torch",), what="export")
-    from .training.export import export_checkpoint
-
-    try:
-        model_path, tokenizer_path = export_checkpoint(
-            args.checkpoint,
-            args.out,
-            fmt=args.format,
-            tokenizer=args.tokenizer,
-            group_size=args.group_size,
-        )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"wrote {model_path}" + (f" and {tokenizer_path}" if tokenizer_path else ""))
-    return 0
-
+from .cli.export import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -3,7 +3,7 @@
     python tests/fuzz/make_seeds.py OUT_DIR [--tokenizer tok105.bin]
 
 OUT_DIR/<target>/ receives small valid inputs made with the package's own
-writers (``tinystories.model_file``, ``tinystories.tokenizer_file``), the same
+writers (``tinystories.formats.llama2c``, ``tinystories.formats.tokenizer_bin``), the same
 ones the tests generate: models in v0, v1 and v2 with MHA, GQA and MQA and
 shared and unshared classifiers; tokenizers with and without byte tokens;
 texts with multi-byte and invalid UTF-8; id lists in and out of range.
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tinystories.model_file import ModelConfig, random_weights, write_model
-from tinystories.tokenizer_file import write_tokenizer
+from tinystories.formats.llama2c import ModelConfig, random_weights, write_model
+from tinystories.formats.tokenizer_bin import write_tokenizer
 
 CONFIGS = {
     "mha": ModelConfig(

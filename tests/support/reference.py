@@ -8,7 +8,7 @@ every matmul input to Q8_0 groups, as llama2.c's runq does for v2 files.
 from __future__ import annotations
 
 import numpy as np
-from tinystories.model_file import ModelConfig, QuantizedTensor
+from tinystories.formats.llama2c import ModelConfig, QuantizedTensor
 
 
 def rmsnorm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -1,0 +1,85 @@
+"""Type stub of the native core (bindings/core.cpp); the public API is in tinystories."""
+
+import numpy as np
+import numpy.typing as npt
+
+TOKEN_UNK: int
+TOKEN_BOS: int
+TOKEN_EOS: int
+QUANTIZE_NONE: int
+QUANTIZE_Q8_0: int
+
+class FormatError(ValueError):
+    """A malformed, truncated or inconsistent model or tokenizer file."""
+
+def kernels_available() -> str: ...
+def stream_read_gbps(bytes: int, n_threads: int, repeats: int) -> float: ...
+
+class Sampler:
+    def __init__(
+        self, vocab_size: int, temperature: float, top_p: float, top_k: int, seed: int
+    ) -> None: ...
+    def sample(self, logits: npt.ArrayLike) -> int: ...
+
+class Model:
+    def __init__(
+        self,
+        path: str,
+        kernels: str = "",
+        quantize: int = 0,
+        group_size: int = 0,
+        n_threads: int = 0,
+    ) -> None: ...
+    @property
+    def config(self) -> dict[str, int | bool]: ...
+    @property
+    def kernels(self) -> str: ...
+
+class Tokenizer:
+    def __init__(self, path: str) -> None: ...
+    @property
+    def vocab_size(self) -> int: ...
+    def token(self, id: int) -> bytes: ...
+    def encode(self, text: bytes, bos: bool, eos: bool) -> list[int]: ...
+    def decode(self, ids: list[int], skip: list[int]) -> bytes: ...
+
+class Session:
+    def __init__(self, model: Model, n_threads: int) -> None: ...
+    def eval(
+        self, ids: npt.ArrayLike, pos: int, want_logits: bool
+    ) -> npt.NDArray[np.float32] | None: ...
+
+class Generation:
+    def __init__(
+        self,
+        model: Model,
+        tokenizer: Tokenizer,
+        prompt: list[int],
+        steps: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int,
+        n_threads: int,
+    ) -> None: ...
+    def next(self) -> tuple[int, bytes, bool] | None: ...
+    def run(self, include_prompt: bool) -> tuple[bytes, list[int]]: ...
+    @property
+    def stats(self) -> dict[str, float]: ...
+
+class BatchGeneration:
+    def __init__(
+        self, model: Model, tokenizer: Tokenizer, max_batch: int, n_threads: int
+    ) -> None: ...
+    def add(
+        self,
+        prompt: list[int],
+        steps: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int,
+    ) -> int: ...
+    def run(self) -> list[bytes]: ...
+    @property
+    def n_generated(self) -> int: ...

@@ -1,0 +1,211 @@
+"""``python -m tinystories.train``: vocabulary, shards, training and export in one command.
+
+Flags map one-to-one onto :class:`tinystories.training.config.TrainConfig`, whose
+defaults they show; the work happens in :func:`tinystories.training.loop.train`, here
+or, with ``--modal``, in a Modal container (:mod:`tinystories.modal.app`) from the same
+config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..formats.llama2c import VERSIONS
+from ..modal.settings import DEFAULT_GPU, DEFAULT_TRAIN_TIMEOUT, DEFAULT_VOLUME, MAX_TIMEOUT
+from ..training.config import DTYPES, PRESETS, TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tinystories.train",
+        description="Train a small Llama model on TinyStories and export model.bin.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  python -m tinystories.train --data train-sample.txt --val-data valid-sample.txt \\
+      --max-iters 1200 --threads 1 --out out
+  python -m tinystories.train --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
+  python -m tinystories.train --out out --resume
+  python -m tinystories.train --data train.txt --modal --gpu T4 --dry-run
+""",
+    )
+    p.add_argument(
+        "--data",
+        required=False,
+        default=DEFAULTS.data,
+        help="corpus: .txt, JSON shard(s), "
+        ".tar.gz or a directory of them (not needed to --resume with shards made)",
+    )
+    p.add_argument(
+        "--val-data",
+        help=f"held-out corpus (default: the last {DEFAULTS.val_fraction * 100:g}%% of --data)",
+    )
+    p.add_argument(
+        "--out", default=DEFAULTS.out_dir, help=f"output directory (default: {DEFAULTS.out_dir})"
+    )
+    p.add_argument("--data-dir", help="vocabulary and shards (default: OUT/data)")
+    preset = DEFAULTS.preset
+    p.add_argument("--preset", default=preset, help=f"model preset (default: {preset})")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        help=f"vocabulary size (default: the preset's, {PRESETS[preset].vocab_size})",
+    )
+    for name in ("dim", "n-layers", "n-heads", "n-kv-heads", "hidden-dim", "seq-len"):
+        p.add_argument(f"--{name}", type=int, help="override the preset")
+    p.add_argument("--untied", action="store_true", help="unshared classifier weights")
+    p.add_argument("--max-iters", type=int, default=DEFAULTS.max_iters)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument(
+        "--grad-accum",
+        type=int,
+        default=DEFAULTS.grad_accum_steps,
+        help="gradient accumulation steps",
+    )
+    p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="peak learning rate")
+    p.add_argument("--warmup-iters", type=int, help="default: 5%% of --max-iters, at most 1000")
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip)
+    p.add_argument("--eval-interval", type=int, help="default: max-iters / 10")
+    p.add_argument(
+        "--eval-iters",
+        type=int,
+        default=DEFAULTS.eval_iters,
+        help="validation batches per eval",
+    )
+    p.add_argument("--log-interval", type=int, default=DEFAULTS.log_interval)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    p.add_argument(
+        "--format", default=DEFAULTS.export_format, choices=list(VERSIONS), help="model.bin format"
+    )
+    p.add_argument("--device", default=DEFAULTS.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default=DEFAULTS.dtype, choices=list(DTYPES))
+    compile_group = p.add_mutually_exclusive_group()
+    compile_group.add_argument(
+        "--compile", dest="compile", action="store_true", default=DEFAULTS.compile
+    )
+    compile_group.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    m = p.add_argument_group(
+        "Modal",
+        "run the same training on a Modal GPU (pip install 'tinystories[modal]'); "
+        "see the README's 'Train on Modal'",
+    )
+    m.add_argument("--modal", action="store_true", help="train on Modal instead of here")
+    m.add_argument("--gpu", default=DEFAULT_GPU, help=f"Modal GPU type (default: {DEFAULT_GPU})")
+    m.add_argument(
+        "--volume",
+        default=DEFAULT_VOLUME,
+        help="Modal volume for data, checkpoints and models, mounted at /data "
+        f"(default: {DEFAULT_VOLUME}, created if missing)",
+    )
+    m.add_argument(
+        "--timeout-hours",
+        type=float,
+        default=DEFAULT_TRAIN_TIMEOUT / 3600,
+        help=f"limit of the training call (max {MAX_TIMEOUT // 3600})",
+    )
+    m.add_argument(
+        "--no-download", action="store_true", help="leave model.bin on the volume, not in --out"
+    )
+    m.add_argument(
+        "--source",
+        help="tinystories checkout the Modal image builds its wheel from "
+        "(default: $TINYSTORIES_SOURCE, else the current directory or a parent)",
+    )
+    m.add_argument("--dry-run", action="store_true", help="print what --modal would run, then exit")
+    return p
+
+
+def config_kwargs(args: argparse.Namespace) -> dict:
+    """The :class:`TrainConfig` keyword arguments the flags give (no torch needed)."""
+    return dict(
+        data=args.data,
+        val_data=args.val_data,
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        preset=args.preset,
+        vocab_size=args.vocab_size,
+        dim=args.dim,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        n_kv_heads=args.n_kv_heads,
+        hidden_dim=args.hidden_dim,
+        seq_len=args.seq_len,
+        shared_classifier=False if args.untied else None,
+        batch_size=args.batch_size,
+        grad_accum_steps=args.grad_accum,
+        max_iters=args.max_iters,
+        learning_rate=args.lr,
+        warmup_iters=args.warmup_iters,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        eval_interval=args.eval_interval,
+        eval_iters=args.eval_iters,
+        log_interval=args.log_interval,
+        resume=args.resume,
+        export_format=args.format,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        seed=args.seed,
+        num_threads=args.threads,
+        progress=not args.no_progress,
+    )
+
+
+def _main_modal(args: argparse.Namespace) -> int:
+    """``--modal``: the same TrainConfig, run by tinystories.modal.app on a Modal GPU."""
+    from ..modal.check import require_modal
+
+    require_modal("train --modal", credentials=not args.dry_run)
+    from ..modal.app import run_training
+    from ..modal.settings import Settings, find_source
+
+    try:
+        settings = Settings(
+            gpu=args.gpu,
+            volume=args.volume,
+            source=find_source(args.source),
+            train_timeout=round(args.timeout_hours * 3600),
+        )
+        return run_training(
+            config_kwargs(args),
+            settings,
+            out=args.out,
+            data_dir=args.data_dir,
+            download=not args.no_download,
+            dry_run=args.dry_run,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.modal or args.dry_run:
+        return _main_modal(args)
+    from ..training import require
+
+    require(what="training")
+    from ..training.loop import train
+
+    config = TrainConfig(**config_kwargs(args))
+    try:
+        result = train(config)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
+    print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""llama2.c model files (v0, v1, v2/Q8_0) written and read with NumPy alone.
+
+The C engine reads these files; this module writes them (for the training
+export and for tests) and reads them back (for tests and tools), without
+torch. Layouts follow llama2.c's ``export.py``:
+
+* v0 — 7 int32 header (a negative vocab size marks an unshared classifier),
+  fp32 weights, two legacy RoPE tables, then the classifier if unshared.
+* v1 — 256-byte ``ak42`` header, fp32 weights in export.py's version-1 order.
+* v2 — 256-byte ``ak42`` header with a group size, norms in fp32, every
+  matrix as int8 values followed by its fp32 group scales (Q8_0).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .._core import FormatError
+from .constants import MAX_GROUP_SIZE
+
+MAGIC = 0x616B3432  # "ak42" read as a little-endian uint32
+HEADER_BYTES = 256  # v1 and v2
+V0_HEADER_BYTES = 28  # 7 int32
+LAYER_MATRICES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
+VERSIONS = {"v0": 0, "v1": 1, "v2": 2}  # format names (export --format) -> header version
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    seq_len: int
+    shared_classifier: bool = True
+
+    @property
+    def head_size(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.head_size * self.n_kv_heads
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every weight, PyTorch (out, in) convention, layers stacked."""
+        d, h, n, kv = self.dim, self.hidden_dim, self.n_layers, self.kv_dim
+        shapes = {
+            "token_embedding": (self.vocab_size, d),
+            "rms_att": (n, d),
+            "wq": (n, d, d),
+            "wk": (n, kv, d),
+            "wv": (n, kv, d),
+            "wo": (n, d, d),
+            "rms_ffn": (n, d),
+            "w1": (n, h, d),
+            "w2": (n, d, h),
+            "w3": (n, h, d),
+            "rms_final": (d,),
+        }
+        if not self.shared_classifier:
+            shapes["wcls"] = (self.vocab_size, d)
+        return shapes
+
+
+def random_weights(config: ModelConfig, seed: int = 0, scale: float = 0.2) -> dict[str, np.ndarray]:
+    """Small random weights of the right shapes (norm weights near 1)."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in config.shapes().items():
+        if name.startswith("rms"):
+            weights[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+        else:
+            weights[name] = (scale * rng.standard_normal(shape)).astype(np.float32)
+    return weights
+
+
+def _check_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    checked = {}
+    for name, shape in config.shapes().items():
+        if name not in weights:
+            raise ValueError(f"missing weight {name!r}")
+        array = np.ascontiguousarray(weights[name], dtype=np.float32)
+        if array.shape != shape:
+            raise ValueError(f"weight {name!r} has shape {array.shape}, expected {shape}")
+        checked[name] = array
+    return checked
+
+
+def _rope_tables(config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    # Legacy v0 files carry precomputed RoPE tables; readers skip them.
+    half = config.head_size // 2
+    freqs = 1.0 / (10000.0 ** (np.arange(0, config.head_size, 2)[:half] / config.head_size))
+    angles = np.outer(np.arange(config.seq_len), freqs)
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
+
+def _v1_order(config: ModelConfig, w: dict[str, np.ndarray]) -> list[np.ndarray]:
+    order = [w["rms_att"], w["rms_ffn"], w["rms_final"], w["token_embedding"]]
+    order += [w[name] for name in LAYER_MATRICES]
+    if not config.shared_classifier:
+        order.append(w["wcls"])
+    return order
+
+
+def quantize_q80(weights: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization in groups of ``group_size`` (llama2.c's Q8_0)."""
+    flat = np.asarray(weights, dtype=np.float32).reshape(-1)
+    if group_size <= 0 or flat.size % group_size:
+        raise ValueError(f"{flat.size} values do not split into groups of {group_size}")
+    groups = flat.reshape(-1, group_size)
+    scales = (np.abs(groups).max(axis=1) / np.float32(127.0)).astype(np.float32)
+    safe = np.where(scales == 0, np.float32(1.0), scales)[:, None]
+    values = np.round(groups / safe).astype(np.int8)
+    return values.reshape(-1), scales
+
+
+def dequantize_q80(values: np.ndarray, scales: np.ndarray, group_size: int) -> np.ndarray:
+    groups = values.astype(np.float32).reshape(-1, group_size)
+    return (groups * scales[:, None]).reshape(-1)
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """One Q8_0 matrix as stored: int8 values (flattened) and one scale per group."""
+
+    values: np.ndarray
+    scales: np.ndarray
+    group_size: int
+    shape: tuple[int, ...]
+
+    def dequantize(self) -> np.ndarray:
+        return dequantize_q80(self.values, self.scales, self.group_size).reshape(self.shape)
+
+
+def default_group_size(config: ModelConfig, group_size: int = MAX_GROUP_SIZE) -> int:
+    """Largest power-of-two group size <= ``group_size`` dividing every matmul input.
+
+    The one place Python picks a Q8_0 group size (export, ``write_model``).
+    """
+    # TODO(group size): one rule with model.c, which halves 64 until it divides dim only
+    # (quantize on load); this also asks hidden_dim, as llama2.c's export.py does.
+    while group_size > 1 and (config.dim % group_size or config.hidden_dim % group_size):
+        group_size //= 2
+    return group_size
+
+
+def write_model(
+    path: str | Path,
+    config: ModelConfig,
+    weights: dict[str, np.ndarray],
+    version: int = 0,
+    group_size: int | None = None,
+) -> Path:
+    """Writes ``weights`` (names and shapes from ``ModelConfig.shapes``) as a model file."""
+    w = _check_weights(config, weights)
+    path = Path(path)
+    dims = (config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.n_kv_heads)
+    with open(path, "wb") as out:
+        if version == 0:
+            vocab = config.vocab_size if config.shared_classifier else -config.vocab_size
+            out.write(struct.pack("<7i", *dims, vocab, config.seq_len))
+            body = [w["token_embedding"], w["rms_att"], w["wq"], w["wk"], w["wv"], w["wo"]]
+            body += [w["rms_ffn"], w["w1"], w["w2"], w["w3"], w["rms_final"], *_rope_tables(config)]
+            if not config.shared_classifier:
+                body.append(w["wcls"])
+            _write_arrays(out, body)
+        elif version == 1:
+            _write_header(out, config, 1, b"")
+            _write_arrays(out, _v1_order(config, w))
+        elif version == 2:
+            group_size = group_size or default_group_size(config)
+            if config.dim % group_size or config.hidden_dim % group_size:
+                raise ValueError(
+                    f"group size {group_size} must divide dim {config.dim} "
+                    f"and hidden_dim {config.hidden_dim}"
+                )
+            _write_header(out, config, 2, struct.pack("<i", group_size))
+            _write_arrays(out, [w["rms_att"], w["rms_ffn"], w["rms_final"]])
+            matrices = [w["token_embedding"]]
+            for name in LAYER_MATRICES:
+                matrices += list(w[name])  # one tensor per layer, as export.py writes them
+            if not config.shared_classifier:
+                matrices.append(w["wcls"])
+            for matrix in matrices:
+                values, scales = quantize_q80(matrix, group_size)
+                out.write(values.tobytes())
+                out.write(scales.astype("<f4").tobytes())
+        else:
+            raise ValueError(f"unknown model file version {version} (expected 0, 1 or 2)")
+    return path
+
+
+def _write_header(out: BinaryIO, config: ModelConfig, version: int, extra: bytes) -> None:
+    header = struct.pack(
+        "<Ii7iB",
+        MAGIC,
+        version,
+        config.dim,
+        config.hidden_dim,
+        config.n_layers,
+        config.n_heads,
+        config.n_kv_heads,
+        config.vocab_size,
+        config.seq_len,
+        int(config.shared_classifier),
+    )
+    header += extra
+    out.write(header + b"\0" * (HEADER_BYTES - len(header)))
+
+
+def _write_arrays(out: BinaryIO, arrays: list[np.ndarray]) -> None:
+    for array in arrays:
+        out.write(np.ascontiguousarray(array, dtype="<f4").tobytes())
+
+
+def read_model(
+    path: str | Path, keep_quantized: bool = False
+) -> tuple[ModelConfig, int, dict[str, np.ndarray]]:
+    """Reads a model file into fp32 arrays (v2 matrices dequantized).
+
+    Returns ``(config, version, weights)``. With ``keep_quantized`` a v2 file's
+    matrices stay :class:`QuantizedTensor` (layer matrices as a list, one per
+    layer). Meant for tests and tools; the C engine has its own loader.
+    """
+    data = Path(path).read_bytes()
+    config, version, group_size, offset = parse_header(data, path)
+    shapes = config.shapes()
+
+    def take(shape: tuple[int, ...], dtype: str = "<f4") -> np.ndarray:
+        nonlocal offset
+        count = int(np.prod(shape))
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+        offset += array.nbytes
+        return array.astype(np.float32) if dtype == "<f4" else array
+
+    w: dict[str, np.ndarray] = {}
+    if version == 0:
+        for name in ("token_embedding", "rms_att", "wq", "wk", "wv", "wo"):
+            w[name] = take(shapes[name])
+        for name in ("rms_ffn", "w1", "w2", "w3", "rms_final"):
+            w[name] = take(shapes[name])
+        offset += 2 * config.seq_len * (config.head_size // 2) * 4
+        if not config.shared_classifier:
+            w["wcls"] = take(shapes["wcls"])
+    elif version == 1:
+        names = ["rms_att", "rms_ffn", "rms_final", "token_embedding", *LAYER_MATRICES]
+        if not config.shared_classifier:
+            names.append("wcls")
+        for name in names:
+            w[name] = take(shapes[name])
+    elif version == 2:
+        for name in ("rms_att", "rms_ffn", "rms_final"):
+            w[name] = take(shapes[name])
+
+        def take_q80(shape: tuple[int, ...]):
+            values = take((int(np.prod(shape)),), "<i1")
+            scales = take((values.size // group_size,))
+            tensor = QuantizedTensor(values, scales, group_size, shape)
+            return tensor if keep_quantized else tensor.dequantize()
+
+        w["token_embedding"] = take_q80(shapes["token_embedding"])
+        for name in LAYER_MATRICES:
+            layers = [take_q80(shapes[name][1:]) for _ in range(config.n_layers)]
+            w[name] = layers if keep_quantized else np.stack(layers)
+        if not config.shared_classifier:
+            w["wcls"] = take_q80(shapes["wcls"])
+    if offset != len(data):
+        raise ValueError(f"{path}: file is {len(data)} bytes, layout implies {offset}")
+    return config, version, w
+
+
+def parse_header(data: bytes, path: str | Path = "model") -> tuple[ModelConfig, int, int, int]:
+    """``(config, version, group_size, header bytes)`` from the start of a model file.
+
+    Raises :class:`~tinystories.FormatError` for a header the engine would refuse
+    (short file, unknown version, dims that do not fit together).
+    """
+    if len(data) >= 8 and struct.unpack_from("<I", data, 0)[0] == MAGIC:
+        if len(data) < HEADER_BYTES:
+            raise FormatError(f"{path}: file is {len(data)} bytes, smaller than the header")
+        (version,) = struct.unpack_from("<i", data, 4)
+        if version not in (1, 2):
+            raise FormatError(f"{path}: unsupported version {version} (expected 1 or 2)")
+        dims = struct.unpack_from("<7i", data, 8)
+        config = ModelConfig(*dims, shared_classifier=bool(data[36]))
+        group_size = struct.unpack_from("<i", data, 37)[0] if version == 2 else 0
+        offset = HEADER_BYTES
+    else:
+        if len(data) < V0_HEADER_BYTES:
+            raise FormatError(f"{path}: file is {len(data)} bytes, smaller than the header")
+        dims = struct.unpack_from("<7i", data, 0)
+        version, group_size, offset = 0, 0, V0_HEADER_BYTES
+        config = ModelConfig(*dims[:5], abs(dims[5]), dims[6], shared_classifier=dims[5] > 0)
+    c = config
+    if min(c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.seq_len) <= 0:
+        raise FormatError(f"{path}: the header has a dimension <= 0: {config}")
+    if c.dim % c.n_heads or c.n_heads % c.n_kv_heads:
+        raise FormatError(f"{path}: n_heads must divide dim and n_kv_heads n_heads: {config}")
+    if version == 2 and (group_size <= 0 or c.dim % group_size):
+        raise FormatError(f"{path}: group_size {group_size} does not divide dim {c.dim}")
+    return config, version, group_size, offset
+
+
+def file_size(config: ModelConfig, version: int, group_size: int = 0) -> int:
+    """The exact size in bytes of a model file with this header (what the engine requires)."""
+    c, kv = config, config.kv_dim
+    n_cls = 0 if c.shared_classifier else 1
+    matrices = c.vocab_size * c.dim * (1 + n_cls)
+    matrices += c.n_layers * (2 * c.dim * c.dim + 2 * c.dim * kv + 3 * c.dim * c.hidden_dim)
+    norms = c.n_layers * 2 * c.dim + c.dim
+    if version == 2:
+        return HEADER_BYTES + 4 * norms + matrices + 4 * (matrices // group_size)
+    rope = c.seq_len * c.head_size if version == 0 else 0
+    header = V0_HEADER_BYTES if version == 0 else HEADER_BYTES
+    return header + 4 * (norms + matrices + rope)
+
+
+def check_header(path: str | Path) -> tuple[ModelConfig, int]:
+    """``(config, version)`` of a model file whose size is what its header implies.
+
+    Reads only the header: the cheap check of a download; loading the file with the
+    engine checks everything else.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+    config, version, group_size, _ = parse_header(head, path)
+    size, implied = path.stat().st_size, file_size(config, version, group_size)
+    if size != implied:
+        raise FormatError(f"{path}: file is {size} bytes, header implies {implied}")
+    return config, version

@@ -1,0 +1,358 @@
+"""The public inference API: :class:`Generator`, and the :class:`Generation` it starts."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from ..formats.constants import QUANTIZE_OPTIONS
+from ..formats.llama2c import ModelConfig
+from ..hub.cache import default_model, fetch_model
+from .sampling import SamplingParams, clock_seed, sampling_signature
+from .tokenizer import PathLike, Tokenizer, as_id_list
+
+
+def kernels() -> list[str]:
+    """The kernel sets this CPU runs, fastest first (e.g. ``["avx512", "avx2", "scalar"]``).
+
+    ``Generator(..., kernels=NAME)`` picks one; by default the first, or the
+    environment variable ``TINYSTORIES_KERNELS`` when set.
+    """
+    return _core.kernels_available().split()
+
+
+# Loaded models by (file identity, options): Generators on one file share one
+# mapping of its weights while any of them is alive.
+_models: weakref.WeakValueDictionary[tuple, _core.Model] = weakref.WeakValueDictionary()
+_models_lock = threading.Lock()
+
+
+def _load_model(path: str, kernels: str, quantize: int) -> _core.Model:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _core.Model(path, kernels, quantize)  # the engine words the error
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, kernels, quantize)
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            model = _core.Model(path, kernels, quantize)
+            _models[key] = model
+        return model
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(ModelConfig):
+    """A loaded model's architecture plus its file format."""
+
+    version: int = 0  # 0, 1 or 2 (Q8_0)
+    group_size: int = 0  # Q8_0 group size for version 2 files
+
+
+class Generation:
+    """One generation in progress, from :meth:`Generator.start`.
+
+    Iterate :meth:`tokens` to see every sampled token as it comes, or call
+    :meth:`text` to run to the end; :attr:`stats` says how far it got.
+    """
+
+    def __init__(self, native: _core.Generation, sampling: SamplingParams) -> None:
+        self._native = native
+        self.sampling = sampling  # with the seed it runs with
+
+    def tokens(self) -> Iterator[tuple[int, str]]:
+        """``(token id, text)`` per sampled token, the text decoded incrementally as UTF-8
+        (empty while a character is incomplete; id -1: a final incomplete tail)."""
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while (event := self._native.next()) is not None:
+            token, piece, is_prompt = event
+            if not is_prompt:
+                yield token, decoder.decode(piece)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield -1, tail
+
+    def pieces(self) -> Iterator[str]:
+        """The completion in non-empty text pieces as they are sampled."""
+        for _, text in self.tokens():
+            if text:
+                yield text
+
+    def text(self) -> str:
+        """Runs to the end (Ctrl-C interrupts it); the completion."""
+        text, _ = self._native.run(False)
+        return text.decode("utf-8", "replace")
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """``n_positions`` evaluated, ``n_generated`` tokens and ``elapsed_s`` so far."""
+        return self._native.stats
+
+
+class BatchGeneration:
+    """Many generations run together, from :meth:`Generator.start_batch`."""
+
+    def __init__(self, native: _core.BatchGeneration | None) -> None:
+        self._native = native  # None: no prompts
+
+    def run(self) -> list[str]:
+        """Steps every sequence to its end (Ctrl-C interrupts it); the completions in order."""
+        if self._native is None:
+            return []
+        return [text.decode("utf-8", "replace") for text in self._native.run()]
+
+    @property
+    def n_generated(self) -> int:
+        """Tokens sampled after the prompts so far, all sequences together."""
+        return self._native.n_generated if self._native is not None else 0
+
+
+class Generator:
+    """Text generation with a llama2.c model file (v0, v1 or v2) and its tokenizer.
+
+    With no paths it uses the default model bundled in the package
+    (:func:`tinystories.hub.cache.default_model`); :meth:`from_pretrained`
+    downloads a named one.
+
+    Loading memory-maps the weights (Generators on one file share the
+    mapping); one Generator may be used from many threads at once (every
+    call runs on its own session).
+
+    ``quantize="q8_0"`` quantizes an fp32 file to Q8_0 on load, as llama2.c's
+    export.py writes v2 files (v2 files are Q8_0 already). ``kernels`` picks
+    a kernel set from :func:`kernels` (None: the fastest, or
+    ``TINYSTORIES_KERNELS``). ``n_threads`` None lets the engine choose.
+
+    >>> g = Generator("model.bin", "tok105.bin")          # doctest: +SKIP
+    >>> g.generate("Once upon a time", temperature=0.8, seed=42)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model_path: PathLike | None = None,
+        tokenizer_path: PathLike | None = None,
+        *,
+        n_threads: int | None = None,
+        quantize: str | None = None,
+        kernels: str | None = None,
+    ) -> None:
+        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
+            raise ValueError(f"n_threads must be a positive int or None, got {n_threads!r}")
+        if quantize not in QUANTIZE_OPTIONS:
+            raise ValueError(f"quantize must be None or 'q8_0', got {quantize!r}")
+        if kernels is not None and not isinstance(kernels, str):
+            raise TypeError(f"kernels must be a str or None, got {kernels!r}")
+        if model_path is None and tokenizer_path is None:
+            model_path, tokenizer_path = default_model()
+        elif model_path is None or tokenizer_path is None:
+            raise ValueError(
+                "pass both model_path and tokenizer_path, or neither for the bundled default model"
+            )
+        self.model_path = os.fspath(model_path)
+        self.tokenizer = Tokenizer(tokenizer_path)
+        self._model = _load_model(self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize])
+        self.config = GeneratorConfig(**self._model.config)
+        if self.tokenizer.vocab_size != self.config.vocab_size:
+            raise ValueError(
+                f"{self.tokenizer.path}: tokenizer has {self.tokenizer.vocab_size} tokens but "
+                f"{self.model_path} has vocab_size {self.config.vocab_size}; "
+                "use the tokenizer the model was trained with"
+            )
+        self.n_threads = n_threads or 0  # 0: the engine chooses
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str,
+        *,
+        cache_dir: PathLike | None = None,
+        offline: bool = False,
+        progress: bool = True,
+        **generator_kwargs,
+    ) -> Generator:
+        """A Generator on a named pretrained model, downloaded into the cache when missing.
+
+        ``name`` is ``"default"`` (the bundled model) or a key of
+        :data:`tinystories.hub.registry.REGISTRY` (``"stories260K"``, ``"stories15M"``,
+        ``"stories42M"``, ``"stories110M"``). Files are cached in ``cache_dir``, else
+        ``$TINYSTORIES_CACHE``, else ``~/.cache/tinystories``; downloads resume and are
+        validated before use; ``offline=True`` reads only the cache. Other keyword
+        arguments go to :class:`Generator`.
+
+        >>> g = Generator.from_pretrained("stories15M")  # doctest: +SKIP
+        """
+        model, tokenizer = fetch_model(
+            name, cache_dir=cache_dir, offline=offline, progress=progress
+        )
+        return cls(model, tokenizer, **generator_kwargs)
+
+    @property
+    def kernels(self) -> str:
+        """The kernel set this Generator runs ("avx512", "avx2" or "scalar")."""
+        return self._model.kernels
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Generator({self.model_path!r}, {self.tokenizer.path!r}: dim={c.dim}, "
+            f"n_layers={c.n_layers}, vocab_size={c.vocab_size}, seq_len={c.seq_len}, v{c.version})"
+        )
+
+    # ------------------------------------------------------------------ text
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, bos=bos)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    # Every generation method takes the options of :class:`SamplingParams` as keyword
+    # arguments (max_new_tokens=None, temperature=1.0, top_p=0.9, top_k=0, seed=None),
+    # or a ``sampling=SamplingParams(...)`` that they override.
+
+    @sampling_signature
+    def generate(
+        self, prompt: str = "", *, sampling: SamplingParams | None = None, **options: Any
+    ) -> str:
+        """The completion of ``prompt`` (the text after it).
+
+        Sampling stops at BOS or at the end of the context when
+        ``max_new_tokens`` is None, so ``prompt + generate(prompt)`` is what
+        llama2.c's ``run -n <seq_len>`` prints for the same seed.
+        """
+        return self.start(prompt, sampling=sampling, **options).text()
+
+    @sampling_signature
+    def stream(
+        self, prompt: str = "", *, sampling: SamplingParams | None = None, **options: Any
+    ) -> Iterator[str]:
+        """Yields the completion in pieces as they are sampled.
+
+        Arguments are checked when ``stream`` is called, before any text is made.
+        ``"".join(stream(...)) == generate(...)`` for the same arguments and seed.
+        """
+        return self.start(prompt, sampling=sampling, **options).pieces()
+
+    @sampling_signature
+    def start(
+        self, prompt: str = "", *, sampling: SamplingParams | None = None, **options: Any
+    ) -> Generation:
+        """A :class:`Generation` of ``prompt``, its arguments checked, nothing sampled yet."""
+        params = SamplingParams.of(sampling, **options).with_seed()
+        prompt_ids, steps = self._prompt_steps(prompt, params)
+        native = _core.Generation(
+            self._model,
+            self.tokenizer._native,
+            prompt_ids,
+            steps,
+            *_engine_sampling(params),
+            self.n_threads,
+        )
+        return Generation(native, params)
+
+    @sampling_signature
+    def generate_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        sampling: SamplingParams | None = None,
+        seed: int | Sequence[int] | None = None,
+        max_batch: int = 32,
+        **options: Any,
+    ) -> list[str]:
+        """The completions of many prompts, generated together.
+
+        Up to ``max_batch`` sequences run at once: each step evaluates one
+        position of every running sequence in one forward pass, and a
+        finished sequence's slot goes to the next prompt. Completion ``i`` is
+        exactly ``generate(prompts[i], ..., seed=seed_i)``, where ``seed_i``
+        is ``seed`` when it is an int (every prompt gets the same seed), or
+        ``seed[i]`` when it is a sequence; None picks one seed from the clock
+        for all prompts.
+        """
+        batch = self.start_batch(
+            prompts, sampling=sampling, seed=seed, max_batch=max_batch, **options
+        )
+        return batch.run()
+
+    @sampling_signature
+    def start_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        sampling: SamplingParams | None = None,
+        seed: int | Sequence[int] | None = None,
+        max_batch: int = 32,
+        **options: Any,
+    ) -> BatchGeneration:
+        """The :class:`BatchGeneration` behind :meth:`generate_batch`, every prompt
+        checked and queued, nothing run yet."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of str, not a str")
+        prompts = list(prompts)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
+        if seed is None and sampling is not None:
+            seed = sampling.seed
+        if seed is None or isinstance(seed, (int, np.integer)):
+            seeds = [seed] * len(prompts)
+        else:
+            seeds = list(seed)
+            if len(seeds) != len(prompts):
+                raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        params = SamplingParams.of(sampling, **options, seed=None)
+        if seed is None:
+            seeds = [clock_seed()] * len(prompts)
+        if not prompts:
+            return BatchGeneration(None)
+        native = _core.BatchGeneration(
+            self._model, self.tokenizer._native, min(max_batch, len(prompts)), self.n_threads
+        )
+        for prompt, prompt_seed in zip(prompts, seeds, strict=True):
+            prompt_params = SamplingParams.of(params, seed=prompt_seed)
+            prompt_ids, steps = self._prompt_steps(prompt, prompt_params)
+            native.add(prompt_ids, steps, *_engine_sampling(prompt_params))
+        return BatchGeneration(native)
+
+    # ---------------------------------------------------------------- logits
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits after each of ``ids`` (float32, shape ``[len(ids), vocab_size]``)."""
+        ids = as_id_list(ids, self.config.vocab_size)
+        if not ids:
+            raise ValueError("ids must contain at least one token")
+        if len(ids) > self.config.seq_len:
+            raise ValueError(
+                f"{len(ids)} tokens do not fit the model's context of {self.config.seq_len}"
+            )
+        session = _core.Session(self._model, self.n_threads)
+        return session.eval(np.asarray(ids, dtype=np.int32), 0, True)
+
+    # -------------------------------------------------------------- internal
+
+    def _prompt_steps(self, prompt: str, params: SamplingParams) -> tuple[list[int], int]:
+        """The prompt's ids and the positions to run (run.c's ``steps``)."""
+        prompt_ids = self.encode(prompt)
+        seq_len = self.config.seq_len
+        if len(prompt_ids) > seq_len:
+            raise ValueError(
+                f"the prompt is {len(prompt_ids)} tokens but the model's context is {seq_len}"
+            )
+        if params.max_new_tokens is None:
+            return prompt_ids, seq_len
+        # run.c samples one token per position from the last prompt token on.
+        return prompt_ids, min(seq_len, len(prompt_ids) - 1 + params.max_new_tokens)
+
+
+def _engine_sampling(params: SamplingParams) -> tuple[float, float, int, int]:
+    """The engine's sampling arguments (``ts_sampling``): temperature, top_p, top_k, seed."""
+    assert params.seed is not None, "resolve the seed first (SamplingParams.with_seed)"
+    return params.temperature, params.top_p, params.top_k, params.seed

@@ -1,0 +1,74 @@
+"""The public :class:`Tokenizer`: a llama2.c ``tokenizer.bin`` encoding exactly like run.c."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import _core
+from ..formats.constants import BOS, EOS, N_SPECIAL, UNK
+
+PathLike = str | os.PathLike
+
+
+class Tokenizer:
+    """A llama2.c ``tokenizer.bin`` vocabulary, encoding exactly like run.c."""
+
+    unk_id: int = UNK
+    bos_id: int = BOS
+    eos_id: int = EOS
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = os.fspath(path)
+        self._native = _core.Tokenizer(self.path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._native.vocab_size
+
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """Token ids of ``text``: BOS, the dummy-prefix space, characters, merges."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        return self._native.encode(text.encode("utf-8", "surrogatepass"), bos, eos)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` as run.c prints it (BOS and EOS print nothing)."""
+        raw = self._native.decode(as_id_list(ids, self.vocab_size), [BOS, EOS])
+        return raw.decode("utf-8", "replace")
+
+    def piece(self, token: int) -> bytes:
+        """The raw vocabulary entry of ``token``."""
+        return self._native.token(token)
+
+    def has_newline(self) -> bool:
+        """Whether any ordinary piece (not <unk>, BOS, EOS) can print a newline."""
+        return any(
+            b"\n" in (piece := self.piece(i)) or piece == b"<0x0A>"
+            for i in range(N_SPECIAL, self.vocab_size)
+        )
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.path!r}, vocab_size={self.vocab_size})"
+
+
+def as_id_list(ids: Sequence[int], vocab_size: int) -> list[int]:
+    """``ids`` as a list of ints, each checked against the vocabulary."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError("ids must be a sequence of ints, not text")
+    array = np.asarray(ids)
+    if array.size == 0:
+        return []
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError("ids must be a 1-D sequence of ints")
+    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
+    if bad.size:
+        raise ValueError(
+            f"token id {array[bad[0]]} at index {bad[0]} is outside the vocabulary of {vocab_size}"
+        )
+    return array.tolist()

@@ -1,0 +1,143 @@
+"""The bodies of the Modal functions: what runs in the container (or locally, through
+``.local()``, in the tests).
+
+Each calls the same entry points as the local commands:
+
+- ``prepare`` (CPU): fetch a corpus URL into the volume (resumable), then
+  :func:`tinystories.training.corpus.prepare_data` (vocabulary and shards, each skipped
+  when already on the volume);
+- ``train`` (GPU): :func:`tinystories.training.loop.train`, committing the volume after
+  every checkpoint;
+- ``sample`` (CPU): :meth:`tinystories.Generator.stream`, streamed back piece by piece.
+
+The bodies take the volume's root as an argument (the functions pass
+``$TINYSTORIES_VOLUME_ROOT``, default ``/data``). Paths handed to them are relative to
+the volume root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import modal
+
+from .settings import MOUNT, PATH_FIELDS, ROOT_ENV, volume_path
+
+
+def volume_root() -> Path:
+    """Where the volume is mounted: ``$TINYSTORIES_VOLUME_ROOT``, default ``/data``."""
+    return Path(os.environ.get(ROOT_ENV, MOUNT))
+
+
+def committer(volume_name: str) -> Callable[[], None]:
+    """Commits the volume when running in a Modal container; does nothing elsewhere
+    (``.local()`` has no volume to commit)."""
+
+    def commit() -> None:
+        if not modal.is_local():
+            modal.Volume.from_name(volume_name).commit()
+
+    return commit
+
+
+def resolve_paths(config: dict, root: Path) -> dict:
+    """TrainConfig keyword arguments with their volume-relative paths made absolute."""
+    resolved = dict(config)
+    for name in PATH_FIELDS:
+        value = resolved.get(name)
+        if value:
+            resolved[name] = str(root / volume_path(value, name))
+    return resolved
+
+
+def prepare_body(
+    config: dict,
+    fetch: Sequence[dict],
+    *,
+    root: Path,
+    commit: Callable[[], None] = lambda: None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Fetches corpus URLs into the volume (skipped when there, resumed when partial), then
+    trains the vocabulary and pretokenizes when they are missing; commits after each step."""
+    from ..hub.download import download
+    from ..training.config import TrainConfig
+    from ..training.corpus import prepare_data
+
+    for item in fetch:
+        dest = root / volume_path(item["dest"], "download")
+        if dest.exists():
+            log(f"have {dest}")
+            continue
+        log(f"downloading {item['url']} to {dest}")
+        download(item["url"], dest, progress=bool(config.get("progress", True)))
+        commit()
+    train_config = TrainConfig(**resolve_paths(config, root))
+    vocab_model, vocab_bin, train_shards, val_shards = prepare_data(train_config, log)
+    commit()
+    log(
+        f"data ready: {vocab_bin.relative_to(root)}, {train_shards.n_tokens:,} train and "
+        f"{val_shards.n_tokens:,} val tokens"
+    )
+    return {
+        "tokenizer": str(vocab_bin.relative_to(root)),
+        "train_tokens": int(train_shards.n_tokens),
+        "val_tokens": int(val_shards.n_tokens),
+    }
+
+
+def train_body(
+    config: dict,
+    *,
+    root: Path,
+    commit: Callable[[], None] = lambda: None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """:func:`tinystories.training.loop.train` with the volume committed after every
+    checkpoint and after the export; returns a summary with volume-relative paths."""
+    from ..training.config import TrainConfig
+    from ..training.loop import train
+
+    result = train(
+        TrainConfig(**resolve_paths(config, root)), log=log, on_checkpoint=lambda path: commit()
+    )
+    return {
+        "iters": result.iters,
+        "final_loss": result.final_loss,
+        "final_val_loss": result.final_val_loss,
+        "tokens_per_sec": result.tokens_per_sec,
+        "out_dir": str(result.out_dir.relative_to(root)),
+        "model": str(result.model_path.relative_to(root)),
+        "tokenizer": str(result.tokenizer_path.relative_to(root)),
+    }
+
+
+def resume_if_rescheduled(config: dict, root: Path) -> dict:
+    """A call that Modal restarts (preemption) resumes from its own checkpoint instead of
+    starting over: the first attempt writes its call id beside the checkpoint."""
+    call_id = modal.current_function_call_id()
+    if not call_id or config.get("resume"):
+        return config
+    out = root / volume_path(config.get("out_dir") or "out", "out_dir")
+    marker = out / ".modal-call"
+    if marker.is_file() and marker.read_text() == call_id and (out / "ckpt.pt").is_file():
+        print(f"restarted call {call_id}: resuming from {out / 'ckpt.pt'}")
+        return {**config, "resume": True}
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(call_id)
+    return config
+
+
+def sample_body(
+    model: str, tokenizer: str, prompt: str, options: dict, *, root: Path
+) -> Iterator[str]:
+    """:meth:`Generator.stream` on files of the volume (arguments checked before the first
+    piece). Imports neither torch nor modal's runtime beyond this module."""
+    from ..inference import Generator
+
+    generator = Generator(
+        root / volume_path(model, "model"), root / volume_path(tokenizer, "tokenizer")
+    )
+    yield from generator.stream(prompt, **options)

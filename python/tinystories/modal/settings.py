@@ -1,0 +1,114 @@
+"""Modal settings and their defaults, importable without the ``modal`` package.
+
+The command line (``--gpu``, ``--volume``, ``--timeout-hours``), ``python -m
+tinystories.volume`` and the Modal modules all read the defaults from here, so each is
+written once. Also here: where the project checkout is (:func:`find_source`) and paths on
+the volume (:func:`volume_path`), which need nothing of Modal either.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+APP_NAME = "tinystories"
+DEFAULT_GPU = "T4"
+DEFAULT_VOLUME = "tinystories-volume"
+MOUNT = "/data"
+ROOT_ENV = "TINYSTORIES_VOLUME_ROOT"  # where the bodies find the volume (tests: a temp dir)
+SOURCE_ENV = "TINYSTORIES_SOURCE"  # the checkout the image is built from
+REMOTE_SOURCE = "/root/tinystories"
+REMOTE_WHEELS = "/root/wheels"
+# The torch the tests run with; from PyPI on Linux this is the CUDA build (T4 = sm_75).
+TORCH_SPEC = "torch==2.13.0"
+APT_PACKAGES = ("build-essential", "cmake")
+# What the wheel is built from: everything else in the checkout (.git, .venv, build/, out/,
+# data) stays local.
+SOURCE_ITEMS = (
+    "pyproject.toml",
+    "CMakeLists.txt",
+    "cmake",
+    "README.md",
+    "csrc",
+    "bindings",
+    "python",
+    "training",
+)
+MAX_TIMEOUT = 24 * 3600  # Modal's limit for one function call
+DEFAULT_TRAIN_TIMEOUT = 6 * 3600  # seconds; --timeout-hours
+# Files written by the model runs that downloads bring back to --out.
+RESULT_FILES = ("model.bin", "tokenizer.bin", "metrics.jsonl")
+# The TrainConfig fields that are paths: relative to the volume root on the client side.
+PATH_FIELDS = ("data", "val_data", "out_dir", "data_dir")
+
+
+class SourceNotFound(FileNotFoundError):
+    """The project checkout the image is built from cannot be found."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-command choices: where the functions run and how long they may take (seconds)."""
+
+    gpu: str = DEFAULT_GPU
+    volume: str = DEFAULT_VOLUME
+    source: Path | None = None
+    train_timeout: int = DEFAULT_TRAIN_TIMEOUT
+    prepare_timeout: int = 2 * 3600
+    sample_timeout: int = 10 * 60
+    prepare_cpu: float = 4.0
+    prepare_memory: int = 16 * 1024  # MiB: the full TinyStories is ~2 GB of text in memory
+    python_version: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+    torch: str = TORCH_SPEC
+
+    def __post_init__(self) -> None:
+        for name in ("train_timeout", "prepare_timeout", "sample_timeout"):
+            value = getattr(self, name)
+            if not 10 <= value <= MAX_TIMEOUT:
+                raise ValueError(f"{name} must be between 10 s and 24 h, not {value} s")
+
+
+def _is_checkout(path: Path) -> bool:
+    pyproject = path / "pyproject.toml"
+    if not pyproject.is_file():
+        return False
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    return 'name = "tinystories"' in text
+
+
+def find_source(explicit: str | Path | None = None, cwd: Path | None = None) -> Path:
+    """The tinystories checkout to build the image's wheel from.
+
+    In order: ``explicit`` (``--source``), ``$TINYSTORIES_SOURCE``, then the current
+    directory and its parents. The installed package is not enough: the image compiles the
+    engine from the C sources, which wheels do not carry.
+    """
+    if explicit is None:
+        explicit = os.environ.get(SOURCE_ENV) or None
+    if explicit is not None:
+        candidates = [Path(explicit).expanduser().resolve()]
+    else:
+        start = (cwd or Path.cwd()).resolve()
+        candidates = [start, *start.parents]
+    for path in candidates:
+        if _is_checkout(path):
+            missing = [item for item in SOURCE_ITEMS if not (path / item).exists()]
+            if missing:
+                raise SourceNotFound(f"{path} is not a complete checkout: no {', '.join(missing)}")
+            return path
+    where = candidates[0] if explicit is not None else f"{candidates[0]} or its parents"
+    raise SourceNotFound(
+        f"no tinystories checkout at {where}. The Modal image builds this project's wheel "
+        "from its source: run the command from a checkout, or pass --source DIR "
+        f"(or set {SOURCE_ENV}=DIR)."
+    )
+
+
+def volume_path(path: str, what: str = "path") -> str:
+    """``path`` as a normalized path relative to the volume root; refuses ``..``."""
+    parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("/", ".")]
+    if ".." in parts:
+        raise ValueError(f"{what} {path!r}: '..' is not allowed on the volume")
+    return "/".join(parts)

@@ -1,0 +1,332 @@
+"""The training loop: ``train(TrainConfig(...)) -> TrainResult``.
+
+One call runs the whole pipeline: vocabulary (when missing), pretokenized
+shards (when missing), training with AdamW + warmup/cosine schedule, periodic
+validation, checkpoints, and the export of ``model.bin`` + ``tokenizer.bin``.
+``python -m tinystories.train`` only turns flags into a TrainConfig.
+
+Files in ``out_dir``: ``ckpt.pt`` (model, optimizer, iteration; ``resume=True``
+continues from it), ``metrics.jsonl`` (one JSON object per logged step),
+``model.bin``, ``tokenizer.bin``, and ``data/`` (vocabulary and shards) unless
+``data_dir`` points elsewhere.
+
+:func:`train` reads top to bottom: set-up, the loop, the export. What it calls is
+below it in this module (device, precision, optimizer, one step's loss) or in
+:mod:`.corpus` (data), :mod:`.shards` (batches) and :mod:`.checkpoint` (files).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import export_model, read_checkpoint, save_checkpoint
+from .config import ModelArgs, TrainConfig, TrainResult
+from .corpus import prepare_data
+from .model import Transformer
+from .shards import BatchSampler, Prefetcher, TokenStream, eval_batches
+
+# CPU runs at least this long are compiled: about a minute of compiling on 2 cores
+# is repaid by the faster steps.
+CPU_COMPILE_MIN_ITERS = 500
+
+
+def train(
+    config: TrainConfig,
+    log: Callable[[str], None] = print,
+    on_checkpoint: Callable[[Path], None] | None = None,
+) -> TrainResult:
+    """Runs data preparation, training and export as ``config`` says; see the module doc.
+
+    ``on_checkpoint(path)``, when given, is called after each checkpoint is written (and
+    after the export); ``--modal`` commits the volume there so a lost container loses
+    nothing that was checkpointed.
+    """
+    # --- set-up: files, data, model, optimizer --------------------------------------
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    checkpoint = None
+    if config.resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        checkpoint = read_checkpoint(ckpt_path, ("model", "optimizer", "model_args", "iter"))
+    _, vocab_bin, train_shards, val_shards = prepare_data(config, log)
+    args = model_args(config, checkpoint, ckpt_path)
+
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    torch.manual_seed(config.seed)
+    model = Transformer(args).to(device)
+    optimizer = make_optimizer(model, config)
+    use_scaler = dtype == torch.float16  # fp16 needs loss scaling; bf16 and fp32 do not
+    scaler = make_grad_scaler(device, use_scaler)
+    autocast = autocast_context(device, dtype)
+    start_iter = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if use_scaler and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        start_iter = int(checkpoint["iter"])
+        log(f"resuming from {ckpt_path} at iteration {start_iter}")
+        checkpoint = None  # the tensors are in the model and optimizer now; free the copy
+    last_iter = min(config.max_iters, config.stop_iter or config.max_iters)
+    compiled = should_compile(config, device, last_iter - start_iter)
+    step_model = torch.compile(model) if compiled else model
+
+    train_stream = TokenStream(train_shards.paths, args.seq_len, args.vocab_size)
+    val_stream = TokenStream(val_shards.paths, args.seq_len, args.vocab_size)
+    sampler = BatchSampler(train_stream, config.batch_size, config.seed)
+    val_batches = eval_batches(val_stream, config.batch_size, config.eval_iters, config.seed)
+    tokens_per_iter = config.batch_size * config.grad_accum_steps * args.seq_len
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"model {n_params:,} parameters; {train_stream.n_tokens:,} train tokens; "
+        f"{tokens_per_iter:,} tokens per iteration; {device} {str(dtype)[6:]}"
+        f"{' compiled' if compiled else ''}"
+    )
+    metrics = metrics_up_to(metrics_path, start_iter)  # a resumed run drops later rows
+    metrics_path.write_text("".join(json.dumps(row) + "\n" for row in metrics))
+
+    # --- the loop ---------------------------------------------------------------------
+    batches = partial(sampler.step_batches, micro_steps=config.grad_accum_steps)
+    prefetch = Prefetcher(batches, start_iter, last_iter)
+    bar = progress(config, start_iter)
+    model.train()
+    loss_value, val_loss, tokens_per_sec = float("nan"), None, 0.0
+    it = start_iter
+    try:
+        with open(metrics_path, "a") as metrics_file:
+            while it < last_iter:
+                t0 = time.perf_counter()
+                lr = learning_rate(config, it)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = torch.zeros((), device=device)
+                for batch in prefetch.get():
+                    x, y = to_device(batch, device)
+                    with autocast:
+                        loss = batch_loss(step_model, x, y) / config.grad_accum_steps
+                    scaler.scale(loss).backward()
+                    loss_sum += loss.detach()
+                if config.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                it += 1
+
+                loss_value = float(loss_sum)  # syncs with the device, so the timing is real
+                tokens_per_sec = tokens_per_iter / (time.perf_counter() - t0)
+                evaluate = it % config.eval_every() == 0 or it == config.max_iters
+                save = evaluate or it == last_iter
+                row = None
+                if it % config.log_interval == 0 or evaluate:
+                    row = {
+                        "iter": it,
+                        "loss": round(loss_value, 6),
+                        "lr": lr,
+                        "tokens_per_sec": round(tokens_per_sec, 1),
+                    }
+                if evaluate:
+                    val_loss = estimate_loss(model, step_model, val_batches, device, autocast)
+                    row["val_loss"] = round(val_loss, 6)
+                    log(f"iter {it}: train loss {loss_value:.4f}, val loss {val_loss:.4f}")
+                if save:
+                    state = {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict() if use_scaler else None,
+                        "model_args": args.to_dict(),
+                        "iter": it,
+                        "config": asdict(config),
+                        "tokenizer_bin": vocab_bin.read_bytes(),
+                    }
+                    save_checkpoint(ckpt_path, state)
+                if row is not None:
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    metrics.append(row)
+                if save and on_checkpoint is not None:
+                    on_checkpoint(ckpt_path)  # after the metrics row, which it covers
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
+                    bar.update(1)
+    finally:
+        prefetch.close()
+        if bar is not None:
+            bar.close()
+
+    # --- export -----------------------------------------------------------------------
+    model_path, tokenizer_path = export_model(
+        model, out_dir / "model.bin", vocab_bin, fmt=config.export_format
+    )
+    log(f"wrote {model_path} and {tokenizer_path}")
+    if on_checkpoint is not None:
+        on_checkpoint(model_path)
+    return TrainResult(
+        out_dir=out_dir,
+        model_path=model_path,
+        tokenizer_path=tokenizer_path,
+        checkpoint_path=ckpt_path,
+        metrics_path=metrics_path,
+        iters=it,
+        final_loss=loss_value,
+        final_val_loss=val_loss,
+        tokens_per_sec=tokens_per_sec,
+        metrics=metrics,
+    )
+
+
+# --- what train() calls --------------------------------------------------------------
+
+
+def model_args(config: TrainConfig, checkpoint: dict | None, ckpt_path: Path) -> ModelArgs:
+    """The shape to train: the checkpoint's when resuming (its vocabulary must match)."""
+    vocab_size = config.resolved_vocab_size()
+    if checkpoint is None:
+        return config.model_args(vocab_size)
+    args = ModelArgs(**checkpoint["model_args"])
+    if args.vocab_size != vocab_size:
+        raise ValueError(f"{ckpt_path} has vocab size {args.vocab_size}, this run {vocab_size}")
+    return args
+
+
+def learning_rate(config: TrainConfig, it: int) -> float:
+    """Linear warmup to the peak, then cosine decay to ``min_lr_ratio`` of it at max_iters."""
+    peak, floor = config.learning_rate, config.learning_rate * config.min_lr_ratio
+    warmup = config.warmup()
+    if it < warmup:
+        return peak * (it + 1) / warmup
+    if it >= config.max_iters:
+        return floor
+    progress = (it - warmup) / max(1, config.max_iters - warmup)
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} was asked for but CUDA is not available")
+    return device
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """True on CPUs with AMX tiles, where bf16 matmuls run several times faster than fp32."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(check and check())
+    except RuntimeError:
+        return False
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype: bf16 where the hardware runs it fast, fp16 (with a GradScaler)
+    on GPUs without bf16 such as a T4, fp32 otherwise. Weights stay fp32 either way."""
+    if requested != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            requested
+        ]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16_matmul() else torch.float32
+
+
+def should_compile(config: TrainConfig, device: torch.device, n_iters: int) -> bool:
+    """torch.compile where it pays: on GPUs, and on CPU for runs long enough to repay the
+    compilation with faster steps."""
+    if config.compile is not None:
+        return config.compile
+    return device.type == "cuda" or n_iters >= CPU_COMPILE_MIN_ITERS
+
+
+def make_optimizer(model: Transformer, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only; fused kernels where torch has them."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    kwargs = dict(lr=config.learning_rate, betas=(config.beta1, config.beta2))
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or no fused kernel here
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def make_grad_scaler(device: torch.device, enabled: bool):
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # torch < 2.3
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_device(batch: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a (B, seq_len + 1) batch of windows, on ``device``."""
+    t = torch.from_numpy(batch)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t[:, :-1], t[:, 1:]
+
+
+def batch_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the next tokens, computed in fp32 whatever the autocast."""
+    logits = model(x)
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+
+@torch.no_grad()
+def estimate_loss(
+    model: Transformer,
+    step_model: torch.nn.Module,
+    batches: Sequence[np.ndarray],
+    device: torch.device,
+    autocast: AbstractContextManager,
+) -> float:
+    """Mean loss over fixed validation ``batches``, run by ``step_model`` (compiled or
+    not) with ``model`` in eval mode for the duration."""
+    model.eval()
+    losses = []
+    for batch in batches:
+        x, y = to_device(batch, device)
+        with autocast:
+            losses.append(float(batch_loss(step_model, x, y)))
+    model.train()
+    return float(np.mean(losses))
+
+
+def metrics_up_to(path: Path, last_iter: int) -> list[dict]:
+    """The rows of ``metrics.jsonl`` up to ``last_iter`` (a resumed run's history)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["iter"] <= last_iter]
+
+
+def progress(config: TrainConfig, start_iter: int):
+    """A tqdm bar over the iterations, or None without ``config.progress``."""
+    if not config.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.max_iters, initial=start_iter, desc="train", unit="it")
