@@ -235,9 +235,10 @@ static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, c
  * of a row range are one contiguous stream. Several tokens share each
  * weight load (T of them at a time, T a constant the compiler unrolls).
  *
- * fp32: output (t, row) sums column j into accumulator j % 4, then
- * (a0 + a1) + (a2 + a3): the same operations for every number of tokens
- * and every row range (batch invariance), within 1e-4 of scalar.
+ * fp32: each output is one chain of fused multiply-adds over the columns in
+ * order (run.c's order, with FMA): the same operations for every number of
+ * tokens and panels per tile and every row range (batch invariance),
+ * within 1e-4 of scalar.
  * Q8: per group an exact int32 dot product ((w + 128) . x - 128 sum(x)),
  * then runq's val += ((float)dot * w_scale) * x_scale, groups in order:
  * bit-identical to scalar. */
@@ -253,54 +254,84 @@ static inline __mmask16 lane_range(int lo, int hi) {
 #define TS_PANEL_PREFETCH 1024
 #endif
 
-static inline __attribute__((always_inline)) void panel_f32(float *out, int d, const float *x,
-                                                            int n, const float *w, __mmask16 keep,
-                                                            const int T) {
-    __m512 acc[4][4];
-    for (int t = 0; t < T; t++) {
-        for (int c = 0; c < 4; c++) acc[t][c] = _mm512_setzero_ps();
+/* P consecutive panels times T tokens: P * T accumulators, one per
+ * output, each a single chain of fused multiply-adds over the columns in
+ * order. Per column, P weight loads and T broadcasts feed P * T FMAs, so
+ * wide tiles (prefill, batches) are bound by the FMA units rather than by
+ * loads; a decode (T = 1) keeps P chains in flight. keep[p]: the lanes of
+ * panel p to store. */
+static inline __attribute__((always_inline)) void tile_f32(float *out, int d, const float *x, int n,
+                                                           const float *w, const __mmask16 *keep,
+                                                           const int P, const int T) {
+    const size_t stride = (size_t)n * 16; /* one panel */
+    __m512 acc[4][6];
+    for (int p = 0; p < P; p++) {
+        for (int t = 0; t < T; t++) acc[p][t] = _mm512_setzero_ps();
     }
     int j = 0;
     for (; j + 4 <= n; j += 4) {
-        const float *wj = w + (size_t)j * 16;
         if (T == 1) {
-            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH, _MM_HINT_T0);
-            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH + 128, _MM_HINT_T0);
-            _mm_prefetch((const char *)wj + TS_PANEL_PREFETCH + 192, _MM_HINT_T0);
+            /* one line of each panel a column; stream the next ones in */
+            for (int p = 0; p < P; p++) {
+                const char *ahead = (const char *)(w + p * stride + (size_t)j * 16) + TS_PANEL_PREFETCH;
+                for (int c = 0; c < 4; c++) _mm_prefetch(ahead + 64 * c, _MM_HINT_T0);
+            }
         }
         for (int c = 0; c < 4; c++) {
-            __m512 wv = _mm512_load_ps(wj + c * 16);
+            __m512 wv[4];
+            for (int p = 0; p < P; p++) wv[p] = _mm512_load_ps(w + p * stride + (size_t)(j + c) * 16);
             for (int t = 0; t < T; t++) {
-                acc[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)t * n + j + c]), wv, acc[t][c]);
+                __m512 xv = _mm512_set1_ps(x[(size_t)t * n + j + c]);
+                for (int p = 0; p < P; p++) acc[p][t] = _mm512_fmadd_ps(xv, wv[p], acc[p][t]);
             }
         }
     }
-    for (int c = 0; j < n; j++, c++) {
-        __m512 wv = _mm512_load_ps(w + (size_t)j * 16);
+    for (; j < n; j++) {
+        __m512 wv[4];
+        for (int p = 0; p < P; p++) wv[p] = _mm512_load_ps(w + p * stride + (size_t)j * 16);
         for (int t = 0; t < T; t++) {
-            acc[t][c] = _mm512_fmadd_ps(_mm512_set1_ps(x[(size_t)t * n + j]), wv, acc[t][c]);
+            __m512 xv = _mm512_set1_ps(x[(size_t)t * n + j]);
+            for (int p = 0; p < P; p++) acc[p][t] = _mm512_fmadd_ps(xv, wv[p], acc[p][t]);
         }
     }
-    for (int t = 0; t < T; t++) {
-        __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
-                                   _mm512_add_ps(acc[t][2], acc[t][3]));
-        _mm512_mask_storeu_ps(out + (size_t)t * d, keep, sum);
+    for (int p = 0; p < P; p++) {
+        for (int t = 0; t < T; t++) {
+            _mm512_mask_storeu_ps(out + (size_t)t * d + (size_t)p * 16, keep[p], acc[p][t]);
+        }
     }
+}
+
+/* Tokens of one group of P panels, T at a time. */
+static inline __attribute__((always_inline)) void panels_f32(float *out, int d, const float *x,
+                                                             int nt, int n, const float *w,
+                                                             const __mmask16 *keep, const int P) {
+    int t = 0;
+    for (; t + 6 <= nt; t += 6) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 6);
+    for (; t + 3 <= nt; t += 3) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 3);
+    for (; t < nt; t++) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 1);
 }
 
 static void matmul_f32_panels(float *out, const float *x, int nt, const float *wp, int n, int d,
                               int i0, int i1) {
-    for (int p = i0 / 16; p * 16 < i1; p++) {
-        int r0 = p * 16;
-        int lo = i0 > r0 ? i0 - r0 : 0, hi = i1 - r0 < 16 ? i1 - r0 : 16;
-        __mmask16 keep = lane_range(lo, hi);
+    int p0 = i0 / 16, p1 = (i1 + 15) / 16;
+    for (int p = p0; p < p1;) {
+        int P = p1 - p >= 4 ? 4 : (p1 - p >= 2 ? 2 : 1);
+        __mmask16 keep[4];
+        for (int k = 0; k < P; k++) {
+            int r0 = (p + k) * 16;
+            keep[k] = lane_range(i0 > r0 ? i0 - r0 : 0, i1 - r0 < 16 ? i1 - r0 : 16);
+        }
+        /* a masked store writes lanes lo..hi-1 of each panel only */
+        float *o = out + (size_t)p * 16;
         const float *w = wp + (size_t)p * (size_t)n * 16;
-        float *o = out + r0; /* a masked store writes lanes lo..hi-1 only */
-        int t = 0;
-        for (; t + 4 <= nt; t += 4) panel_f32(o + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, 4);
-        for (; t + 2 <= nt; t += 2) panel_f32(o + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, 2);
-        for (; t < nt; t++) panel_f32(o + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, 1);
+        if (P == 4) {
+            panels_f32(o, d, x, nt, n, w, keep, 4);
+        } else if (P == 2) {
+            panels_f32(o, d, x, nt, n, w, keep, 2);
+        } else {
+            panels_f32(o, d, x, nt, n, w, keep, 1);
+        }
+        p += P;
     }
 }
 

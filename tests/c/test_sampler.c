@@ -76,6 +76,11 @@ static int ref_sample(float *x, int n, float temperature, float topp, uint64_t *
             n0++;
         }
     }
+    if (n0 == 0) {
+        /* every probability NaN (all logits -inf): run.c would read c[-1];
+         * ts_sampler takes the argmax of the probabilities, index 0 */
+        return 0;
+    }
     qsort(c, (size_t)n0, sizeof *c, ref_compare);
     float cumulative = 0.0f;
     int last = n0 - 1;
