@@ -270,6 +270,11 @@ void ts__pool_free(ts_pool *pool);
  * (a sign of more runnable threads than cores), else 0. */
 typedef void (*ts_team_fn)(void *ctx, int thread, int n_threads);
 int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx);
+/* ts__pool_team, or fn(ctx, 0, 1) on the caller alone while teams are
+ * paused: after TS_TEAM_MAX_STALLS team jobs in a row stalled, every pool
+ * of the process runs alone for a while (see pool.c). The way to run a
+ * forward pass; a NULL pool runs alone. */
+void ts__pool_run(ts_pool *pool, ts_team_fn fn, void *ctx);
 /* Waits until every member of the current team job has reached this
  * barrier; memory written before it is visible to all after it. A no-op
  * for a NULL pool. */

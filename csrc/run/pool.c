@@ -50,6 +50,26 @@
 #define TS_TEAM_STALL_NS 100000
 #define TS_TEAM_STALL_RATIO 3
 
+/* A job runs as a team of the pool's threads, whose barriers stall (see
+ * TS_TEAM_STALL_NS) whenever a member is not running. TS_TEAM_MAX_STALLS passes in a row with such a stall
+ * mean more runnable threads than cores: the machine is busy, and a team
+ * would spend its time waiting. Then every pool of the process runs its
+ * jobs on the calling thread alone for a while (which also lets the idle
+ * workers sleep) before a team is tried again: TS_TEAM_OFF_MIN_NS at first,
+ * doubling up to TS_TEAM_OFF_MAX_NS while the retries stall too, halving
+ * back for every TS_TEAM_CLEAN_PASSES team passes without a stall. The
+ * process-wide clock makes short calls (each with a new session and pool)
+ * learn from the ones before. The first team job of a pool, and the first after running alone, may
+ * wait for sleeping workers to wake: its stall is not counted. A job's
+ * results do not depend on who runs it (forward.c). */
+#define TS_TEAM_MAX_STALLS 2
+#define TS_TEAM_OFF_MIN_NS 20000000ull   /* 20 ms */
+#define TS_TEAM_OFF_MAX_NS 2000000000ull /* 2 s */
+#define TS_TEAM_CLEAN_PASSES 256
+
+static _Atomic uint64_t team_off_until_ns; /* no team before this */
+static _Atomic uint64_t team_off_ns = TS_TEAM_OFF_MIN_NS; /* the next pause's length */
+
 typedef struct arrival_count {
     alignas(64) _Atomic uint64_t count; /* barriers this thread has reached */
     uint64_t left_ns;                   /* when it left the last one (or began the job) */
@@ -69,6 +89,10 @@ struct ts_pool {
     int caller_cpu;              /* the CPU the caller started it on, or -1 */
     alignas(64) atomic_int done; /* workers finished with it */
     atomic_int stalled;          /* a member waited long at a barrier */
+    /* ts__pool_run's record (the caller's thread only) */
+    int team_stalls; /* consecutive team jobs that stalled */
+    int team_clean;  /* team jobs without a stall, since the last stall */
+    int team_waking; /* the next team job may find the workers asleep */
     arrival_count arrivals[TS_POOL_MAX_THREADS];
 };
 
@@ -175,6 +199,7 @@ ts_pool *ts__pool_new(int n_threads) {
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pool->n_threads = 1;
+    pool->team_waking = 1;
     for (int i = 1; i < n_threads; i++) {
         worker_arg *arg = malloc(sizeof *arg);
         if (!arg) break;
@@ -268,4 +293,30 @@ void ts__pool_barrier(ts_pool *pool, int thread) {
         }
     }
     me->left_ns = ts__now_ns();
+}
+
+void ts__pool_run(ts_pool *pool, ts_team_fn fn, void *ctx) {
+    if (!pool || ts__now_ns() < atomic_load_explicit(&team_off_until_ns, memory_order_relaxed)) {
+        if (pool) pool->team_waking = 1;
+        fn(ctx, 0, 1);
+        return;
+    }
+    int stalled = ts__pool_team(pool, fn, ctx);
+    int waking = pool->team_waking;
+    pool->team_waking = 0;
+    if (!stalled) {
+        pool->team_stalls = 0;
+        uint64_t off = atomic_load_explicit(&team_off_ns, memory_order_relaxed);
+        if (++pool->team_clean % TS_TEAM_CLEAN_PASSES == 0 && off > TS_TEAM_OFF_MIN_NS) {
+            atomic_store_explicit(&team_off_ns, off / 2, memory_order_relaxed);
+        }
+    } else if (!waking && ++pool->team_stalls >= TS_TEAM_MAX_STALLS) {
+        pool->team_stalls = 0;
+        pool->team_clean = 0;
+        uint64_t off = atomic_load_explicit(&team_off_ns, memory_order_relaxed);
+        atomic_store_explicit(&team_off_until_ns, ts__now_ns() + off, memory_order_relaxed);
+        if (off < TS_TEAM_OFF_MAX_NS) {
+            atomic_store_explicit(&team_off_ns, off * 2, memory_order_relaxed);
+        }
+    }
 }
