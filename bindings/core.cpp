@@ -391,6 +391,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("kernels_available", [] { return std::string(ts_kernels_available()); },
           "The kernel sets this CPU runs, fastest first, separated by spaces.");
 
+    m.def("default_group_size", &ts_default_group_size, py::arg("dim"),
+          "The Q8_0 group size quantizing on load and v2 exports use unless told otherwise "
+          "(llama2.c export.py's rule: the largest power of two up to 64 dividing dim).");
     m.def(
         "stream_read_gbps",
         [](size_t bytes, int n_threads, int repeats) {

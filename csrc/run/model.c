@@ -526,109 +526,93 @@ ts_status ts_model_load(const char *path, ts_model **out, ts_error *err) {
     return ts_model_load_with(path, NULL, out, err);
 }
 
-ts_status ts_model_load_with(const char *path, const ts_load_options *options, ts_model **out,
+/* Header fields, by byte offset. v0 (run.c's legacy export): seven int32,
+ * no magic. v1/v2 (export.py): the magic, the version, the same seven
+ * int32, the shared-classifier byte and (v2) the int32 group size, padded
+ * to TS_V12_HEADER bytes. */
+enum {
+    V0_DIM = 0, /* then hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len */
+    V12_MAGIC = 0,
+    V12_VERSION = 4,
+    V12_DIM = 8, /* then the same six as v0 */
+    V12_SHARED = 36,
+    V2_GROUP_SIZE = 37,
+};
+
+/* The seven dimensions starting at `at`. */
+static void read_dims(ts_config *c, const unsigned char *at) {
+    c->dim = rd_i32(at);
+    c->hidden_dim = rd_i32(at + 4);
+    c->n_layers = rd_i32(at + 8);
+    c->n_heads = rd_i32(at + 12);
+    c->n_kv_heads = rd_i32(at + 16);
+    c->vocab_size = rd_i32(at + 20);
+    c->seq_len = rd_i32(at + 24);
+}
+
+/* Step 1: the header. Fills m->config, *header (its size) and *what (a
+ * hint for messages about v0 files, which have no magic to go by). */
+static ts_status read_header(ts_model *m, const char *path, size_t *header, const char **what,
                              ts_error *err) {
-    if (!out) return ts__fail(err, TS_ERR_ARG, "ts_model_load: out is NULL");
-    *out = NULL;
-    if (!path) return ts__fail(err, TS_ERR_ARG, "ts_model_load: path is NULL");
-    ts_load_options opt = options ? *options : ts_load_options_default();
-    if (opt.quantize != TS_QUANTIZE_NONE && opt.quantize != TS_QUANTIZE_Q8_0) {
-        return ts__fail(err, TS_ERR_ARG, "unknown quantize option %d", opt.quantize);
-    }
-    if (opt.group_size < 0) {
-        return ts__fail(err, TS_ERR_ARG, "group_size %d must be >= 0", opt.group_size);
-    }
-    const ts_kernels *kernels = NULL;
-    ts_status kst = ts__kernels_select(opt.kernels, &kernels, err);
-    if (kst != TS_OK) return kst;
-
-    void *map = NULL;
-    size_t size = 0;
-    struct stat file_stat = {0};
-    ts_status st = map_file(path, &map, &size, &file_stat, err);
-    if (st != TS_OK) return st;
-    struct ts_model_key key = key_of(&file_stat, &opt, kernels);
-    ts_model *shared = share_loaded(&key);
-    if (shared) {
-        munmap(map, size);
-        *out = shared;
-        return TS_OK;
-    }
-    const unsigned char *b = map;
-
-    ts_model *m = calloc(1, sizeof *m);
-    if (!m) {
-        munmap(map, size);
-        return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
-    }
-    m->map = map;
-    m->map_size = size;
+    const unsigned char *b = m->map;
+    size_t size = m->map_size;
     ts_config *c = &m->config;
-
-    /* Which format: v1/v2 start with the magic; v0 has no magic at all. */
-    size_t header;
-    const char *what = "";
-    if (size >= 8 && (uint32_t)rd_i32(b) == TS_MAGIC) {
-        int32_t version = rd_i32(b + 4);
+    *what = "";
+    if (size >= 8 && (uint32_t)rd_i32(b + V12_MAGIC) == TS_MAGIC) {
+        int32_t version = rd_i32(b + V12_VERSION);
         if (version != 1 && version != 2) {
-            st = ts__fail(err, TS_ERR_FORMAT, "%s: unsupported version %d (expected 1 or 2)", path,
-                          version);
-            goto fail;
+            return ts__fail(err, TS_ERR_FORMAT, "%s: unsupported version %d (expected 1 or 2)",
+                            path, version);
         }
-        header = TS_V12_HEADER;
-        if (size < header) {
-            st = ts__fail(err, TS_ERR_FORMAT, "%s: file is %zu bytes, smaller than the %zu-byte header",
-                          path, size, header);
-            goto fail;
+        *header = TS_V12_HEADER;
+        if (size < *header) {
+            return ts__fail(err, TS_ERR_FORMAT,
+                            "%s: file is %zu bytes, smaller than the %zu-byte header", path, size,
+                            *header);
         }
         c->version = version;
-        c->dim = rd_i32(b + 8);
-        c->hidden_dim = rd_i32(b + 12);
-        c->n_layers = rd_i32(b + 16);
-        c->n_heads = rd_i32(b + 20);
-        c->n_kv_heads = rd_i32(b + 24);
-        c->vocab_size = rd_i32(b + 28);
-        c->seq_len = rd_i32(b + 32);
-        if (b[36] > 1) {
-            st = ts__fail(err, TS_ERR_FORMAT, "%s: shared_classifier flag is %u, expected 0 or 1", path,
-                          b[36]);
-            goto fail;
+        read_dims(c, b + V12_DIM);
+        if (b[V12_SHARED] > 1) {
+            return ts__fail(err, TS_ERR_FORMAT, "%s: shared_classifier flag is %u, expected 0 or 1",
+                            path, b[V12_SHARED]);
         }
-        c->shared_classifier = b[36];
-        c->group_size = version == 2 ? rd_i32(b + 37) : 0;
+        c->shared_classifier = b[V12_SHARED];
+        c->group_size = version == 2 ? rd_i32(b + V2_GROUP_SIZE) : 0;
     } else {
-        header = TS_V0_HEADER;
-        what = "as a v0 (legacy, no 'ak42' magic) file: ";
-        if (size < header) {
-            st = ts__fail(err, TS_ERR_FORMAT, "%s: %sfile is %zu bytes, smaller than the %zu-byte header",
-                          path, what, size, header);
-            goto fail;
+        *header = TS_V0_HEADER;
+        *what = "as a v0 (legacy, no 'ak42' magic) file: ";
+        if (size < *header) {
+            return ts__fail(err, TS_ERR_FORMAT,
+                            "%s: %sfile is %zu bytes, smaller than the %zu-byte header", path, *what,
+                            size, *header);
         }
         c->version = TS_FORMAT_V0;
-        c->dim = rd_i32(b);
-        c->hidden_dim = rd_i32(b + 4);
-        c->n_layers = rd_i32(b + 8);
-        c->n_heads = rd_i32(b + 12);
-        c->n_kv_heads = rd_i32(b + 16);
-        int32_t vocab = rd_i32(b + 20);
-        c->seq_len = rd_i32(b + 24);
+        read_dims(c, b + V0_DIM);
         /* A negative vocab_size flags an unshared classifier. */
+        int32_t vocab = c->vocab_size;
         c->shared_classifier = vocab > 0;
         c->vocab_size = vocab == INT32_MIN ? 0 : (vocab < 0 ? -vocab : vocab);
         c->group_size = 0;
     }
-    st = check_config(c, path, what, err);
-    if (st != TS_OK) goto fail;
+    ts_status st = check_config(c, path, *what, err);
+    if (st != TS_OK) return st;
     m->head_size = c->dim / c->n_heads;
     m->kv_dim = (int)((int64_t)c->dim * c->n_kv_heads / c->n_heads);
     m->quantized = c->version == TS_FORMAT_V2;
+    return TS_OK;
+}
 
-    /* The exact size the header implies. */
+/* Step 2: the file is exactly as large as the header implies (so no
+ * weight pointer can reach past the mapping). *n_scales: a v2 file's
+ * number of group scales. */
+static ts_status check_file_size(const ts_model *m, const char *path, const char *what,
+                                 size_t header, uint64_t *n_scales, ts_error *err) {
+    const ts_config *c = &m->config;
     uint64_t dim = (uint64_t)c->dim, hid = (uint64_t)c->hidden_dim, kv = (uint64_t)m->kv_dim;
     uint64_t L = (uint64_t)c->n_layers, V = (uint64_t)c->vocab_size;
     uint64_t n_cls = c->shared_classifier ? 0 : 1;
     sizer sz = {header, 0};
-    uint64_t n_scales = 0;
+    *n_scales = 0;
     if (c->version != TS_FORMAT_V2) {
         const uint64_t f = sizeof(float);
         sz_add(&sz, V, dim, f, 1 + n_cls);     /* embedding (+ wcls) */
@@ -649,77 +633,145 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
         sz_add(&nq, L, dim, dim, 2);
         sz_add(&nq, L, dim, kv, 2);
         sz_add(&nq, L, dim, hid, 3);
-        n_scales = nq.total / gs;
+        *n_scales = nq.total / gs;
         sz_add(&sz, L, dim, sizeof(float), 2);
         sz_add(&sz, dim, sizeof(float), 1, 1);
         sz_add(&sz, nq.total, 1, 1, 1);
-        sz_add(&sz, n_scales, sizeof(float), 1, 1);
+        sz_add(&sz, *n_scales, sizeof(float), 1, 1);
         sz.overflow |= nq.overflow;
     }
     if (sz.overflow) {
-        st = ts__fail(err, TS_ERR_FORMAT, "%s: %sheader dimensions overflow 64-bit sizes", path, what);
-        goto fail;
+        return ts__fail(err, TS_ERR_FORMAT, "%s: %sheader dimensions overflow 64-bit sizes", path,
+                        what);
     }
-    if (sz.total != (uint64_t)size) {
-        st = ts__fail(err, TS_ERR_FORMAT, "%s: %sfile is %zu bytes, header implies %llu%s", path, what,
-                      size, (unsigned long long)sz.total,
-                      sz.total > size ? " (truncated?)" : " (trailing data?)");
-        goto fail;
+    if (sz.total != (uint64_t)m->map_size) {
+        return ts__fail(err, TS_ERR_FORMAT, "%s: %sfile is %zu bytes, header implies %llu%s", path,
+                        what, m->map_size, (unsigned long long)sz.total,
+                        sz.total > m->map_size ? " (truncated?)" : " (trailing data?)");
     }
+    return TS_OK;
+}
 
-    /* seq_len does not change a v1/v2 file's size, so a corrupt value could
-     * ask ts_session_new for any amount of memory: bound the per-session
-     * state (see TS_SESSION_BYTES_MIN in tinystories.h). */
+/* Step 3: seq_len does not change a v1/v2 file's size, so a corrupt value
+ * could ask ts_session_new for any amount of memory: bound the per-session
+ * state (see TS_SESSION_BYTES_MIN in tinystories.h). */
+static ts_status check_session_memory(const ts_model *m, const char *path, const char *what,
+                                      ts_error *err) {
+    const ts_config *c = &m->config;
+    uint64_t size = (uint64_t)m->map_size;
     sizer ses = {0, 0};
     uint64_t kv_seq = ts__kv_seq(c->seq_len); /* the caches' positions: whole key blocks */
-    sz_add(&ses, 2 * L, kv_seq, kv, sizeof(float)); /* key + value caches */
+    sz_add(&ses, 2 * (uint64_t)c->n_layers, kv_seq, (uint64_t)m->kv_dim, sizeof(float)); /* K, V */
     sz_add(&ses, (uint64_t)c->n_heads, kv_seq, sizeof(float), 1); /* scores */
-    uint64_t limit = (uint64_t)size > TS_SESSION_BYTES_MIN / TS_SESSION_FILE_FACTOR
-                         ? (uint64_t)size * TS_SESSION_FILE_FACTOR
+    uint64_t limit = size > TS_SESSION_BYTES_MIN / TS_SESSION_FILE_FACTOR
+                         ? size * TS_SESSION_FILE_FACTOR
                          : TS_SESSION_BYTES_MIN;
     if (ses.overflow || ses.total > limit) {
-        st = ts__fail(err, TS_ERR_FORMAT,
-                      "%s: %sseq_len %d needs %llu%s bytes of KV cache per session, more than the "
-                      "limit of %llu (the larger of 1 GiB and %d x the file size)",
-                      path, what, c->seq_len, (unsigned long long)ses.total,
-                      ses.overflow ? "+" : "", (unsigned long long)limit, TS_SESSION_FILE_FACTOR);
-        goto fail;
+        return ts__fail(err, TS_ERR_FORMAT,
+                        "%s: %sseq_len %d needs %llu%s bytes of KV cache per session, more than the "
+                        "limit of %llu (the larger of 1 GiB and %d x the file size)",
+                        path, what, c->seq_len, (unsigned long long)ses.total,
+                        ses.overflow ? "+" : "", (unsigned long long)limit, TS_SESSION_FILE_FACTOR);
     }
+    return TS_OK;
+}
 
-    /* The sizes fit the mapping, so every count below fits size_t. */
-    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) goto nomem;
-    cursor cur = {b + header};
-    if (c->version == TS_FORMAT_V0) {
+/* Step 4: every weight pointer, into the mapping (v2 scales copied). */
+static ts_status lay_out(ts_model *m, size_t header, uint64_t n_scales) {
+    m->layers = calloc((size_t)m->config.n_layers, sizeof *m->layers);
+    if (!m->layers) return TS_ERR_NOMEM;
+    cursor cur = {(const unsigned char *)m->map + header};
+    if (m->config.version == TS_FORMAT_V0) {
         layout_v0(m, &cur);
-    } else if (c->version == TS_FORMAT_V1) {
+    } else if (m->config.version == TS_FORMAT_V1) {
         layout_v1(m, &cur);
     } else {
+        /* the sizes fit the mapping, so the count fits size_t */
         m->owned_scales = malloc((size_t)n_scales * sizeof(float));
-        if (!m->owned_scales) goto nomem;
+        if (!m->owned_scales) return TS_ERR_NOMEM;
         layout_v2(m, &cur, m->owned_scales);
     }
-    if (!m->quantized && opt.quantize == TS_QUANTIZE_Q8_0) {
-        int gs = opt.group_size;
-        if (gs == 0) {
-            for (gs = 64; c->dim % gs != 0; gs /= 2) {
-            }
-        }
-        if (c->dim % gs != 0) {
-            st = ts__fail(err, TS_ERR_ARG, "%s: group_size %d does not divide dim %d", path, gs,
-                          c->dim);
-            goto fail;
-        }
-        st = quantize_model(m, gs, path, err);
-        if (st != TS_OK) goto fail;
+    return TS_OK;
+}
+
+/* Step 5 (an fp32 file with quantize = Q8_0): the weights as export.py's v2
+ * file would hold them. */
+static ts_status quantize_on_load(ts_model *m, int group_size, const char *path, ts_error *err) {
+    int gs = group_size ? group_size : ts_default_group_size(m->config.dim);
+    if (m->config.dim % gs != 0) {
+        return ts__fail(err, TS_ERR_ARG, "%s: group_size %d does not divide dim %d", path, gs,
+                        m->config.dim);
     }
+    return quantize_model(m, gs, path, err);
+}
+
+int ts_default_group_size(int dim) {
+    /* export.py's rule: the largest power of two up to 64 that divides dim */
+    int gs = 64;
+    while (gs > 1 && dim % gs != 0) gs /= 2;
+    return gs;
+}
+
+ts_status ts_model_load_with(const char *path, const ts_load_options *options, ts_model **out,
+                             ts_error *err) {
+    if (!out) return ts__fail(err, TS_ERR_ARG, "ts_model_load: out is NULL");
+    *out = NULL;
+    if (!path) return ts__fail(err, TS_ERR_ARG, "ts_model_load: path is NULL");
+    ts_load_options opt = options ? *options : ts_load_options_default();
+    if (opt.quantize != TS_QUANTIZE_NONE && opt.quantize != TS_QUANTIZE_Q8_0) {
+        return ts__fail(err, TS_ERR_ARG, "unknown quantize option %d", opt.quantize);
+    }
+    if (opt.group_size < 0) {
+        return ts__fail(err, TS_ERR_ARG, "group_size %d must be >= 0", opt.group_size);
+    }
+    const ts_kernels *kernels = NULL;
+    ts_status st = ts__kernels_select(opt.kernels, &kernels, err);
+    if (st != TS_OK) return st;
+
+    void *map = NULL;
+    size_t size = 0;
+    struct stat file_stat = {0};
+    st = map_file(path, &map, &size, &file_stat, err);
+    if (st != TS_OK) return st;
+    struct ts_model_key key = key_of(&file_stat, &opt, kernels);
+    ts_model *shared = share_loaded(&key);
+    if (shared) {
+        munmap(map, size);
+        *out = shared;
+        return TS_OK;
+    }
+    ts_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        munmap(map, size);
+        return ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    m->map = map;
+    m->map_size = size;
     m->kernels = kernels;
-    if (wants_panels(m)) {
-        st = pack_model(m, path, err);
-        if (st != TS_OK) goto fail;
-    } else if (m->quantized) {
-        st = add_row_sums(m, path, err);
-        if (st != TS_OK) goto fail;
+
+    size_t header = 0;
+    uint64_t n_scales = 0;
+    const char *what = "";
+    st = read_header(m, path, &header, &what, err);
+    if (st == TS_OK) st = check_file_size(m, path, what, header, &n_scales, err);
+    if (st == TS_OK) st = check_session_memory(m, path, what, err);
+    if (st == TS_OK && lay_out(m, header, n_scales) != TS_OK) {
+        st = ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if (st == TS_OK && !m->quantized && opt.quantize == TS_QUANTIZE_Q8_0) {
+        st = quantize_on_load(m, opt.group_size, path, err);
+    }
+    /* step 6: the weights as the kernels read them */
+    if (st == TS_OK) {
+        if (wants_panels(m)) {
+            st = pack_model(m, path, err);
+        } else if (m->quantized) {
+            st = add_row_sums(m, path, err);
+        }
+    }
+    if (st != TS_OK) {
+        ts_model_free(m);
+        return st;
     }
     m->n_threads_default = opt.n_threads > 0 ? opt.n_threads : ts__default_threads();
     m->key = key;
@@ -730,12 +782,6 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
     pthread_mutex_unlock(&loaded_lock);
     *out = m;
     return TS_OK;
-
-nomem:
-    st = ts__fail(err, TS_ERR_NOMEM, "%s: out of memory", path);
-fail:
-    ts_model_free(m);
-    return st;
 }
 
 void ts_model_free(ts_model *m) {

@@ -147,6 +147,13 @@ const ts_config *ts_model_config(const ts_model *model);
 /* The kernel set the model runs ("scalar", "avx2", "avx512", "neon"). */
 const char *ts_model_kernels(const ts_model *model);
 
+/* The Q8_0 group size quantizing on load uses unless told otherwise, and
+ * that llama2.c's export.py writes: the largest power of two up to 64 that
+ * divides dim. (When it does not divide hidden_dim, w2's last
+ * hidden_dim % group_size inputs are left out of its products, as runq
+ * does; a smaller group size dividing both avoids that.) */
+int ts_default_group_size(int dim);
+
 /* The kernel sets this CPU runs, fastest first, space-separated
  * (e.g. "avx512 avx2 scalar"). */
 const char *ts_kernels_available(void);

@@ -23,5 +23,6 @@ QUANTIZE_OPTIONS: dict[str | None, int] = {
     "q8_0": _core.QUANTIZE_Q8_0,
 }
 
-# Q8_0: the group size export tries first, halved until it fits (see default_group_size).
-MAX_GROUP_SIZE: int = 64
+# Q8_0: the group size the engine's rule starts from, halved until it divides dim
+# (see formats.llama2c.default_group_size): its answer for a dim every power of two divides.
+MAX_GROUP_SIZE: int = _core.default_group_size(1 << 30)

@@ -20,8 +20,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .. import _core
 from .._core import FormatError
-from .constants import MAX_GROUP_SIZE
 
 MAGIC = 0x616B3432  # "ak42" read as a little-endian uint32
 HEADER_BYTES = 256  # v1 and v2
@@ -140,16 +140,14 @@ class QuantizedTensor:
         return dequantize_q80(self.values, self.scales, self.group_size).reshape(self.shape)
 
 
-def default_group_size(config: ModelConfig, group_size: int = MAX_GROUP_SIZE) -> int:
-    """Largest power-of-two group size <= ``group_size`` dividing every matmul input.
-
-    The one place Python picks a Q8_0 group size (export, ``write_model``).
+def default_group_size(config: ModelConfig) -> int:
+    """The Q8_0 group size a v2 file gets unless told otherwise: the engine's one rule
+    (``ts_default_group_size``), llama2.c export.py's, the largest power of two up to
+    ``MAX_GROUP_SIZE`` dividing ``dim``. Where it does not divide ``hidden_dim``, w2's last
+    ``hidden_dim % group_size`` inputs are left out of its products, as runq does; pass a
+    smaller ``group_size`` dividing both to keep them.
     """
-    # TODO(group size): one rule with model.c, which halves 64 until it divides dim only
-    # (quantize on load); this also asks hidden_dim, as llama2.c's export.py does.
-    while group_size > 1 and (config.dim % group_size or config.hidden_dim % group_size):
-        group_size //= 2
-    return group_size
+    return _core.default_group_size(config.dim)
 
 
 def write_model(
@@ -177,11 +175,8 @@ def write_model(
             _write_arrays(out, _v1_order(config, w))
         elif version == 2:
             group_size = group_size or default_group_size(config)
-            if config.dim % group_size or config.hidden_dim % group_size:
-                raise ValueError(
-                    f"group size {group_size} must divide dim {config.dim} "
-                    f"and hidden_dim {config.hidden_dim}"
-                )
+            if group_size <= 0 or config.dim % group_size:
+                raise ValueError(f"group size {group_size} must divide dim {config.dim}")
             _write_header(out, config, 2, struct.pack("<i", group_size))
             _write_arrays(out, [w["rms_att"], w["rms_ffn"], w["rms_final"]])
             matrices = [w["token_embedding"]]
