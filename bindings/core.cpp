@@ -385,6 +385,8 @@ PYBIND11_MODULE(_core, m) {
     m.attr("TOKEN_UNK") = int(TS_TOKEN_UNK);
     m.attr("TOKEN_BOS") = int(TS_TOKEN_BOS);
     m.attr("TOKEN_EOS") = int(TS_TOKEN_EOS);
+    m.attr("TOKEN_FIRST_BYTE") = int(TS_TOKEN_FIRST_BYTE);
+    m.attr("TOKEN_BYTES") = int(TS_TOKEN_BYTES);
     m.attr("QUANTIZE_NONE") = int(TS_QUANTIZE_NONE);
     m.attr("QUANTIZE_Q8_0") = int(TS_QUANTIZE_Q8_0);
 

@@ -244,7 +244,7 @@ struct ts_tokenizer {
     int32_t *table;      /* open-addressing hash: piece -> id, -1 = empty */
     size_t table_mask;   /* table size - 1 (a power of two) */
     int32_t space_id;    /* id of " " or -1 (no dummy prefix) */
-    int has_byte_tokens; /* entries 3..258 are <0x00>..<0xFF> */
+    int has_byte_tokens; /* entries TS_TOKEN_FIRST_BYTE.. are <0x00>..<0xFF> */
     char byte_pieces[512]; /* byte b as a NUL-terminated 1-byte string */
 };
 

@@ -163,6 +163,9 @@ const char *ts_kernels_available(void);
 typedef struct ts_tokenizer ts_tokenizer;
 
 enum { TS_TOKEN_UNK = 0, TS_TOKEN_BOS = 1, TS_TOKEN_EOS = 2 };
+/* sentencepiece's byte fallback: <0x00>..<0xFF> follow the three specials,
+ * byte b at TS_TOKEN_FIRST_BYTE + b, when the vocabulary has them. */
+enum { TS_TOKEN_FIRST_BYTE = 3, TS_TOKEN_BYTES = 256 };
 
 /* Loads a llama2.c tokenizer.bin. The file does not store its vocabulary
  * size: entries are read up to the end of the file, and every length is

@@ -226,9 +226,10 @@ ts_status ts_tokenizer_load(const char *path, ts_tokenizer **out, ts_error *err)
     data = NULL;
 
     t->space_id = ts__tokenizer_lookup2(t, " ", 1, "", 0);
-    t->has_byte_tokens = count >= 259;
+    t->has_byte_tokens = count >= TS_TOKEN_FIRST_BYTE + TS_TOKEN_BYTES;
     for (int b = 0; b < 256 && t->has_byte_tokens; b++) {
-        if (byte_piece_value(t->pieces + t->offsets[b + 3], t->lengths[b + 3]) != b) {
+        if (byte_piece_value(t->pieces + t->offsets[b + TS_TOKEN_FIRST_BYTE],
+                             t->lengths[b + TS_TOKEN_FIRST_BYTE]) != b) {
             t->has_byte_tokens = 0;
         }
     }
@@ -397,7 +398,7 @@ ts_status ts_tokenizer_encode(const ts_tokenizer *t, const char *text, size_t te
         if (id >= 0) {
             tokens[n++] = id;
         } else if (t->has_byte_tokens) {
-            for (size_t k = 0; k < len; k++) tokens[n++] = (int32_t)s[i + k] + 3;
+            for (size_t k = 0; k < len; k++) tokens[n++] = (int32_t)s[i + k] + TS_TOKEN_FIRST_BYTE;
         } else {
             tokens[n++] = TS_TOKEN_UNK; /* run.c would emit ids past the vocab */
         }

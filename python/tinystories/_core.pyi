@@ -6,6 +6,8 @@ import numpy.typing as npt
 TOKEN_UNK: int
 TOKEN_BOS: int
 TOKEN_EOS: int
+TOKEN_FIRST_BYTE: int
+TOKEN_BYTES: int
 QUANTIZE_NONE: int
 QUANTIZE_Q8_0: int
 

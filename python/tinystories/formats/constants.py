@@ -12,10 +12,10 @@ from .. import _core
 UNK: int = _core.TOKEN_UNK  # <unk>: what a character missing from the vocabulary encodes to
 BOS: int = _core.TOKEN_BOS  # <s>: starts every story; sampling it ends a generation
 EOS: int = _core.TOKEN_EOS  # </s>
-N_SPECIAL: int = 3  # <unk>, <s>, </s>: ids below this print nothing special
 # In a vocabulary with byte fallback the 256 <0xXX> pieces follow the specials.
-FIRST_BYTE_TOKEN: int = N_SPECIAL
-N_BYTE_TOKENS: int = 256
+FIRST_BYTE_TOKEN: int = _core.TOKEN_FIRST_BYTE
+N_BYTE_TOKENS: int = _core.TOKEN_BYTES
+N_SPECIAL: int = FIRST_BYTE_TOKEN  # <unk>, <s>, </s>: ids below this print nothing special
 
 # ``Generator(quantize=...)`` -> the engine's TS_QUANTIZE_* value.
 QUANTIZE_OPTIONS: dict[str | None, int] = {
