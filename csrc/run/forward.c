@@ -238,11 +238,12 @@ static void forward_team(void *ctx, int r, int n_threads) {
     share_rows(dim, r, n_threads, &o0, &o1);
     share_rows(hid, r, n_threads, &h0, &h1);
     share_rows(p->vocab_size, r, n_threads, &c0, &c1);
-    /* Several rows: the attention is shared out as (row, head) pairs, which
-     * balances rows at different positions; one row: its kv heads' query
-     * heads, right after their keys and values, with no barrier between. */
-    int a0 = kv0 * kv_mul, a1 = kv1 * kv_mul; /* items: (row, head) = row * n_heads + head */
-    if (n > 1) a0 = n * p->n_heads * r / n_threads, a1 = n * p->n_heads * (r + 1) / n_threads;
+    /* Several rows: the (row, head) pairs are dealt out in turn, so every
+     * thread gets early (short) and late (long) rows alike; one row: its kv
+     * heads' query heads, right after their keys and values, with no
+     * barrier between. */
+    int a0 = kv0 * kv_mul, a1 = kv1 * kv_mul, a_step = 1; /* items: row * n_heads + head */
+    if (n > 1) a0 = r, a1 = n * p->n_heads, a_step = n_threads; /* dealt out: later rows cost more */
 
     for (int l = 0; l < p->n_layers; l++) {
         const ts_layer *w = &m->layers[l];
@@ -268,7 +269,7 @@ static void forward_team(void *ctx, int r, int n_threads) {
         if (n > 1) ts__pool_barrier(team, r);
 
         /* multi-head attention over positions 0..pos of each row's sequence */
-        for (int item = a0; item < a1; item++) {
+        for (int item = a0; item < a1; item += a_step) {
             int t = item / p->n_heads, h = item % p->n_heads;
             size_t kv_off = loff + (size_t)(h / kv_mul) * kv_seq * hs;
             size_t at = (size_t)t * dim + (size_t)h * hs;
