@@ -307,8 +307,15 @@ static inline __attribute__((always_inline)) void panels_f32(float *out, int d, 
                                                              const __mmask16 *keep, const int P) {
     int t = 0;
     for (; t + 6 <= nt; t += 6) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 6);
-    for (; t + 3 <= nt; t += 3) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 3);
-    for (; t < nt; t++) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 1);
+    if (nt - t >= 4) {
+        tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 4);
+        t += 4;
+    }
+    if (nt - t >= 2) {
+        tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 2);
+        t += 2;
+    }
+    if (t < nt) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 1);
 }
 
 static void matmul_f32_panels(float *out, const float *x, int nt, const float *wp, int n, int d,
