@@ -11,7 +11,7 @@
  * one cache-line transfer each way.
  *
  * Nobody can take over a member's part, so a member the OS deschedules
- * holds the others up; long waits are reported (see `stalled`) and
+ * holds the others up; long waits are reported (see TS_TEAM_STALL_NS) and
  * the caller (session.c) then runs without the pool for a while.
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
@@ -40,28 +40,31 @@
 #define TS_POOL_SPIN_NS 200000
 #define TS_POOL_MAX_THREADS 64
 /* A team member waiting at a barrier longer than this, and longer than
- * TS_TEAM_STALL_RATIO times its own work since the last barrier, reports a
- * stall and starts yielding its CPU. Members of a team drift apart by some
- * fraction of a step (an interrupt, cache misses, memory traffic: on a
- * model that streams its weights from DRAM a step is a millisecond and the
- * drift hundreds of microseconds); a member that is not running at all
- * (more runnable threads than cores) keeps the others waiting for a time
- * slice, many times the step. */
+ * TS_TEAM_STALL_RATIO times its own work since the last barrier, starts
+ * yielding its CPU; the job stalled when that happened and some member
+ * spent more than 1 / TS_TEAM_STALL_SHARE of the job waiting. Members of a
+ * team drift apart by some fraction of a step (an interrupt, cache misses,
+ * memory traffic: on a model that streams its weights from DRAM a step is
+ * a millisecond and the drift hundreds of microseconds), now and then; a
+ * member that is not running at all (more runnable threads than cores)
+ * keeps the others waiting for time slices, a good part of every job. */
 #define TS_TEAM_STALL_NS 100000
 #define TS_TEAM_STALL_RATIO 3
+#define TS_TEAM_STALL_SHARE 3
 
 /* A job runs as a team of the pool's threads, whose barriers stall (see
- * TS_TEAM_STALL_NS) whenever a member is not running. TS_TEAM_MAX_STALLS passes in a row with such a stall
- * mean more runnable threads than cores: the machine is busy, and a team
- * would spend its time waiting. Then every pool of the process runs its
- * jobs on the calling thread alone for a while (which also lets the idle
- * workers sleep) before a team is tried again: TS_TEAM_OFF_MIN_NS at first,
- * doubling up to TS_TEAM_OFF_MAX_NS while the retries stall too, halving
- * back for every TS_TEAM_CLEAN_PASSES team passes without a stall. The
- * process-wide clock makes short calls (each with a new session and pool)
- * learn from the ones before. The first team job of a pool, and the first after running alone, may
- * wait for sleeping workers to wake: its stall is not counted. A job's
- * results do not depend on who runs it (forward.c). */
+ * TS_TEAM_STALL_NS) whenever a member is not running. TS_TEAM_MAX_STALLS
+ * jobs in a row that stalled mean more runnable threads than cores: the
+ * machine is busy, and a team would spend its time waiting. Then every
+ * pool of the process runs its jobs on the calling thread alone for a
+ * while (which also lets the idle workers sleep) before a team is tried
+ * again: TS_TEAM_OFF_MIN_NS at first, doubling up to TS_TEAM_OFF_MAX_NS
+ * while the retries stall too, halving back for every TS_TEAM_CLEAN_PASSES
+ * team jobs without a stall. The process-wide clock makes short calls
+ * (each with a new session and pool) learn from the ones before. The first
+ * team job of a pool, and the first after running alone, may wait for
+ * sleeping workers to wake: its stall is not counted. A job's results do
+ * not depend on who runs it (forward.c). */
 #define TS_TEAM_MAX_STALLS 2
 #define TS_TEAM_OFF_MIN_NS 20000000ull   /* 20 ms */
 #define TS_TEAM_OFF_MAX_NS 2000000000ull /* 2 s */
@@ -73,6 +76,7 @@ static _Atomic uint64_t team_off_ns = TS_TEAM_OFF_MIN_NS; /* the next pause's le
 typedef struct arrival_count {
     alignas(64) _Atomic uint64_t count; /* barriers this thread has reached */
     uint64_t left_ns;                   /* when it left the last one (or began the job) */
+    uint64_t waited_ns;                 /* this job's waits, those long enough to be timed */
 } arrival_count;
 
 struct ts_pool {
@@ -170,6 +174,7 @@ static void *worker_main(void *p) {
         seen = g;
         leave_cpu(pool->caller_cpu);
         pool->arrivals[arg.index].left_ns = ts__now_ns();
+        pool->arrivals[arg.index].waited_ns = 0;
         pool->fn(pool->ctx, arg.index, pool->n_threads);
         atomic_fetch_add(&pool->done, 1);
     }
@@ -257,13 +262,22 @@ int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx) {
         pthread_cond_broadcast(&pool->wake);
         pthread_mutex_unlock(&pool->lock);
     }
-    pool->arrivals[0].left_ns = ts__now_ns();
+    uint64_t start = ts__now_ns();
+    pool->arrivals[0].left_ns = start;
+    pool->arrivals[0].waited_ns = 0;
     fn(ctx, 0, n);
     for (int round = 1; atomic_load(&pool->done) < n - 1; round++) {
         cpu_relax();
         if ((round & 255) == 0) sched_yield();
     }
-    return atomic_load(&pool->stalled);
+    if (!atomic_load(&pool->stalled)) return 0;
+    /* a long wait: a stall when it, or the waits together, took a good part
+     * of the job (the workers' counts are theirs until `done`, read after) */
+    uint64_t job = ts__now_ns() - start, waited = 0;
+    for (int k = 0; k < n; k++) {
+        if (pool->arrivals[k].waited_ns > waited) waited = pool->arrivals[k].waited_ns;
+    }
+    return waited * TS_TEAM_STALL_SHARE > job;
 }
 
 void ts__pool_barrier(ts_pool *pool, int thread) {
@@ -293,6 +307,7 @@ void ts__pool_barrier(ts_pool *pool, int thread) {
         }
     }
     me->left_ns = ts__now_ns();
+    if (since) me->waited_ns += me->left_ns - since;
 }
 
 void ts__pool_run(ts_pool *pool, ts_team_fn fn, void *ctx) {
