@@ -408,6 +408,19 @@ static int wants_panels(const ts_model *m) {
     return m->kernels->matmul_q8_panels != NULL && m->config.group_size % 4 == 0;
 }
 
+/* Lets the file's pages under [p, p + bytes) go, when they are the
+ * mapping's (whole pages inside the range): they are read again from the
+ * page cache if ever needed. Packing releases each matrix once copied, so
+ * the process never holds a large file twice. */
+static void release_mapped(const ts_model *m, const void *p, size_t bytes) {
+    uintptr_t lo = (uintptr_t)p, hi = lo + bytes, map = (uintptr_t)m->map;
+    if (lo < map || hi > map + m->map_size) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    lo = (lo + page - 1) / page * page;
+    hi = hi / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* Packs every matrix into one owned block (huge pages where the system has
  * them: the matmuls stream it), keeps what the embedding lookup of a Q8_0
  * model needs, and lets the file's pages go: the matmuls no longer read
@@ -451,11 +464,13 @@ static ts_status pack_model(ts_model *m, const char *path, ts_error *err) {
         int d = (int)refs[i].d, n = (int)refs[i].n;
         if (!m->quantized) {
             ts__pack_f32((float *)(void *)at, w->f32, d, n);
+            release_mapped(m, w->f32, refs[i].d * refs[i].n * sizeof(float));
             *w = (ts_weight){.f32_panels = (const float *)(const void *)at};
         } else {
             size_t values = ts__panel_count(d) * (size_t)(n / (int)gs) * gs * TS_PANEL;
             float *scales = (float *)(void *)(at + values);
             ts__pack_q8(at, scales, w->q, w->s, d, n, (int)gs);
+            release_mapped(m, w->q, refs[i].d * refs[i].n);
             *w = (ts_weight){.q8_panels = at, .q8_panel_scales = scales};
         }
         at += panel_bytes(m, &refs[i]);
