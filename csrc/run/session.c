@@ -9,7 +9,7 @@
 #include <string.h>
 
 /* Tokens per forward call in a session's prefill. */
-#define TS_PREFILL_BLOCK 64
+#define TS_PREFILL_BLOCK 128
 
 /* ------------------------------------------------------------- sessions */
 

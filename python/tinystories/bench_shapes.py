@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _core
 from .bench import Row, achieved, difference_rate, wall
+from .formats.constants import BOS, N_BYTE_TOKENS
 from .formats.llama2c import ModelConfig, default_group_size, random_weights, write_model
 from .formats.tokenizer_bin import write_tokenizer
 from .inference import Generator
@@ -53,7 +54,6 @@ DECODE_POSITIONS = 128  # as llama-bench's tg128
 PROMPT_TOKENS = 256
 BATCH_STREAMS = 32
 BANDWIDTH_BYTES = 1 << 30  # far past the last-level cache
-BOS = 1
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,9 @@ class ShapeFiles:
 
 def random_tokenizer(path: Path, vocab_size: int, seed: int = 0) -> None:
     """<unk>, <s>, </s>, the 256 byte tokens, then distinct random lowercase pieces."""
-    pieces = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{b:02X}>".encode() for b in range(256)]
+    pieces = [b"<unk>", b"<s>", b"</s>"] + [f"<0x{b:02X}>".encode() for b in range(N_BYTE_TOKENS)]
     pieces = pieces[:vocab_size]
+    fixed = len(pieces)  # the specials and the byte tokens, scored 0
     rng = np.random.default_rng(seed)
     letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
     seen = set(pieces)
@@ -91,7 +92,7 @@ def random_tokenizer(path: Path, vocab_size: int, seed: int = 0) -> None:
         if piece not in seen:
             seen.add(piece)
             pieces.append(piece)
-    scores = [0.0] * min(259, vocab_size) + [-float(i) for i in range(vocab_size - 259)]
+    scores = [0.0] * fixed + [-float(i) for i in range(vocab_size - fixed)]
     write_tokenizer(path, pieces, scores)
 
 

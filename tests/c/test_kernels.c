@@ -72,6 +72,21 @@ static const ts_kernels *scalar;
 
 /* ---------------------------------------------------------- the kernels */
 
+/* An fp32 matmul's outputs against scalar's, each within 1e-6 of the sum of
+ * its terms' magnitudes (rounding errors scale with them). */
+static int matmul_close(const float *got, const float *want, const float *w, const float *x,
+                        int nt, int n, int d) {
+    int ok = 1;
+    for (int t = 0; t < nt; t++) {
+        for (int i = 0; i < d; i++) {
+            double mag = 0;
+            for (int j = 0; j < n; j++) mag += fabs((double)w[(size_t)i * n + j] * x[(size_t)t * n + j]);
+            ok &= fabs((double)got[t * d + i] - want[t * d + i]) <= 1e-6 * mag + 1e-30;
+        }
+    }
+    return ok;
+}
+
 static void test_matmul_f32(const ts_kernels *k) {
     const int ns[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100};
     const int ds[] = {1, 3, 4, 5, 9, 17};
@@ -85,15 +100,7 @@ static void test_matmul_f32(const ts_kernels *k) {
             float *part = calloc((size_t)nt * d, sizeof(float));
             scalar->matmul_f32(want, x, nt, w, n, d, 0, d);
             k->matmul_f32(got, x, nt, w, n, d, 0, d);
-            /* tolerance: the terms' magnitudes, as rounding errors scale */
-            int ok = 1;
-            for (int t = 0; t < nt; t++) {
-                for (int i = 0; i < d; i++) {
-                    double mag = 0;
-                    for (int j = 0; j < n; j++) mag += fabs((double)w[(size_t)i * n + j] * x[(size_t)t * n + j]);
-                    ok &= fabs((double)got[t * d + i] - want[t * d + i]) <= 1e-6 * mag + 1e-30;
-                }
-            }
+            int ok = matmul_close(got, want, w, x, nt, n, d);
             CHECK(ok);
             if (!ok) fprintf(stderr, "  %s matmul_f32 n=%d d=%d\n", k->name, n, d);
             /* one token at a time, over ragged row ranges: the same bits */
@@ -180,14 +187,7 @@ static void test_matmul_panels(const ts_kernels *k) {
                 ts__pack_f32(wp, w, d, n);
                 scalar->matmul_f32(want, x, nt, w, n, d, 0, d);
                 k->matmul_f32_panels(got, x, nt, wp, n, d, 0, d);
-                int ok = 1;
-                for (int t = 0; t < nt; t++) {
-                    for (int i = 0; i < d; i++) {
-                        double mag = 0;
-                        for (int j = 0; j < n; j++) mag += fabs((double)w[(size_t)i * n + j] * x[(size_t)t * n + j]);
-                        ok &= fabs((double)got[t * d + i] - want[t * d + i]) <= 1e-6 * mag + 1e-30;
-                    }
-                }
+                int ok = matmul_close(got, want, w, x, nt, n, d);
                 CHECK(ok);
                 if (!ok) fprintf(stderr, "  %s matmul_f32_panels n=%d d=%d\n", k->name, n, d);
                 /* token by token over ragged row ranges; rows outside stay untouched */
