@@ -1,10 +1,11 @@
 /*
  * model.c — loading and validating llama2.c checkpoints (v0, v1, v2).
  *
- * The file is memory-mapped read-only and fp32 weights are used in place.
- * Every size is computed in 64 bits with overflow checks, and the file size
- * must equal exactly what the header implies, so no weight pointer can ever
- * reach past the mapping.
+ * The file is memory-mapped read-only. Every size is computed in 64 bits
+ * with overflow checks, and the file size must equal exactly what the
+ * header implies, so no weight pointer can ever reach past the mapping.
+ * The kernel sets that read panels (pack.c) get every matrix copied into
+ * them and the file's pages released; the others use the mapping in place.
  */
 #include "internal.h"
 

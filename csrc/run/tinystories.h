@@ -7,7 +7,7 @@
  * message into it.
  *
  * Objects and ownership
- *   ts_model      immutable weights (memory-mapped). Load once, share freely
+ *   ts_model      immutable weights. Load once, share freely
  *                 between threads and sessions. ts_model_load / ts_model_free.
  *   ts_tokenizer  immutable vocabulary (llama2.c tokenizer.bin). Thread-safe.
  *                 ts_tokenizer_load / ts_tokenizer_free.
@@ -112,7 +112,7 @@ ts_status ts_model_load(const char *path, ts_model **out, ts_error *err);
 
 /* How weights are stored once loaded. */
 enum {
-    TS_QUANTIZE_NONE = 0, /* as in the file (fp32 stays memory-mapped)          */
+    TS_QUANTIZE_NONE = 0, /* as in the file                                     */
     TS_QUANTIZE_Q8_0 = 1  /* fp32 files are quantized to Q8_0 on load, as
                            * llama2.c's export.py writes v2 files; v2 files are
                            * used as they are                                   */
@@ -136,9 +136,11 @@ typedef struct ts_load_options {
 ts_load_options ts_load_options_default(void);
 
 /* ts_model_load with options (NULL: defaults). Fails with TS_ERR_ARG for an
- * unknown kernel set or one this CPU lacks. Quantizing on load keeps the
- * norms memory-mapped and allocates the int8 weights (a quarter of the fp32
- * size). */
+ * unknown kernel set or one this CPU lacks. Quantizing on load allocates
+ * the int8 weights (a quarter of the fp32 size). Loading a file already
+ * loaded with the same options (the same device, inode, size and
+ * modification time) returns the same model, counted: ts_model_free
+ * releases it with its last handle. */
 ts_status ts_model_load_with(const char *path, const ts_load_options *options, ts_model **out,
                              ts_error *err);
 void ts_model_free(ts_model *model);

@@ -122,8 +122,9 @@ class Generator:
     (:func:`tinystories.hub.cache.default_model`); :meth:`from_pretrained`
     downloads a named one.
 
-    Loading memory-maps the weights (Generators on one file share the
-    mapping); one Generator may be used from many threads at once (every
+    The weights are loaded once per file (Generators on one file share the
+    loaded model: see the README's Speed section for how the kernels lay
+    them out); one Generator may be used from many threads at once (every
     call runs on its own session).
 
     ``quantize="q8_0"`` quantizes an fp32 file to Q8_0 on load, as llama2.c's
