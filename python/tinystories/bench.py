@@ -17,6 +17,10 @@ Every timing is the median of ``--repeats`` runs, interleaved across programs
 so that a busy machine slows all of them alike; the load average is printed
 with the table. Writes JSON with ``--json``.
 
+``--shapes stories15M,stories42M,stories110M,tinyllama1b`` measures random-weight
+models of the real checkpoints' shapes instead, with the machine's streaming
+bandwidth and the same peers (see :mod:`tinystories.bench_shapes`).
+
 This is a tool, not a test: nothing here asserts a speed. ``--quick`` runs a
 few seconds' worth of everything (the test suite uses it as a smoke test).
 """
