@@ -248,8 +248,11 @@ static inline __mmask16 lane_range(int lo, int hi) {
     return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
 }
 
-/* How far ahead of the current column a decode streams the panel in (see
- * matmul_f32_panels), in bytes. */
+/* How far ahead of the current column a decode streams its panels in, in
+ * bytes: fp32 reads four panels at once (four streams), Q8_0 one. */
+#ifndef TS_Q8_PREFETCH
+#define TS_Q8_PREFETCH 8192
+#endif
 #ifndef TS_PANEL_PREFETCH
 #define TS_PANEL_PREFETCH 1024
 #endif
@@ -359,6 +362,10 @@ static inline __attribute__((always_inline)) void panel_q8(float *out, int d, co
         int c = 0;
         if (T == 1) {
             for (; c + 2 <= quads; c += 2) {
+                /* decode reads every weight once, as one stream: keep it
+                 * far enough ahead to cover a trip to memory */
+                _mm_prefetch((const char *)(wg + (size_t)c * 64) + TS_Q8_PREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)(wg + (size_t)c * 64) + TS_Q8_PREFETCH + 64, _MM_HINT_T0);
                 int32_t xa, xb;
                 memcpy(&xa, xg + 4 * c, 4);
                 memcpy(&xb, xg + 4 * c + 4, 4);
