@@ -130,6 +130,12 @@ def wall(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def best_wall(call: Callable[[], object], times: int) -> float:
+    """The shortest of `times` runs of `call`: a difference of two such times is not
+    swamped by one run's hiccup (a short job's noise can exceed its work)."""
+    return min(wall(call) for _ in range(times))
+
+
 def difference_rate(positions: int, t_all: float, t_one: float) -> float:
     """(positions - 1) / (t_all - t_one): positions 2.. per second; NaN when the
     difference is not positive (timing noise larger than the work)."""
@@ -153,8 +159,8 @@ def ours_decode(generator: Generator, positions: int) -> Callable[[], dict[str, 
     """
 
     def run() -> dict[str, float]:
-        t1 = wall(lambda: generator.generate("", temperature=0.0, max_new_tokens=1))
-        tn = wall(lambda: generator.generate("", temperature=0.0, max_new_tokens=positions))
+        t1 = best_wall(lambda: generator.generate("", temperature=0.0, max_new_tokens=1), 3)
+        tn = best_wall(lambda: generator.generate("", temperature=0.0, max_new_tokens=positions), 2)
         return {"generate": difference_rate(positions, tn, t1), "whole": positions / tn, "T1": t1}
 
     return run
@@ -327,7 +333,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[Row]]:
         if not path.exists():
             raise SystemExit(f"{path} not found (use --models DIR)")
     repeats = args.repeats or (1 if args.quick else 7)
-    positions = 32 if args.quick else 256
+    positions = 128 if args.quick else 256
     rows: list[Row] = []
 
     def add(group: str, program: str, setting: str, runs: list[float], unit: str = "tok/s"):

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
-from .bench import Row, achieved, difference_rate, wall
+from .bench import Row, achieved, best_wall, difference_rate, wall
 from .formats.constants import BOS, N_BYTE_TOKENS
 from .formats.llama2c import ModelConfig, default_group_size, random_weights, write_model
 from .formats.tokenizer_bin import write_tokenizer
@@ -155,8 +155,8 @@ Round = dict[str, float]  # one round's results, by measurement name
 
 
 def api_decode(g: Generator) -> float:
-    t1 = wall(lambda: g.generate("", temperature=0.0, max_new_tokens=1))
-    tn = wall(lambda: g.generate("", temperature=0.0, max_new_tokens=DECODE_POSITIONS))
+    t1 = best_wall(lambda: g.generate("", temperature=0.0, max_new_tokens=1), 3)
+    tn = best_wall(lambda: g.generate("", temperature=0.0, max_new_tokens=DECODE_POSITIONS), 2)
     return difference_rate(DECODE_POSITIONS, tn, t1)
 
 
