@@ -97,6 +97,7 @@ static matmul_input prepare_input(const ts_batch *b, const float *x, q8_scratch 
     for (int t = 0; t < nt; t++) {
         int8_t *xq = q.xq + (size_t)t * n;
         b->k->quantize_q8(xq, q.xs + (size_t)t * ng, x + (size_t)t * n, n, gs);
+        if (!b->model->owned_panels) continue; /* only the panel kernels read the sums */
         for (int g = 0; g < ng; g++) {
             int32_t sum = 0;
             for (int i = 0; i < gs; i++) sum += xq[g * gs + i];

@@ -141,7 +141,10 @@ void ts_k_softmax(float *x, int n);
 #if defined(__x86_64__) || defined(_M_X64)
 extern const ts_kernels ts_kernels_avx2;
 extern const ts_kernels ts_kernels_avx512;
-/* kernels_avx2.c's element-wise kernels, which the avx512 set shares. */
+/* kernels_avx2.c's row-major fp32 product and element-wise kernels, which
+ * the avx512 set shares. */
+void ts__avx2_matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+                         int i1);
 void ts__avx2_rmsnorm(float *o, const float *x, const float *w, int n);
 void ts__avx2_swiglu(float *h, const float *g, int n);
 void ts__avx2_attention(float *out, float *att, const float *q, const float *keys,

@@ -92,7 +92,7 @@ static inline __m128 dot4(const float *w0, const float *w1, const float *w2, con
     return hsum4_ps(a0, a1, a2, a3);
 }
 
-static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
+void ts__avx2_matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
                        int i1) {
     for (int i = i0; i < i1; i += 4) {
         int rows = i1 - i < 4 ? i1 - i : 4;
@@ -414,7 +414,7 @@ void ts__attention_exact(float *out, float *att, const float *q, const float *ke
 
 const ts_kernels ts_kernels_avx2 = {
     .name = "avx2",
-    .matmul_f32 = matmul_f32,
+    .matmul_f32 = ts__avx2_matmul_f32,
     .matmul_q8 = matmul_q8,
     .quantize_q8 = quantize_q8,
     .rmsnorm = ts__avx2_rmsnorm,

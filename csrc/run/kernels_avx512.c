@@ -5,18 +5,17 @@
  * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mfma (see
  * CMakeLists.txt) and only called after kernels.c has checked the CPU.
  *
- * Matmuls take output rows in blocks of 16, one accumulator register per
- * row, and finish with one reduction tree for the block (reduce16), so each
- * weight block, once loaded, serves every token from L1.
- * fp32: each output is a dot product over 16-float chunks with fused
- * multiply-adds, then the tree. Q8: the integer dot products use VNNI
- * (u8 x s8): the input is shifted to unsigned by +128 and 128 * (the
- * weights' group sum) taken off again, which is exact; the float
- * accumulation over groups is runq's, in runq's order, 16 rows per vector.
+ * The matmuls read weights packed in panels of 16 rows (pack.c; see "panel
+ * matmuls" below): fp32 with fused multiply-adds, Q8 with VNNI (u8 x s8)
+ * dot products, exact, then runq's float accumulation over groups in
+ * runq's order. A Q8_0 model whose group size is not a multiple of 4 stays
+ * row-major: its matmul takes rows in blocks of 16, one accumulator each,
+ * and one reduction tree per block (reduce16_epi32). fp32 models always
+ * read panels here (the row-major fp32 product in the table is avx2's).
  * Quantization is exact too. The fp32 models' attention reads the key
- * cache a block of 16 positions (one register of scores) at a time.
- * rmsnorm, swiglu and the exact attention (Q8_0 models) are the avx2
- * set's.
+ * cache a block of 16 positions (one register of scores) at a time. The
+ * exact softmax, SwiGLU and attention (Q8_0 models) vectorize libm's expf
+ * bit for bit; rmsnorm and the fast swiglu are the avx2 set's.
  */
 #include "internal.h"
 
@@ -34,27 +33,6 @@ static inline __mmask16 tail_mask16(int n) { return (__mmask16)((1u << n) - 1u);
  * slot k holds row slot_row[k] and lane r comes out as row r. Every slot
  * is summed in the same order, whatever the others hold. */
 static const int slot_row[16] = {0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15};
-
-static inline __m512 reduce16_ps(const __m512 v[16]) {
-    __m512 a[8], b[4], c[2];
-    for (int i = 0; i < 8; i++) {
-        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
-                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
-    }
-    for (int i = 0; i < 4; i++) {
-        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
-                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xDD));
-    }
-    for (int i = 0; i < 2; i++) {
-        __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
-        __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(b[2 * i]), _mm512_castps_pd(b[2 * i + 1]));
-        c[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
-    }
-    __m512d x = _mm512_castps_pd(_mm512_unpacklo_ps(c[0], c[1]));
-    __m512d y = _mm512_castps_pd(_mm512_unpackhi_ps(c[0], c[1]));
-    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
-                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-}
 
 static inline __m512i reduce16_epi32(const __m512i v[16]) {
     __m512i a[8], b[4], c[2];
@@ -84,95 +62,6 @@ static inline __m512i reduce16_epi32(const __m512i v[16]) {
     }
 
 /* -------------------------------------------------------------- matmul */
-
-/* One token: blocks of 16 rows (decode). */
-static void matmul_f32_1(float *out, const float *x, const float *w, int n, int i0, int i1) {
-    int nfull = n & ~15;
-    __mmask16 tail = tail_mask16(n & 15);
-    for (int i = i0; i < i1; i += 16) {
-        int rows = i1 - i < 16 ? i1 - i : 16;
-        const float *wr[16];
-        BLOCK_ROWS(wr, w, i, rows, n);
-        /* the next block, streamed into cache while this one computes:
-         * rows of a few hundred floats are too short for the hardware
-         * prefetchers to pick up, and decode reads every weight once */
-        const char *next = (const char *)(w + (size_t)(i + 16) * n);
-        const char *next_end = (const char *)(w + (size_t)i1 * n);
-        __m512 acc[16];
-        for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
-        for (int j = 0; j < nfull; j += 16) {
-            __m512 xv = _mm512_loadu_ps(x + j);
-            for (int k = 0; k < 16; k++, next += 64) {
-                if (next < next_end) _mm_prefetch(next, _MM_HINT_T0);
-            }
-            for (int k = 0; k < 16; k++) acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[k] + j), xv, acc[k]);
-        }
-        if (tail) {
-            __m512 xv = _mm512_maskz_loadu_ps(tail, x + nfull);
-            for (int k = 0; k < 16; k++) {
-                acc[k] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr[k] + nfull), xv, acc[k]);
-            }
-        }
-        _mm512_mask_storeu_ps(out + i, tail_mask16(rows), reduce16_ps(acc));
-    }
-}
-
-/* The slot whose sum reduce16 puts in lane l (the inverse of slot_row). */
-static const int lane_slot[16] = {0, 8, 4, 12, 1, 9, 5, 13, 2, 10, 6, 14, 3, 11, 7, 15};
-
-/* Two tokens at a time: blocks of 8 rows, each weight chunk loaded once
- * for both (lanes 0-7: token a, lanes 8-15: token b). Each output sees
- * exactly the operations of matmul_f32_1. */
-static void matmul_f32_2(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
-                         int i1) {
-    int nfull = n & ~15;
-    __mmask16 tail = tail_mask16(n & 15);
-    for (int i = i0; i < i1; i += 8) {
-        int rows = i1 - i < 8 ? i1 - i : 8;
-        const float *wr[8];
-        for (int r = 0; r < 8; r++) wr[r] = w + (size_t)(i + (r < rows ? r : 0)) * n;
-        for (int t = 0; t < nt; t += 2) {
-            int tb = t + 1 < nt ? t + 1 : t; /* an odd last token pairs with itself */
-            const float *xa = x + (size_t)t * n, *xb = x + (size_t)tb * n;
-            __m512 acc[16];
-            for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
-            for (int j = 0; j < nfull; j += 16) {
-                __m512 va = _mm512_loadu_ps(xa + j), vb = _mm512_loadu_ps(xb + j);
-                for (int r = 0; r < 8; r++) {
-                    __m512 wv = _mm512_loadu_ps(wr[r] + j);
-                    /* one load for both tokens (the compiler would fold it into each FMA) */
-                    __asm__("" : "+v"(wv));
-                    acc[lane_slot[r]] = _mm512_fmadd_ps(wv, va, acc[lane_slot[r]]);
-                    acc[lane_slot[r + 8]] = _mm512_fmadd_ps(wv, vb, acc[lane_slot[r + 8]]);
-                }
-            }
-            if (tail) {
-                __m512 va = _mm512_maskz_loadu_ps(tail, xa + nfull);
-                __m512 vb = _mm512_maskz_loadu_ps(tail, xb + nfull);
-                for (int r = 0; r < 8; r++) {
-                    __m512 wv = _mm512_maskz_loadu_ps(tail, wr[r] + nfull);
-                    acc[lane_slot[r]] = _mm512_fmadd_ps(wv, va, acc[lane_slot[r]]);
-                    acc[lane_slot[r + 8]] = _mm512_fmadd_ps(wv, vb, acc[lane_slot[r + 8]]);
-                }
-            }
-            __m512 sums = reduce16_ps(acc);
-            __mmask16 keep = tail_mask16(rows);
-            _mm512_mask_storeu_ps(out + (size_t)t * d + i, keep, sums);
-            if (tb != t) {
-                _mm512_mask_storeu_ps(out + (size_t)tb * d + i - 8, (__mmask16)(keep << 8), sums);
-            }
-        }
-    }
-}
-
-static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
-                       int i1) {
-    if (nt == 1) {
-        matmul_f32_1(out, x, w, n, i0, i1);
-    } else {
-        matmul_f32_2(out, x, nt, w, n, d, i0, i1);
-    }
-}
 
 static void matmul_q8(float *out, const int8_t *x_q, const float *x_s, int nt, const int8_t *wq,
                       const float *ws, const int32_t *row_sums, int n, int d, int gs, int i0,
@@ -688,7 +577,8 @@ static void attention_exact(float *out, float *att, const float *q, const float 
 
 const ts_kernels ts_kernels_avx512 = {
     .name = "avx512",
-    .matmul_f32 = matmul_f32,
+    /* fp32 models always read panels here; the row-major product is avx2's */
+    .matmul_f32 = ts__avx2_matmul_f32,
     .matmul_q8 = matmul_q8,
     .matmul_f32_panels = matmul_f32_panels,
     .matmul_q8_panels = matmul_q8_panels,
