@@ -65,17 +65,58 @@ void check(ts_status code, const ts_error &err) {
 using ModelPtr = std::shared_ptr<ts_model>;
 using TokenizerPtr = std::shared_ptr<ts_tokenizer>;
 
+// ts_sampling and ts_generate_options together, built once per request
+// from Python's SamplingParams (which checks them first).
+struct Options {
+    ts_sampling sampling{};
+    std::vector<int32_t> stop_tokens;
+    ts_generate_options generate{};
+    Options(float temperature, float top_p, int top_k, uint64_t seed, float min_p,
+            float repetition_penalty, float presence_penalty, float frequency_penalty,
+            std::vector<int32_t> stop_token_ids, bool context_shift, int n_keep, bool logprobs,
+            int top_logprobs)
+        : stop_tokens(std::move(stop_token_ids)) {
+        sampling.temperature = temperature;
+        sampling.top_p = top_p;
+        sampling.top_k = top_k;
+        sampling.seed = seed;
+        sampling.min_p = min_p;
+        sampling.repetition_penalty = repetition_penalty;
+        sampling.presence_penalty = presence_penalty;
+        sampling.frequency_penalty = frequency_penalty;
+        generate.n_stop_tokens = stop_tokens.size();
+        generate.context_shift = context_shift;
+        generate.n_keep = n_keep;
+        generate.logprobs = logprobs;
+        generate.top_logprobs = top_logprobs;
+    }
+    // the stop list's storage moves with the object: point at it when used
+    const ts_generate_options *options() {
+        static const int32_t no_tokens[1] = {0};
+        generate.stop_tokens = stop_tokens.empty() ? no_tokens : stop_tokens.data();
+        return &generate;
+    }
+};
+
+// A sampled token's log-probabilities for Python: (logprob, [(id, logprob), ...]), or None.
+py::object token_logprobs(const ts_token_event &e, bool wanted) {
+    if (!wanted || e.is_prompt) return py::none();
+    py::list top;
+    for (int k = 0; k < e.n_top; k++) top.append(py::make_tuple(e.top_tokens[k], e.top_logprobs[k]));
+    return py::make_tuple(e.logprob, top);
+}
+
 struct Sampler {
     std::unique_ptr<ts_sampler, void (*)(ts_sampler *)> sampler{nullptr, ts_sampler_free};
     std::vector<float> scratch; // the sampler works in place; the caller's logits stay as given
-    Sampler(int vocab_size, float temperature, float top_p, int top_k, uint64_t seed) {
-        ts_sampling params{temperature, top_p, top_k, seed};
+    Sampler(int vocab_size, const Options &options) {
         ts_sampler *raw = nullptr;
         ts_error err{};
-        check(ts_sampler_new(vocab_size, &params, &raw, &err), err);
+        check(ts_sampler_new(vocab_size, &options.sampling, &raw, &err), err);
         sampler.reset(raw);
         scratch.resize(static_cast<size_t>(vocab_size));
     }
+    void accept(int32_t token, bool is_prompt) { ts_sampler_accept(sampler.get(), token, is_prompt); }
     int sample(py::array_t<float, py::array::c_style | py::array::forcecast> logits) {
         if (logits.ndim() != 1 || static_cast<size_t>(logits.shape(0)) != scratch.size()) {
             throw py::value_error("logits must be a 1-d array of vocab_size floats");
@@ -223,27 +264,29 @@ struct Generation {
     std::unique_ptr<ts_sampler, void (*)(ts_sampler *)> sampler{nullptr, ts_sampler_free};
     std::unique_ptr<ts_generation, void (*)(ts_generation *)> generation{nullptr, ts_generation_free};
     bool done = false;
+    bool logprobs = false;
 
     Generation(const Model &m, const Tokenizer &t, const std::vector<int32_t> &prompt, int steps,
-               float temperature, float top_p, int top_k, uint64_t seed, int n_threads)
-        : model(m.model), tokenizer(t.tokenizer) {
+               Options &options, int n_threads)
+        : model(m.model), tokenizer(t.tokenizer), logprobs(options.generate.logprobs) {
         ts_error err{};
         ts_session *raw_session = nullptr;
         check(ts_session_new(model.get(), n_threads, &raw_session, &err), err);
         session.reset(raw_session);
-        ts_sampling params{temperature, top_p, top_k, seed};
         ts_sampler *raw_sampler = nullptr;
-        check(ts_sampler_new(ts_model_config(model.get())->vocab_size, &params, &raw_sampler, &err), err);
+        check(ts_sampler_new(ts_model_config(model.get())->vocab_size, &options.sampling,
+                             &raw_sampler, &err),
+              err);
         sampler.reset(raw_sampler);
         ts_generation *raw_generation = nullptr;
         check(ts_generation_start(session.get(), tokenizer.get(), sampler.get(), prompt.data(),
-                                  prompt.size(), steps, &raw_generation, &err),
+                                  prompt.size(), steps, options.options(), &raw_generation, &err),
               err);
         generation.reset(raw_generation);
     }
 
     // Advances to the next printed token. Returns (token, piece bytes,
-    // is_prompt), or None when generation has ended.
+    // is_prompt, logprobs), or None when generation has ended.
     py::object next() {
         if (done) return py::none();
         ts_token_event event{};
@@ -258,7 +301,8 @@ struct Generation {
             done = true;
             return py::none();
         }
-        return py::make_tuple(event.token, py::bytes(event.piece, event.len), bool(event.is_prompt));
+        return py::make_tuple(event.token, py::bytes(event.piece, event.len), bool(event.is_prompt),
+                              token_logprobs(event, logprobs));
     }
 
     // Runs to the end; returns the concatenated pieces (prompt pieces only
@@ -301,6 +345,8 @@ struct Generation {
         py::dict d;
         d["n_positions"] = s.n_positions;
         d["n_generated"] = s.n_generated;
+        d["n_shifts"] = s.n_shifts;
+        d["finish_reason"] = s.finish_reason;
         d["elapsed_s"] = s.elapsed_s;
         return d;
     }
@@ -315,6 +361,9 @@ struct BatchGeneration {
         nullptr, ts_batch_generation_free};
     int max_batch;
     std::vector<std::string> texts;  // per request: the pieces printed after its prompt
+    std::vector<std::vector<int32_t>> ids; // per request: the tokens sampled
+    std::vector<int> finish;         // per request: TS_FINISH_*, 0 while running
+    std::vector<bool> logprobs;      // per request: whether its events carry them
     long long n_generated = 0;       // tokens printed after the prompts, all requests
 
     BatchGeneration(const Model &m, const Tokenizer &t, int max_batch, int n_threads)
@@ -326,16 +375,65 @@ struct BatchGeneration {
         batch.reset(raw);
     }
 
-    int add(const std::vector<int32_t> &prompt, int steps, float temperature, float top_p,
-            int top_k, uint64_t seed) {
-        ts_sampling params{temperature, top_p, top_k, seed};
+    int add(const std::vector<int32_t> &prompt, int steps, Options &options) {
         ts_error err{};
         int id = -1;
-        check(ts_batch_generation_add(batch.get(), prompt.data(), prompt.size(), steps, &params, &id,
-                                      &err),
+        check(ts_batch_generation_add(batch.get(), prompt.data(), prompt.size(), steps,
+                                      &options.sampling, options.options(), &id, &err),
               err);
         texts.resize(static_cast<size_t>(id) + 1);
+        ids.resize(static_cast<size_t>(id) + 1);
+        finish.resize(static_cast<size_t>(id) + 1, 0);
+        logprobs.resize(static_cast<size_t>(id) + 1, false);
+        logprobs[static_cast<size_t>(id)] = options.generate.logprobs;
         return id;
+    }
+
+    void cancel(int id) {
+        ts_error err{};
+        check(ts_batch_generation_cancel(batch.get(), id, &err), err);
+    }
+
+    // Records one event of request e.id (the pieces and ids after its prompt).
+    void record(const ts_batch_event &e) {
+        const size_t id = static_cast<size_t>(e.id);
+        if (e.event.done) {
+            finish[id] = e.event.finish_reason;
+        } else if (!e.event.is_prompt) {
+            texts[id].append(e.event.piece, e.event.len);
+            ids[id].push_back(e.event.token);
+            n_generated++;
+        }
+    }
+
+    // One step: the events as (id, token, piece bytes, is_prompt, logprobs,
+    // finish_reason); a done event has token -1 and finish_reason > 0.
+    py::list step() {
+        std::vector<ts_batch_event> events(static_cast<size_t>(max_batch));
+        size_t n = 0;
+        int active = 0;
+        ts_error err{};
+        ts_status code;
+        {
+            py::gil_scoped_release release;
+            code = ts_batch_generation_step(batch.get(), events.data(), &n, &active, &err);
+        }
+        check(code, err);
+        py::list out;
+        for (size_t i = 0; i < n; i++) {
+            const ts_batch_event &e = events[i];
+            record(e);
+            if (e.event.done) {
+                out.append(py::make_tuple(e.id, -1, py::bytes(), false, py::none(),
+                                          e.event.finish_reason));
+            } else {
+                out.append(py::make_tuple(e.id, e.event.token, py::bytes(e.event.piece, e.event.len),
+                                          bool(e.event.is_prompt),
+                                          token_logprobs(e.event, logprobs[static_cast<size_t>(e.id)]),
+                                          0));
+            }
+        }
+        return out;
     }
 
     // Steps until every request is done; returns each request's completion.
@@ -355,12 +453,7 @@ struct BatchGeneration {
                     size_t n = 0;
                     code = ts_batch_generation_step(batch.get(), events.data(), &n, &active, &err);
                     if (code != TS_OK) break;
-                    for (size_t i = 0; i < n; i++) {
-                        const ts_batch_event &e = events[i];
-                        if (e.done || e.is_prompt) continue;
-                        texts[static_cast<size_t>(e.id)].append(e.piece, e.len);
-                        n_generated++;
-                    }
+                    for (size_t i = 0; i < n; i++) record(events[i]);
                 }
             }
             check(code, err);
@@ -406,9 +499,25 @@ PYBIND11_MODULE(_core, m) {
         "The machine's streaming read bandwidth in GB/s (n_threads threads each summing its "
         "share of `bytes`, the best of `repeats`), or -1 when it cannot be measured.");
 
+    m.attr("FINISH_STOP") = int(TS_FINISH_STOP);
+    m.attr("FINISH_LENGTH") = int(TS_FINISH_LENGTH);
+    m.attr("FINISH_CANCELLED") = int(TS_FINISH_CANCELLED);
+    m.attr("MAX_TOP_LOGPROBS") = int(TS_MAX_TOP_LOGPROBS);
+    m.attr("SEED_ZERO_STATE") = py::int_(static_cast<unsigned long long>(TS_SEED_ZERO_STATE));
+
+    py::class_<Options>(m, "Options", "ts_sampling and ts_generate_options for one request.")
+        .def(py::init<float, float, int, uint64_t, float, float, float, float, std::vector<int32_t>,
+                      bool, int, bool, int>(),
+             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"),
+             py::arg("min_p"), py::arg("repetition_penalty"), py::arg("presence_penalty"),
+             py::arg("frequency_penalty"), py::arg("stop_token_ids"), py::arg("context_shift"),
+             py::arg("n_keep"), py::arg("logprobs"), py::arg("top_logprobs"),
+             "Checked by the engine when a sampler or generation is made from them.");
+
     py::class_<Sampler>(m, "Sampler", "run.c's sampler (ts_sampler) on logits given by the caller.")
-        .def(py::init<int, float, float, int, uint64_t>(), py::arg("vocab_size"),
-             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"))
+        .def(py::init<int, const Options &>(), py::arg("vocab_size"), py::arg("options"))
+        .def("accept", &Sampler::accept, py::arg("token"), py::arg("is_prompt"),
+             "Records a token of the sequence for the penalties.")
         .def("sample", &Sampler::sample, py::arg("logits"),
              "The next token for these logits (a float32 array of vocab_size; not modified).");
 
@@ -439,27 +548,36 @@ PYBIND11_MODULE(_core, m) {
              "Evaluates `ids` at positions pos..; float32 logits [len(ids), vocab] or None.");
 
     py::class_<Generation>(m, "Generation", "One run of run.c's generation loop.")
-        .def(py::init<const Model &, const Tokenizer &, const std::vector<int32_t> &, int, float,
-                      float, int, uint64_t, int>(),
+        .def(py::init<const Model &, const Tokenizer &, const std::vector<int32_t> &, int, Options &,
+                      int>(),
              py::arg("model"), py::arg("tokenizer"), py::arg("prompt"), py::arg("steps"),
-             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"),
-             py::arg("n_threads"), "Starts a generation over checked arguments.")
+             py::arg("options"), py::arg("n_threads"), "Starts a generation over checked arguments.")
         .def("next", &Generation::next,
-             "(token, piece bytes, is_prompt) of the next printed token, or None at the end.")
+             "(token, piece bytes, is_prompt, logprobs) of the next printed token, or None at the "
+             "end; logprobs is (logprob, [(id, logprob), ...]) for sampled tokens when asked, "
+             "else None.")
         .def("run", &Generation::run, py::arg("include_prompt"),
              "Runs to the end: (printed bytes, sampled ids); Ctrl-C interrupts it.")
         .def_property_readonly("stats", &Generation::stats,
-                               "n_positions, n_generated and elapsed_s so far.");
+                               "n_positions, n_generated, n_shifts, finish_reason (FINISH_*, 0 "
+                               "while running) and elapsed_s so far.");
 
     py::class_<BatchGeneration>(m, "BatchGeneration", "Many generations stepped together.")
         .def(py::init<const Model &, const Tokenizer &, int, int>(), py::arg("model"),
              py::arg("tokenizer"), py::arg("max_batch"), py::arg("n_threads"),
              "Room for `max_batch` sequences at once.")
-        .def("add", &BatchGeneration::add, py::arg("prompt"), py::arg("steps"),
-             py::arg("temperature"), py::arg("top_p"), py::arg("top_k"), py::arg("seed"),
+        .def("add", &BatchGeneration::add, py::arg("prompt"), py::arg("steps"), py::arg("options"),
              "Queues one request; returns its index.")
+        .def("cancel", &BatchGeneration::cancel, py::arg("id"),
+             "Ends request `id` at the next step (FINISH_CANCELLED).")
+        .def("step", &BatchGeneration::step,
+             "One step: [(id, token, piece bytes, is_prompt, logprobs, finish_reason)]; a done "
+             "event has token -1 and its finish_reason.")
         .def("run", &BatchGeneration::run,
              "Steps until every request is done; each request's completion bytes.")
+        .def_readonly("token_ids", &BatchGeneration::ids, "Per request: the tokens sampled so far.")
+        .def_readonly("finish_reasons", &BatchGeneration::finish,
+                      "Per request: FINISH_*, 0 while running.")
         .def_readonly("n_generated", &BatchGeneration::n_generated,
                       "Tokens printed after the prompts, all requests.");
 }

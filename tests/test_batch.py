@@ -60,7 +60,7 @@ def test_empty_and_arguments(story):
     with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
         story.generate_batch(["a"], seed=[1, 2])
     with pytest.raises(ValueError, match="seed"):
-        story.generate_batch(["a", "b"], seed=[1, 0])
+        story.generate_batch(["a", "b"], seed=[1, -1])
     with pytest.raises(ValueError, match="temperature"):
         story.generate_batch(["a"], temperature=-1)
 

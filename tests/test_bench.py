@@ -98,15 +98,18 @@ def test_bench_shapes_unknown_name_is_a_clear_error(tmp_path):
 
 def test_stream_bandwidth_and_sampler_bindings():
     import numpy as np
-    from tinystories import _core
+    from tinystories import SamplingParams, _core
+    from tinystories.inference.sampling import engine_options
 
     assert _core.stream_read_gbps(1 << 20, 1, 1) > 0
     assert _core.stream_read_gbps(1 << 20, 0, 1) == -1  # out of range, not a crash
     logits = np.linspace(-1, 1, 300, dtype=np.float32)
     before = logits.copy()
-    assert _core.Sampler(300, 0.0, 0.9, 0, 1).sample(logits) == 299  # greedy: the argmax
+    greedy = engine_options(SamplingParams(temperature=0.0, seed=1))
+    assert _core.Sampler(300, greedy).sample(logits) == 299  # greedy: the argmax
     assert np.array_equal(logits, before)  # the caller's logits are left as they were
-    a = [_core.Sampler(300, 1.0, 0.9, 0, 7).sample(logits) for _ in range(2)]
+    seeded = engine_options(SamplingParams(seed=7))
+    a = [_core.Sampler(300, seeded).sample(logits) for _ in range(2)]
     assert a[0] == a[1]  # a seed is a sequence
     with pytest.raises(ValueError, match="vocab_size"):
-        _core.Sampler(300, 1.0, 0.9, 0, 7).sample(logits[:10])
+        _core.Sampler(300, seeded).sample(logits[:10])

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from tinystories import Generator, Tokenizer, _core
+from tinystories import Generator, SamplingParams, Tokenizer, _core
+from tinystories.inference.sampling import engine_options
 
 N_THREADS = 8
 PROMPT = "Once upon a time"
@@ -109,7 +110,8 @@ def test_native_objects_outlive_their_generator(tok105):
     model = _core.Model(str(tok105["model"]))
     tokenizer = _core.Tokenizer(str(tok105["tokenizer"]))
     prompt = tokenizer.encode(PROMPT.encode(), True, False)
-    native = _core.Generation(model, tokenizer, prompt, 40, 0.0, 0.9, 0, 1, 1)
+    options = engine_options(SamplingParams(temperature=0.0, seed=1))
+    native = _core.Generation(model, tokenizer, prompt, 40, options, 1)
     session = _core.Session(model, 1)
     model_ref = weakref.ref(model)
     del model, tokenizer, generator

@@ -210,7 +210,7 @@ ARGUMENT_CASES = [
     (["--top-p", "nan"], "top_p"),
     (["--top-k", "-1"], "top_k"),
     (["--max-new-tokens", "-1"], "max_new_tokens"),
-    (["--seed", "0"], "seed"),
+    (["--seed", "-1"], "seed"),
 ]
 
 

@@ -170,7 +170,7 @@ def generator(files):
         ({"top_k": -1}, ValueError, "top_k"),
         ({"top_k": 1.5}, TypeError, "top_k"),
         ({"max_new_tokens": -1}, ValueError, "max_new_tokens"),
-        ({"seed": 0}, ValueError, "seed"),
+        ({"seed": -1}, ValueError, "seed"),
         ({"seed": 2**64}, ValueError, "seed"),
         ({"seed": "1"}, TypeError, "seed"),
     ],

@@ -145,7 +145,8 @@ def test_sampling_params_are_one_validated_value(story):
         (dict(top_p=1.5), ValueError),
         (dict(top_k=-1), ValueError),
         (dict(top_k=1.5), TypeError),
-        (dict(seed=0), ValueError),
+        (dict(seed=-1), ValueError),
+        (dict(seed=2**64), ValueError),
         (dict(max_new_tokens=-1), ValueError),
         (dict(max_new_tokens=True), TypeError),
     ]:

@@ -4,9 +4,9 @@
  * with a per-token callback instead of printing, and batched generation,
  * which steps many sequences through one forward pass.
  *
- * Both follow run.c's loop through `sequence`; the only difference from
- * run.c is that the prompt is evaluated as one block, which gives the same
- * logits (see ts_session_eval).
+ * Both drive run.c's loop through ts_sequence (sequence.c); the only
+ * difference from run.c is that the prompt is evaluated as one block,
+ * which gives the same logits (see ts_session_eval).
  */
 #include "internal.h"
 
@@ -14,103 +14,13 @@
 #include <string.h>
 #include <time.h>
 
-/* ------------------------------------------------------------ sequences */
-
-/* run.c's loop state for one sequence. */
-typedef struct sequence {
-    int32_t *prompt;
-    size_t n_prompt;
-    int steps;       /* positions to evaluate at most, prompt included */
-    int32_t token;   /* the token evaluated at the next position */
-    int pos;         /* run.c's `pos` */
-    int evaluated;   /* positions already in the KV cache */
-    int n_generated;
-    int done;
-} sequence;
-
-static ts_status sequence_init(sequence *q, const ts_config *p, const ts_tokenizer *tokenizer,
-                               const int32_t *prompt, size_t n_prompt, int steps, ts_error *err) {
-    memset(q, 0, sizeof *q);
-    if (!prompt || n_prompt < 1) {
-        return ts__fail(err, TS_ERR_ARG, "the prompt needs at least 1 token (BOS)");
-    }
-    for (size_t i = 0; i < n_prompt; i++) {
-        if (prompt[i] < 0 || prompt[i] >= p->vocab_size) {
-            return ts__fail(err, TS_ERR_ARG,
-                            "prompt token %d at index %zu is outside the vocabulary [0, %d)",
-                            prompt[i], i, p->vocab_size);
-        }
-    }
-    if (ts_tokenizer_vocab_size(tokenizer) < p->vocab_size) {
-        /* sampled ids would have no piece to decode */
-        return ts__fail(err, TS_ERR_ARG, "the tokenizer has %d entries, the model's vocabulary is %d",
-                        ts_tokenizer_vocab_size(tokenizer), p->vocab_size);
-    }
-    if (steps < 0) return ts__fail(err, TS_ERR_ARG, "steps must be >= 0, got %d", steps);
-    q->prompt = malloc(n_prompt * sizeof *q->prompt);
-    if (!q->prompt) return ts__fail(err, TS_ERR_NOMEM, "out of memory for a %zu-token prompt", n_prompt);
-    memcpy(q->prompt, prompt, n_prompt * sizeof *q->prompt);
-    q->n_prompt = n_prompt;
-    q->steps = steps > p->seq_len ? p->seq_len : steps; /* 0: nothing to evaluate */
-    q->token = prompt[0];
-    return TS_OK;
-}
-
-/* The positions to evaluate (from q->pos) before the next step: the rest
- * of the prompt at once, else the current token; 0 when done or when the
- * logits at pos are already there. */
-static int sequence_to_eval(const sequence *q) {
-    if (q->done || q->pos >= q->steps || q->pos < q->evaluated) return 0;
-    if ((size_t)q->pos < q->n_prompt) {
-        int end = q->n_prompt < (size_t)q->steps ? (int)q->n_prompt : q->steps;
-        return end - q->pos;
-    }
-    return 1;
-}
-
-/* The token evaluated at position pos + i. */
-static int32_t sequence_token(const sequence *q, int i) {
-    size_t at = (size_t)q->pos + (size_t)i;
-    return at < q->n_prompt ? q->prompt[at] : q->token;
-}
-
-/* One turn of run.c's loop after the forward pass at q->pos, whose logits
- * are `logits`. Returns 1 with the printed token in `event`, or 0 when the
- * sequence has ended. */
-static int sequence_step(sequence *q, ts_sampler *sampler, float *logits,
-                         const ts_tokenizer *tokenizer, ts_token_event *event) {
-    memset(event, 0, sizeof *event);
-    if (q->done || q->pos >= q->steps) {
-        q->done = 1;
-        return 0;
-    }
-    int32_t next;
-    if ((size_t)q->pos + 1 < q->n_prompt) {
-        next = q->prompt[q->pos + 1]; /* still inside the prompt: force it */
-    } else {
-        next = ts_sampler_sample(sampler, logits);
-        q->n_generated++;
-    }
-    q->pos++;
-    if (next == TS_TOKEN_BOS) { /* BOS delimits sequences: the story ended */
-        q->done = 1;
-        return 0;
-    }
-    event->token = next;
-    event->piece = ts_tokenizer_decode_piece(tokenizer, q->token, next, &event->len);
-    if (!event->piece) event->piece = "";
-    event->is_prompt = (size_t)q->pos < q->n_prompt;
-    q->token = next;
-    return 1;
-}
-
 /* --------------------------------------------------- single generation */
 
 struct ts_generation {
     ts_session *session;
     const ts_tokenizer *tokenizer;
     ts_sampler *sampler;
-    sequence seq;
+    ts_sequence seq;
     int started;     /* the clock runs from the end of the first evaluation */
     double start_s;
     double end_s;
@@ -124,19 +34,21 @@ static double now_s(void) {
 
 ts_status ts_generation_start(ts_session *session, const ts_tokenizer *tokenizer,
                               ts_sampler *sampler, const int32_t *prompt, size_t n_prompt,
-                              int steps, ts_generation **out, ts_error *err) {
+                              int steps, const ts_generate_options *options,
+                              ts_generation **out, ts_error *err) {
     if (out) *out = NULL;
     if (!session || !tokenizer || !sampler || !prompt || !out) {
         return ts__fail(err, TS_ERR_ARG, "ts_generation_start: NULL argument");
     }
     ts_generation *g = calloc(1, sizeof *g);
     if (!g) return ts__fail(err, TS_ERR_NOMEM, "ts_generation_start: out of memory");
-    ts_status st = sequence_init(&g->seq, &session->model->config, tokenizer, prompt, n_prompt,
-                                 steps, err);
+    ts_status st = ts__sequence_init(&g->seq, &session->model->config, tokenizer, prompt, n_prompt,
+                                     steps, options, err);
     if (st != TS_OK) {
         free(g);
         return st;
     }
+    ts__sequence_attach(&g->seq, sampler);
     g->session = session;
     g->tokenizer = tokenizer;
     g->sampler = sampler;
@@ -146,36 +58,31 @@ ts_status ts_generation_start(ts_session *session, const ts_tokenizer *tokenizer
 
 ts_status ts_generation_next(ts_generation *g, ts_token_event *event, ts_error *err) {
     if (!g || !event) return ts__fail(err, TS_ERR_ARG, "ts_generation_next: NULL argument");
-    sequence *q = &g->seq;
-    int n = sequence_to_eval(q);
+    ts_sequence *q = &g->seq;
+    const int32_t *tokens = NULL;
+    int n = ts__sequence_pending(q, &tokens);
     if (n > 0) {
-        ts_status st;
-        if (n == 1) {
-            st = ts_session_eval(g->session, &q->token, 1, q->pos, NULL, err);
-        } else {
-            st = ts_session_eval(g->session, q->prompt + q->pos, (size_t)n, q->pos, NULL, err);
-        }
+        ts_status st = ts_session_eval(g->session, tokens, (size_t)n, q->cached, NULL, err);
         if (st != TS_OK) return st;
-        q->evaluated = q->pos + n;
+        q->cached += n;
         if (!g->started) {
             g->started = 1;
             g->start_s = now_s();
         }
     }
-    if (sequence_step(q, g->sampler, g->session->logits, g->tokenizer, event)) {
-        g->end_s = now_s();
-        return TS_OK;
-    }
-    if (!event->done) g->end_s = now_s();
-    event->done = 1;
+    int was_done = q->done;
+    ts__sequence_step(q, g->sampler, g->session->logits, g->tokenizer, event);
+    if (!was_done) g->end_s = now_s();
     return TS_OK;
 }
 
 ts_generate_stats ts_generation_stats(const ts_generation *g) {
-    ts_generate_stats stats = {0, 0, 0.0};
+    ts_generate_stats stats = {0};
     if (g) {
         stats.n_positions = g->seq.pos;
         stats.n_generated = g->seq.n_generated;
+        stats.n_shifts = g->seq.n_shifts;
+        stats.finish_reason = g->seq.done ? g->seq.finish_reason : 0;
         stats.elapsed_s = g->started ? g->end_s - g->start_s : 0.0;
     }
     return stats;
@@ -183,17 +90,18 @@ ts_generate_stats ts_generation_stats(const ts_generation *g) {
 
 void ts_generation_free(ts_generation *g) {
     if (!g) return;
-    free(g->seq.prompt);
+    ts__sequence_release(&g->seq);
     free(g);
 }
 
 ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sampler *sampler,
                       const int32_t *prompt, size_t n_prompt, int steps,
-                      ts_token_callback on_token, void *user, ts_generate_stats *stats,
-                      ts_error *err) {
+                      const ts_generate_options *options, ts_token_callback on_token, void *user,
+                      ts_generate_stats *stats, ts_error *err) {
     if (stats) *stats = ts_generation_stats(NULL);
     ts_generation *g = NULL;
-    ts_status st = ts_generation_start(session, tokenizer, sampler, prompt, n_prompt, steps, &g, err);
+    ts_status st = ts_generation_start(session, tokenizer, sampler, prompt, n_prompt, steps, options,
+                                       &g, err);
     while (st == TS_OK) {
         ts_token_event event;
         st = ts_generation_next(g, &event, err);
@@ -211,7 +119,7 @@ ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sam
 /* -------------------------------------------------- batched generation */
 
 typedef struct request {
-    sequence seq;      /* initialised when added; runs once it has a slot */
+    ts_sequence seq;   /* initialised when added; runs once it has a slot */
     ts_sampling sampling;
 } request;
 
@@ -289,14 +197,14 @@ void ts_batch_generation_free(ts_batch_generation *bg) {
         free(bg->slots[i].logits);
     }
     free(bg->slots);
-    for (int i = 0; i < bg->n_requests; i++) free(bg->requests[i].seq.prompt);
+    for (int i = 0; i < bg->n_requests; i++) ts__sequence_release(&bg->requests[i].seq);
     free(bg->requests);
     free(bg);
 }
 
 ts_status ts_batch_generation_add(ts_batch_generation *bg, const int32_t *prompt,
                                   size_t n_prompt, int steps, const ts_sampling *sampling,
-                                  int *id, ts_error *err) {
+                                  const ts_generate_options *options, int *id, ts_error *err) {
     if (!bg || !sampling) return ts__fail(err, TS_ERR_ARG, "ts_batch_generation_add: NULL argument");
     if (bg->n_requests == bg->cap_requests) {
         int cap = bg->cap_requests ? 2 * bg->cap_requests : 16;
@@ -311,11 +219,22 @@ ts_status ts_batch_generation_add(ts_batch_generation *bg, const int32_t *prompt
     ts_sampler_free(check);
     if (st != TS_OK) return st;
     request *r = &bg->requests[bg->n_requests];
-    st = sequence_init(&r->seq, &bg->model->config, bg->tokenizer, prompt, n_prompt, steps, err);
+    st = ts__sequence_init(&r->seq, &bg->model->config, bg->tokenizer, prompt, n_prompt, steps,
+                           options, err);
     if (st != TS_OK) return st;
     r->sampling = *sampling;
     if (id) *id = bg->n_requests;
     bg->n_requests++;
+    return TS_OK;
+}
+
+ts_status ts_batch_generation_cancel(ts_batch_generation *bg, int id, ts_error *err) {
+    if (!bg) return ts__fail(err, TS_ERR_ARG, "ts_batch_generation_cancel: NULL argument");
+    if (id < 0 || id >= bg->n_requests) {
+        return ts__fail(err, TS_ERR_ARG, "request %d was never added (%d so far)", id,
+                        bg->n_requests);
+    }
+    ts__sequence_finish(&bg->requests[id].seq, TS_FINISH_CANCELLED);
     return TS_OK;
 }
 
@@ -334,6 +253,7 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
         request *r = &bg->requests[bg->next_request];
         ts_status st = ts_sampler_new(p->vocab_size, &r->sampling, &s->sampler, err);
         if (st != TS_OK) return st;
+        ts__sequence_attach(&r->seq, s->sampler);
         s->id = bg->next_request++;
     }
 
@@ -343,12 +263,13 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
     for (int i = 0; i < bg->max_batch; i++) {
         slot *s = &bg->slots[i];
         if (s->id < 0) continue;
-        sequence *q = &bg->requests[s->id].seq;
-        int n = sequence_to_eval(q);
+        ts_sequence *q = &bg->requests[s->id].seq;
+        const int32_t *tokens = NULL;
+        int n = ts__sequence_pending(q, &tokens);
         for (int k = 0; k < n; k++) {
             ts_row *row = &bg->rows[n_rows++];
-            row->token = sequence_token(q, k);
-            row->pos = q->pos + k;
+            row->token = tokens[k];
+            row->pos = q->cached + k;
             row->key_cache = s->key_cache;
             row->value_cache = s->value_cache;
             row->logits = k == n - 1 ? s->logits : NULL;
@@ -357,7 +278,7 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
                 n_rows = 0;
             }
         }
-        q->evaluated = q->pos + n > q->evaluated ? q->pos + n : q->evaluated;
+        q->cached += n;
     }
     if (n_rows > 0) ts__forward(bg->batch, bg->rows, n_rows);
 
@@ -366,21 +287,13 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
     for (int i = 0; i < bg->max_batch; i++) {
         slot *s = &bg->slots[i];
         if (s->id < 0) continue;
-        sequence *q = &bg->requests[s->id].seq;
-        ts_token_event event;
+        ts_sequence *q = &bg->requests[s->id].seq;
         ts_batch_event *out = &events[(*n_events)++];
-        memset(out, 0, sizeof *out);
         out->id = s->id;
-        if (sequence_step(q, s->sampler, s->logits, bg->tokenizer, &event)) {
-            out->token = event.token;
-            out->piece = event.piece;
-            out->len = event.len;
-            out->is_prompt = event.is_prompt;
+        if (ts__sequence_step(q, s->sampler, s->logits, bg->tokenizer, &out->event)) {
             running++;
         } else {
-            out->done = 1;
-            free(q->prompt);
-            q->prompt = NULL;
+            ts__sequence_release(q);
             ts_sampler_free(s->sampler);
             s->sampler = NULL;
             s->id = -1;

@@ -333,4 +333,61 @@ struct ts_session {
     float *value_cache; /* (n_layers, n_kv_heads, kv_seq, head_size) */
 };
 
+/* --------------------------------------------------------------- sequence */
+
+/* run.c's generation loop for one sequence (sequence.c), advanced by a
+ * driver (generate.c: on a session, or in a batch). Each round the driver
+ * evaluates what ts__sequence_pending returns at KV-cache positions
+ * cached.., then calls ts__sequence_step on the last one's logits.
+ *
+ * The KV cache holds a window of the sequence: tokens[0..keep) then
+ * tokens[start..pos]. Without a context shift start == keep, so window
+ * position i holds tokens[i]; a shift moves `start` on and evaluates the
+ * window's tail afresh. */
+typedef struct ts_sequence {
+    int32_t *tokens;       /* (cap) the prompt, then each printed token; tokens[pos] is
+                            * the one evaluated next */
+    size_t cap;
+    size_t n_prompt;
+    int vocab_size;
+    int seq_len;
+    int steps;             /* positions to evaluate at most, prompt included */
+    int pos;               /* run.c's `pos` */
+    int cached;            /* window positions in the KV cache */
+    int keep;              /* the window: tokens[0..keep) + tokens[start..pos] */
+    int start;
+    int context_shift;
+    int n_shifts;
+    int32_t *stop_tokens;  /* (n_stop_tokens) */
+    size_t n_stop_tokens;
+    int logprobs;          /* ts_generate_options' */
+    int top_logprobs;
+    float *raw_logits;     /* (vocab_size) the logits before sampling, with logprobs */
+    int32_t *top_tokens;   /* (TS_MAX_TOP_LOGPROBS), with logprobs */
+    float *top_values;     /* (TS_MAX_TOP_LOGPROBS), with logprobs */
+    int n_generated;
+    int done;
+    int finish_reason;     /* TS_FINISH_*, once done */
+} ts_sequence;
+
+/* Checks and copies the prompt and options (NULL: defaults). */
+ts_status ts__sequence_init(ts_sequence *q, const ts_config *config, const ts_tokenizer *tokenizer,
+                            const int32_t *prompt, size_t n_prompt, int steps,
+                            const ts_generate_options *options, ts_error *err);
+/* Frees the buffers (idempotent); the fields stay readable. */
+void ts__sequence_release(ts_sequence *q);
+/* Clears the sampler's record and records the prompt (penalties). */
+void ts__sequence_attach(const ts_sequence *q, ts_sampler *sampler);
+/* The tokens to evaluate before the next step, at window positions
+ * q->cached..: their count (0: none; the logits at pos are there or the
+ * sequence is done) and, in *tokens, where they start. May shift the
+ * context. The driver adds the count to q->cached once evaluated. */
+int ts__sequence_pending(ts_sequence *q, const int32_t **tokens);
+/* One turn of run.c's loop on the logits after position pos (modified).
+ * Returns 1 with the printed token in `event`, or 0 with a done event. */
+int ts__sequence_step(ts_sequence *q, ts_sampler *sampler, float *logits,
+                      const ts_tokenizer *tokenizer, ts_token_event *event);
+/* Ends the sequence now (cancellation); no-op once done. */
+void ts__sequence_finish(ts_sequence *q, int finish_reason);
+
 #endif /* TINYSTORIES_INTERNAL_H */

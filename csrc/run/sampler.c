@@ -1,7 +1,8 @@
 /*
  * sampler.c — run.c's sampler: greedy, multinomial and top-p, with the
- * same xorshift64* RNG so a seed gives the same tokens. Top-k is an
- * addition; top_k = 0 leaves run.c's behaviour untouched.
+ * same xorshift64* RNG so a seed gives the same tokens. Top-k, min-p and
+ * the repetition / presence / frequency penalties are additions (the order
+ * is tinystories.h's); each at 0 leaves run.c's behaviour untouched.
  */
 #include "internal.h"
 
@@ -19,7 +20,15 @@ struct ts_sampler {
     float temperature;
     float top_p;
     int top_k;
+    float min_p;
+    float repetition_penalty; /* 1: off */
+    float presence_penalty;
+    float frequency_penalty;
     uint64_t state;
+    /* the sequence so far, for the penalties (allocated only with one on) */
+    int32_t *seen;          /* distinct tokens of the sequence, in first-seen order */
+    int n_seen;
+    int32_t *sampled_count; /* vocab_size: times sampled; -1: only in the prompt; 0: not seen */
     void (*softmax)(float *x, int n); /* ts_k_softmax, or a kernel set's exact one */
     prob_index *candidates; /* vocab_size */
     prob_index *scratch;    /* vocab_size, for the sorts */
@@ -43,9 +52,19 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     if (params->top_k < 0) {
         return ts__fail(err, TS_ERR_ARG, "ts_sampler_new: top_k %d must be >= 0", params->top_k);
     }
-    if (params->seed == 0) {
-        /* 0 is xorshift's fixed point: every draw would be 0 */
-        return ts__fail(err, TS_ERR_ARG, "ts_sampler_new: seed must not be 0");
+    if (isnan(params->min_p) || params->min_p < 0.0f || params->min_p > 1.0f) {
+        return ts__fail(err, TS_ERR_ARG, "ts_sampler_new: min_p %g must be in [0, 1]",
+                        (double)params->min_p);
+    }
+    if (!isfinite(params->repetition_penalty) || params->repetition_penalty < 0.0f) {
+        return ts__fail(err, TS_ERR_ARG,
+                        "ts_sampler_new: repetition_penalty %g must be finite and > 0 (0: off)",
+                        (double)params->repetition_penalty);
+    }
+    if (!isfinite(params->presence_penalty) || !isfinite(params->frequency_penalty)) {
+        return ts__fail(err, TS_ERR_ARG,
+                        "ts_sampler_new: presence_penalty %g and frequency_penalty %g must be finite",
+                        (double)params->presence_penalty, (double)params->frequency_penalty);
     }
     ts_sampler *s = calloc(1, sizeof *s);
     if (!s) return ts__fail(err, TS_ERR_NOMEM, "ts_sampler_new: out of memory");
@@ -53,7 +72,12 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     s->temperature = params->temperature;
     s->top_p = params->top_p;
     s->top_k = params->top_k;
-    s->state = params->seed;
+    s->min_p = params->min_p;
+    s->repetition_penalty = params->repetition_penalty == 0.0f ? 1.0f : params->repetition_penalty;
+    s->presence_penalty = params->presence_penalty;
+    s->frequency_penalty = params->frequency_penalty;
+    /* 0 is xorshift's fixed point (every draw would be 0): a documented stand-in */
+    s->state = params->seed ? params->seed : TS_SEED_ZERO_STATE;
     const ts_kernels *k = NULL;
     s->softmax = ts__kernels_select(NULL, &k, NULL) == TS_OK && k->softmax_exact ? k->softmax_exact
                                                                                 : ts_k_softmax;
@@ -61,7 +85,14 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     s->scratch = malloc((size_t)vocab_size * sizeof *s->scratch);
     s->cdf = malloc((size_t)vocab_size * sizeof *s->cdf);
     s->bucket_start = malloc(((size_t)vocab_size + 1) * sizeof *s->bucket_start);
-    if (!s->candidates || !s->scratch || !s->cdf || !s->bucket_start) {
+    int penalties = s->repetition_penalty != 1.0f || s->presence_penalty != 0.0f ||
+                    s->frequency_penalty != 0.0f;
+    if (penalties) {
+        s->seen = malloc((size_t)vocab_size * sizeof *s->seen);
+        s->sampled_count = calloc((size_t)vocab_size, sizeof *s->sampled_count);
+    }
+    if (!s->candidates || !s->scratch || !s->cdf || !s->bucket_start ||
+        (penalties && (!s->seen || !s->sampled_count))) {
         ts_sampler_free(s);
         return ts__fail(err, TS_ERR_NOMEM, "ts_sampler_new: out of memory");
     }
@@ -75,7 +106,50 @@ void ts_sampler_free(ts_sampler *s) {
     free(s->scratch);
     free(s->cdf);
     free(s->bucket_start);
+    free(s->seen);
+    free(s->sampled_count);
     free(s);
+}
+
+void ts_sampler_accept(ts_sampler *s, int32_t token, int is_prompt) {
+    if (!s || !s->sampled_count || token < 0 || token >= s->vocab_size) return;
+    int32_t *count = &s->sampled_count[token];
+    if (*count == 0) s->seen[s->n_seen++] = token;
+    if (!is_prompt) {
+        *count = *count < 0 ? 1 : *count + 1;
+    } else if (*count == 0) {
+        *count = -1;
+    }
+}
+
+void ts_sampler_clear(ts_sampler *s) {
+    if (!s || !s->sampled_count) return;
+    for (int i = 0; i < s->n_seen; i++) s->sampled_count[s->seen[i]] = 0;
+    s->n_seen = 0;
+}
+
+/* Steps 1 and 2 of tinystories.h's order, on the raw logits. */
+static void apply_penalties(const ts_sampler *s, float *logits) {
+    for (int i = 0; i < s->n_seen; i++) {
+        int32_t t = s->seen[i];
+        float x = logits[t];
+        if (s->repetition_penalty != 1.0f) {
+            x = x > 0.0f ? x / s->repetition_penalty : x * s->repetition_penalty;
+        }
+        int32_t c = s->sampled_count[t];
+        if (c > 0) x -= s->presence_penalty + (float)c * s->frequency_penalty;
+        logits[t] = x;
+    }
+}
+
+/* Step 6: tokens below min_p times the top probability leave the draw. */
+static void apply_min_p(float *logits, int n, float min_p) {
+    float max = logits[0];
+    for (int i = 1; i < n; i++) max = logits[i] > max ? logits[i] : max;
+    const float floor = max + logf(min_p);
+    for (int i = 0; i < n; i++) {
+        if (logits[i] < floor) logits[i] = -INFINITY;
+    }
 }
 
 /* xorshift64*, as run.c */
@@ -240,12 +314,14 @@ static void apply_top_k(ts_sampler *s, float *logits, int n, int k) {
 
 int32_t ts_sampler_sample(ts_sampler *s, float *logits) {
     int n = s->vocab_size;
-    if (s->temperature == 0.0f) return argmax(logits, n);
+    if (s->n_seen > 0) apply_penalties(s, logits);
+    if (s->temperature == 0.0f || s->min_p >= 1.0f) return argmax(logits, n);
     /* x / 1 is x, bit for bit */
     if (s->temperature != 1.0f) {
         for (int i = 0; i < n; i++) logits[i] /= s->temperature;
     }
     if (s->top_k > 0 && s->top_k < n) apply_top_k(s, logits, n, s->top_k);
+    if (s->min_p > 0.0f) apply_min_p(logits, n, s->min_p);
     s->softmax(logits, n);
     float coin = random_f32(&s->state);
     if (s->top_p <= 0 || s->top_p >= 1) return sample_mult(logits, n, coin);

@@ -14,7 +14,8 @@
  *   ts_session    per-sequence state: KV cache, activations. One thread at a
  *                 time. ts_session_new / ts_session_free. A session must be
  *                 freed before the model it was created from.
- *   ts_sampler    per-sequence sampling state (RNG, scratch). One thread at a
+ *   ts_sampler    per-sequence sampling state (RNG, the tokens the penalties
+ *                 count, scratch). One thread at a
  *                 time. ts_sampler_new / ts_sampler_free.
  *   ts_batch_generation  many sequences generated together (one forward pass
  *                 per step for all of them). One thread at a time.
@@ -225,12 +226,39 @@ float *ts_session_logits(ts_session *session);
 
 /* --------------------------------------------------------------- sampler */
 
+/* How the next token is chosen. A zero-initialised struct (with a seed)
+ * samples exactly as run.c at temperature 0: every addition to run.c is off
+ * at 0. The steps, in order, on the logits after the last position:
+ *   1. repetition_penalty (Hugging Face): for each distinct token in the
+ *      sequence (the prompt with its BOS, and the sampled tokens), a
+ *      positive logit is divided by it, a negative one multiplied;
+ *   2. presence_penalty, frequency_penalty (OpenAI): a token sampled c > 0
+ *      times loses presence + c * frequency from its logit (the prompt does
+ *      not count);
+ *   3. temperature 0, or min_p >= 1: the most likely token (the first on
+ *      ties), nothing drawn;
+ *   4. the logits divided by the temperature (skipped at 1, as run.c);
+ *   5. top_k: only the k largest stay (ties: the lower id);
+ *   6. min_p: only tokens whose probability is at least min_p times the
+ *      most likely one's stay (logit >= max logit + ln(min_p));
+ *   7. softmax, then run.c's draw: top_p's nucleus when 0 < top_p < 1, else
+ *      from every token. */
 typedef struct ts_sampling {
-    float temperature; /* 0: greedy (argmax)                       */
-    float top_p;       /* nucleus; <= 0 or >= 1: off (as run.c)     */
-    int top_k;         /* keep the k most likely; 0: off            */
-    uint64_t seed;     /* xorshift state; must not be 0             */
+    float temperature;        /* 0: greedy (argmax)                          */
+    float top_p;              /* nucleus; <= 0 or >= 1: off (as run.c)        */
+    int top_k;                /* keep the k most likely; 0: off               */
+    uint64_t seed;            /* xorshift state (run.c's -s); 0 is the RNG's
+                               * fixed point and stands for TS_SEED_ZERO_STATE */
+    float min_p;              /* in [0, 1]; 0: off                            */
+    float repetition_penalty; /* > 0; 0 or 1: off                             */
+    float presence_penalty;   /* finite; 0: off                               */
+    float frequency_penalty;  /* finite; 0: off                               */
 } ts_sampling;
+
+/* The RNG state seed 0 runs with (the golden ratio's 64 fractional bits):
+ * seeds >= 1 are run.c's states themselves, so seed 0 and this seed give
+ * the same tokens. */
+#define TS_SEED_ZERO_STATE 0x9E3779B97F4A7C15ull
 
 typedef struct ts_sampler ts_sampler;
 
@@ -238,11 +266,49 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
                          ts_error *err);
 void ts_sampler_free(ts_sampler *sampler);
 
+/* Records a token of the sequence for the penalties: `is_prompt` 1 for the
+ * prompt's tokens (repetition only), 0 for sampled ones. Ids outside the
+ * vocabulary are ignored. The generation functions call it themselves. */
+void ts_sampler_accept(ts_sampler *sampler, int32_t token, int is_prompt);
+
+/* Forgets the recorded tokens (the RNG state stays): a new sequence. */
+void ts_sampler_clear(ts_sampler *sampler);
+
 /* Picks the next token from `logits` (vocab_size floats; modified in place,
- * as run.c does). */
+ * as run.c does). Does not record it: see ts_sampler_accept. */
 int32_t ts_sampler_sample(ts_sampler *sampler, float *logits);
 
 /* ------------------------------------------------------------ generation */
+
+/* Why a generation ended (ts_token_event.finish_reason). */
+enum {
+    TS_FINISH_STOP = 1,     /* a stop token (by default BOS) was sampled       */
+    TS_FINISH_LENGTH = 2,   /* `steps` positions, or the end of the context    */
+    TS_FINISH_CANCELLED = 3 /* ts_batch_generation_cancel                      */
+};
+
+/* The most log-probabilities a generation reports per token. */
+enum { TS_MAX_TOP_LOGPROBS = 20 };
+
+/* What a generation does besides sampling. Zero-initialised (or NULL where
+ * a function takes a pointer): run.c's loop. */
+typedef struct ts_generate_options {
+    /* Sampling one of these ends the sequence (the token is not printed).
+     * NULL: {BOS}, as run.c; non-NULL with n_stop_tokens 0: none. */
+    const int32_t *stop_tokens;
+    size_t n_stop_tokens;
+    /* 1: when the context is full, keep the first n_keep tokens (at least
+     * 1, the BOS), drop the oldest of the rest so that half the context is
+     * free, and evaluate what remains afresh; generation goes on until
+     * `steps` positions. 0: stop at the end of the context (run.c). */
+    int context_shift;
+    int n_keep;
+    /* 1: each sampled token's event carries its log-probability (the
+     * log-softmax of the model's logits, before penalties and temperature)
+     * and the top_logprobs (0..TS_MAX_TOP_LOGPROBS) most likely tokens'. */
+    int logprobs;
+    int top_logprobs;
+} ts_generate_options;
 
 /* Called once per position whose token is printed, in order. `is_prompt`
  * is 1 while the token comes from the prompt. Return non-zero to stop;
@@ -253,6 +319,8 @@ typedef int (*ts_token_callback)(void *user, int32_t token, const char *piece, s
 typedef struct ts_generate_stats {
     int n_positions;   /* positions evaluated (run.c's final `pos`) */
     int n_generated;   /* tokens sampled (not taken from the prompt) */
+    int n_shifts;      /* context shifts */
+    int finish_reason; /* TS_FINISH_*, or 0 while running */
     double elapsed_s;  /* from the end of the first position to the end */
 } ts_generate_stats;
 
@@ -260,32 +328,44 @@ typedef struct ts_generate_stats {
 typedef struct ts_generation ts_generation;
 
 typedef struct ts_token_event {
-    int done;          /* 1: generation ended; the other fields are unset  */
-    int32_t token;     /* the token printed at this position               */
-    const char *piece; /* its bytes (valid until the next call), len bytes */
+    int done;          /* 1: generation ended (see finish_reason); the
+                        * fields below are unset                            */
+    int finish_reason; /* with done: TS_FINISH_*                            */
+    int32_t token;     /* the token printed at this position                */
+    const char *piece; /* its bytes (valid until the next call), len bytes  */
     size_t len;
-    int is_prompt;     /* 1 while the token comes from the prompt          */
+    int is_prompt;     /* 1 while the token comes from the prompt           */
+    /* With ts_generate_options.logprobs, for a sampled token (valid until
+     * the next call): */
+    float logprob;
+    int n_top;                 /* top_logprobs, or fewer for a small vocabulary */
+    const int32_t *top_tokens; /* the most likely first (ties: the lower id) */
+    const float *top_logprobs;
 } ts_token_event;
 
 /* Prepares run.c's loop over `prompt` (copied) for at most `steps`
- * positions. The session and sampler are borrowed and must outlive it. */
+ * positions (prompt included; without context_shift clamped to seq_len).
+ * `options` may be NULL. The session and sampler are borrowed and must
+ * outlive it; the sampler's recorded tokens are cleared and the prompt's
+ * recorded. */
 ts_status ts_generation_start(ts_session *session, const ts_tokenizer *tokenizer,
                               ts_sampler *sampler, const int32_t *prompt, size_t n_prompt,
-                              int steps, ts_generation **out, ts_error *err);
+                              int steps, const ts_generate_options *options,
+                              ts_generation **out, ts_error *err);
 /* Evaluates positions until the next printed token, or the end. */
 ts_status ts_generation_next(ts_generation *generation, ts_token_event *event, ts_error *err);
 ts_generate_stats ts_generation_stats(const ts_generation *generation);
 void ts_generation_free(ts_generation *generation);
 
 /* run.c's generation loop. Starting from a fresh position 0, evaluates the
- * prompt and samples until BOS is sampled or `steps` positions (prompt
- * included, clamped to seq_len; 0 evaluates nothing — run.c's "-n 0 means
- * the whole context" is the CLI's to apply) have been evaluated. The session's KV cache
- * is overwritten. `stats` may be NULL. */
+ * prompt and samples until a stop token is sampled or `steps` positions
+ * (as in ts_generation_start; 0 evaluates nothing — run.c's "-n 0 means
+ * the whole context" is the CLI's to apply) have been evaluated. The
+ * session's KV cache is overwritten. `options` and `stats` may be NULL. */
 ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sampler *sampler,
                       const int32_t *prompt, size_t n_prompt, int steps,
-                      ts_token_callback on_token, void *user, ts_generate_stats *stats,
-                      ts_error *err);
+                      const ts_generate_options *options, ts_token_callback on_token, void *user,
+                      ts_generate_stats *stats, ts_error *err);
 
 /* ---------------------------------------------------- batched generation */
 
@@ -293,7 +373,8 @@ ts_status ts_generate(ts_session *session, const ts_tokenizer *tokenizer, ts_sam
  * active sequence in one forward pass (the weights are read once per step
  * for all of them), and a finished sequence frees its slot for the next
  * queued request. Each request's tokens are exactly those ts_generate
- * produces for it alone with the same sampling parameters. */
+ * produces for it alone with the same sampling parameters and options.
+ * Requests may be added between steps (continuous batching). */
 typedef struct ts_batch_generation ts_batch_generation;
 
 /* `max_batch` sequences at most run at once (KV cache for each). */
@@ -302,26 +383,29 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
                                   ts_error *err);
 void ts_batch_generation_free(ts_batch_generation *batch);
 
-/* Queues a request (prompt copied; steps as in ts_generate). *id receives
- * its index: 0, 1, 2, ... in the order added. */
+/* Queues a request (prompt and options copied; steps as in
+ * ts_generation_start; options may be NULL). *id receives its index: 0, 1,
+ * 2, ... in the order added. */
 ts_status ts_batch_generation_add(ts_batch_generation *batch, const int32_t *prompt,
                                   size_t n_prompt, int steps, const ts_sampling *sampling,
-                                  int *id, ts_error *err);
+                                  const ts_generate_options *options, int *id, ts_error *err);
+
+/* Ends request `id` (running or queued) at the next step, whose event for
+ * it is done with TS_FINISH_CANCELLED. A request already ended is left as
+ * it is. TS_ERR_ARG for an id never added. */
+ts_status ts_batch_generation_cancel(ts_batch_generation *batch, int id, ts_error *err);
 
 typedef struct ts_batch_event {
-    int id;            /* the request                                       */
-    int done;          /* 1: the request ended; the other fields are unset  */
-    int32_t token;     /* as ts_token_event                                 */
-    const char *piece; /* valid until the next step                         */
-    size_t len;
-    int is_prompt;
+    int id;               /* the request */
+    ts_token_event event; /* as ts_generation_next's, valid until the next step */
 } ts_batch_event;
 
 /* Advances every active sequence by one printed token (prompts are
  * evaluated whole, then printed one token per step), starting queued
  * requests in free slots. Writes at most one event per slot (max_batch)
- * into `events`, *n_events of them. *active receives how many requests are
- * still running or queued afterwards: 0 when all are done. */
+ * into `events`, *n_events of them; a request's last event is done. *active
+ * receives how many requests are still running or queued afterwards: 0
+ * when all are done. */
 ts_status ts_batch_generation_step(ts_batch_generation *batch, ts_batch_event *events,
                                    size_t *n_events, int *active, ts_error *err);
 

@@ -18,10 +18,36 @@ def kernels_available() -> str: ...
 def default_group_size(dim: int) -> int: ...
 def stream_read_gbps(bytes: int, n_threads: int, repeats: int) -> float: ...
 
-class Sampler:
+FINISH_STOP: int
+FINISH_LENGTH: int
+FINISH_CANCELLED: int
+MAX_TOP_LOGPROBS: int
+SEED_ZERO_STATE: int
+
+# (logprob, [(token id, logprob), ...]) of a sampled token, when asked for.
+TokenLogprobs = tuple[float, list[tuple[int, float]]]
+
+class Options:
     def __init__(
-        self, vocab_size: int, temperature: float, top_p: float, top_k: int, seed: int
+        self,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seed: int,
+        min_p: float,
+        repetition_penalty: float,
+        presence_penalty: float,
+        frequency_penalty: float,
+        stop_token_ids: list[int],
+        context_shift: bool,
+        n_keep: int,
+        logprobs: bool,
+        top_logprobs: int,
     ) -> None: ...
+
+class Sampler:
+    def __init__(self, vocab_size: int, options: Options) -> None: ...
+    def accept(self, token: int, is_prompt: bool) -> None: ...
     def sample(self, logits: npt.ArrayLike) -> int: ...
 
 class Model:
@@ -59,13 +85,10 @@ class Generation:
         tokenizer: Tokenizer,
         prompt: list[int],
         steps: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        seed: int,
+        options: Options,
         n_threads: int,
     ) -> None: ...
-    def next(self) -> tuple[int, bytes, bool] | None: ...
+    def next(self) -> tuple[int, bytes, bool, TokenLogprobs | None] | None: ...
     def run(self, include_prompt: bool) -> tuple[bytes, list[int]]: ...
     @property
     def stats(self) -> dict[str, float]: ...
@@ -74,15 +97,13 @@ class BatchGeneration:
     def __init__(
         self, model: Model, tokenizer: Tokenizer, max_batch: int, n_threads: int
     ) -> None: ...
-    def add(
-        self,
-        prompt: list[int],
-        steps: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        seed: int,
-    ) -> int: ...
+    def add(self, prompt: list[int], steps: int, options: Options) -> int: ...
+    def cancel(self, id: int) -> None: ...
+    def step(self) -> list[tuple[int, int, bytes, bool, TokenLogprobs | None, int]]: ...
     def run(self) -> list[bytes]: ...
     @property
     def n_generated(self) -> int: ...
+    @property
+    def token_ids(self) -> list[list[int]]: ...
+    @property
+    def finish_reasons(self) -> list[int]: ...

@@ -39,7 +39,8 @@ from .bench import Row, achieved, best_wall, difference_rate, wall
 from .formats.constants import BOS, N_BYTE_TOKENS
 from .formats.llama2c import ModelConfig, default_group_size, random_weights, write_model
 from .formats.tokenizer_bin import write_tokenizer
-from .inference import Generator
+from .inference import Generator, SamplingParams
+from .inference.sampling import engine_options
 
 # name: (config, file formats written)
 SHAPES: dict[str, tuple[ModelConfig, tuple[str, ...]]] = {
@@ -208,7 +209,7 @@ def batch_rate(g: Generator, new_tokens: int) -> float:
 def sampler_us(vocab_size: int, calls: int = 200) -> float:
     """Microseconds per temperature-1, top-p-0.9 sample of near-uniform logits."""
     logits = (np.random.default_rng(0).random(vocab_size, dtype=np.float32) - 0.5) * 0.05
-    sampler = _core.Sampler(vocab_size, 1.0, 0.9, 0, 42)
+    sampler = _core.Sampler(vocab_size, engine_options(SamplingParams(seed=42)))
     return wall(lambda: [sampler.sample(logits) for _ in range(calls)]) / calls * 1e6
 
 

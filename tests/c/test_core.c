@@ -611,9 +611,44 @@ static void test_tokenizer(void) {
 static void test_sampler(void) {
     ts_error err = {0};
     ts_sampler *s = NULL;
-    ts_sampling p = {1.0f, 0.9f, 0, 0};
-    CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG && s == NULL && contains(err.message, "seed"));
+    ts_sampling p = {.temperature = 1.0f, .top_p = 0.9f, .top_k = 0, .seed = 0};
+    /* seed 0 runs as TS_SEED_ZERO_STATE (xorshift's fixed point would draw 0 forever) */
+    {
+        ts_sampling q = p;
+        q.seed = TS_SEED_ZERO_STATE;
+        ts_sampler *zero = NULL, *same = NULL;
+        CHECK(ts_sampler_new(10, &p, &zero, &err) == TS_OK);
+        CHECK(ts_sampler_new(10, &q, &same, &err) == TS_OK);
+        int varied = 0, first = -1;
+        for (int i = 0; zero && same && i < 50; i++) {
+            float a[10], b[10];
+            for (int j = 0; j < 10; j++) a[j] = b[j] = (float)(j % 3);
+            int x = ts_sampler_sample(zero, a);
+            CHECK(x == ts_sampler_sample(same, b));
+            if (first < 0) first = x;
+            varied |= x != first;
+        }
+        CHECK(varied);
+        ts_sampler_free(zero);
+        ts_sampler_free(same);
+    }
     p.seed = 1;
+    p.min_p = 1.5f;
+    CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG && contains(err.message, "min_p"));
+    p.min_p = NAN;
+    CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG);
+    p.min_p = 0;
+    p.repetition_penalty = -1;
+    CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG && contains(err.message, "repetition"));
+    p.repetition_penalty = INFINITY;
+    CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG);
+    p.repetition_penalty = 0;
+    p.presence_penalty = NAN;
+    CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG && contains(err.message, "presence"));
+    p.presence_penalty = 0;
+    p.frequency_penalty = -INFINITY;
+    CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG);
+    p.frequency_penalty = 0;
     p.temperature = -1;
     CHECK(ts_sampler_new(10, &p, &s, &err) == TS_ERR_ARG);
     p.temperature = NAN;
@@ -639,7 +674,7 @@ static void test_sampler(void) {
     /* top_k = 1 is greedy; top_k = vocab and top_k = 0 are identical */
     float base[8] = {0.1f, 2.0f, -1.0f, 1.5f, 1.9f, 0.0f, 0.3f, 1.0f};
     for (int topk = 0; topk <= 8; topk++) {
-        ts_sampling a = {0.8f, 0.95f, topk, 42}, o = {0.8f, 0.95f, 0, 42};
+        ts_sampling a = {.temperature = 0.8f, .top_p = 0.95f, .top_k = topk, .seed = 42}, o = {.temperature = 0.8f, .top_p = 0.95f, .top_k = 0, .seed = 42};
         ts_sampler *sa = NULL, *so = NULL;
         CHECK(ts_sampler_new(8, &a, &sa, &err) == TS_OK);
         CHECK(ts_sampler_new(8, &o, &so, &err) == TS_OK);
@@ -719,12 +754,12 @@ static void test_real(const char *dir) {
             continue;
         }
         CHECK(ts_model_config(m)->version == (k ? 2 : 0));
-        ts_sampling p = {0.0f, 0.9f, 0, 1};
+        ts_sampling p = {.temperature = 0.0f, .top_p = 0.9f, .top_k = 0, .seed = 1};
         CHECK(ts_session_new(m, 0, &s, &err) == TS_OK);
         CHECK(ts_sampler_new(105, &p, &sp, &err) == TS_OK);
         collect c = {0};
         ts_generate_stats st;
-        CHECK(ts_generate(s, t, sp, toks, nt, 256, on_token, &c, &st, &err) == TS_OK);
+        CHECK(ts_generate(s, t, sp, toks, nt, 256, NULL, on_token, &c, &st, &err) == TS_OK);
         CHECK(strcmp(c.text, wants[k]) == 0);
         if (strcmp(c.text, wants[k]) != 0) fprintf(stderr, "got (%s):\n%s\n", paths[k], c.text);
         CHECK(st.n_positions == 256 && st.n_generated == 256 - (int)nt + 1);
@@ -739,16 +774,16 @@ static void test_real(const char *dir) {
         /* cancel after 5 pieces */
         collect c2 = {0};
         c2.stop_after = 5;
-        CHECK(ts_generate(s, t, sp, toks, nt, 256, on_token, &c2, &st, &err) == TS_ERR_CANCELLED);
+        CHECK(ts_generate(s, t, sp, toks, nt, 256, NULL, on_token, &c2, &st, &err) == TS_ERR_CANCELLED);
         /* the first piece is the dummy-prefix space, dropped after BOS */
         CHECK(c2.calls == 5 && st.n_positions == 5 && strcmp(c2.text, "Once") == 0);
-        CHECK(ts_generate(s, t, sp, toks, 0, 0, on_token, &c2, &st, &err) == TS_ERR_ARG);
+        CHECK(ts_generate(s, t, sp, toks, 0, 0, NULL, on_token, &c2, &st, &err) == TS_ERR_ARG);
         int32_t badp[2] = {1, 105};
-        CHECK(ts_generate(s, t, sp, badp, 2, 256, on_token, &c2, &st, &err) == TS_ERR_ARG);
-        CHECK(ts_generate(s, t, sp, toks, nt, -1, on_token, &c2, &st, &err) == TS_ERR_ARG);
+        CHECK(ts_generate(s, t, sp, badp, 2, 256, NULL, on_token, &c2, &st, &err) == TS_ERR_ARG);
+        CHECK(ts_generate(s, t, sp, toks, nt, -1, NULL, on_token, &c2, &st, &err) == TS_ERR_ARG);
         /* steps = 0 evaluates nothing (the CLI maps run.c's -n 0 to seq_len itself) */
         collect c3 = {0};
-        CHECK(ts_generate(s, t, sp, toks, nt, 0, on_token, &c3, &st, &err) == TS_OK);
+        CHECK(ts_generate(s, t, sp, toks, nt, 0, NULL, on_token, &c3, &st, &err) == TS_OK);
         CHECK(c3.calls == 0 && st.n_positions == 0);
         ts_sampler_free(sp);
         ts_session_free(s);
@@ -799,14 +834,14 @@ static void test_fast_paths(const char *dir) {
             collect want[3];
             memset(want, 0, sizeof want);
             for (int i = 0; i < 3; i++) {
-                ts_sampling sp = {0.9f, 0.9f, 0, (uint64_t)(7 + i % 2)};
+                ts_sampling sp = {.temperature = 0.9f, .top_p = 0.9f, .top_k = 0, .seed = (uint64_t)(7 + i % 2)};
                 int id = -1;
-                CHECK(ts_batch_generation_add(b, prompts[i], 3, 100, &sp, &id, &err) == TS_OK && id == i);
+                CHECK(ts_batch_generation_add(b, prompts[i], 3, 100, &sp, NULL, &id, &err) == TS_OK && id == i);
                 ts_session *s = NULL;
                 ts_sampler *smp = NULL;
                 CHECK(ts_session_new(m, 1, &s, &err) == TS_OK);
                 CHECK(ts_sampler_new(105, &sp, &smp, &err) == TS_OK);
-                CHECK(ts_generate(s, t, smp, prompts[i], 3, 100, on_token, &want[i], NULL, &err) == TS_OK);
+                CHECK(ts_generate(s, t, smp, prompts[i], 3, 100, NULL, on_token, &want[i], NULL, &err) == TS_OK);
                 ts_sampler_free(smp);
                 ts_session_free(s);
             }
@@ -819,9 +854,9 @@ static void test_fast_paths(const char *dir) {
                 CHECK(ts_batch_generation_step(b, events, &n, &active, &err) == TS_OK);
                 CHECK(n <= 2);
                 for (size_t k = 0; k < n; k++) {
-                    if (!events[k].done) {
-                        on_token(&got[events[k].id], events[k].token, events[k].piece, events[k].len,
-                                 events[k].is_prompt);
+                    const ts_token_event *e = &events[k].event;
+                    if (!e->done) {
+                        on_token(&got[events[k].id], e->token, e->piece, e->len, e->is_prompt);
                     }
                 }
             }

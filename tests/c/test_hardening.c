@@ -132,14 +132,14 @@ static int life_cycle(const char *model_path, const char *tok_path, uint64_t see
     if (ts_model_load(model_path, &m, &err) != TS_OK) goto done;
     if (ts_tokenizer_load(tok_path, &t, &err) != TS_OK) goto done;
     if (ts_session_new(m, 1, &s, &err) != TS_OK) goto done;
-    ts_sampling params = {0.8f, 0.9f, 0, seed};
+    ts_sampling params = {.temperature = 0.8f, .top_p = 0.9f, .top_k = 0, .seed = seed};
     if (ts_sampler_new(ts_model_config(m)->vocab_size, &params, &sp, &err) != TS_OK) goto done;
     int32_t prompt[64];
     size_t np = 0;
     if (ts_tokenizer_encode(t, "Once upon a time", 16, 1, 0, prompt, &np, &err) != TS_OK) goto done;
     /* half the time through the stepwise API, abandoned midway */
     if (seed % 2) {
-        if (ts_generation_start(s, t, sp, prompt, np, steps, &g, &err) != TS_OK) goto done;
+        if (ts_generation_start(s, t, sp, prompt, np, steps, NULL, &g, &err) != TS_OK) goto done;
         ts_token_event ev;
         for (n = 0; n < cap && ts_generation_next(g, &ev, &err) == TS_OK && !ev.done; n++) {
             out[n] = ev.token;
@@ -147,7 +147,7 @@ static int life_cycle(const char *model_path, const char *tok_path, uint64_t see
     } else {
         int count = 0;
         ts_generate_stats stats;
-        if (ts_generate(s, t, sp, prompt, np, steps, count_tokens, &count, &stats, &err) != TS_OK) {
+        if (ts_generate(s, t, sp, prompt, np, steps, NULL, count_tokens, &count, &stats, &err) != TS_OK) {
             goto done;
         }
         n = count;
@@ -177,7 +177,7 @@ static void test_leak_loop(const char *dir) {
         CHECK(ts_tokenizer_load(tmp_path("bad.tok"), &t, &err) == TS_ERR_FORMAT);
         CHECK(ts_model_load(tmp_path("missing.bin"), &m, &err) == TS_ERR_NOT_FOUND);
         CHECK(ts_model_load(tmp_path("small.bin"), &m, &err) == TS_OK);
-        ts_sampling bad = {-1.0f, 0.9f, 0, 1};
+        ts_sampling bad = {.temperature = -1.0f, .top_p = 0.9f, .top_k = 0, .seed = 1};
         ts_sampler *sp = NULL;
         CHECK(ts_sampler_new(40, &bad, &sp, &err) == TS_ERR_ARG && sp == NULL);
         ts_model_free(m);
@@ -216,11 +216,11 @@ static void run_job(job *j) {
     ts_error err;
     j->ok = 0;
     j->n = 0;
-    ts_sampling params = {1.0f, 0.9f, 0, j->seed};
+    ts_sampling params = {.temperature = 1.0f, .top_p = 0.9f, .top_k = 0, .seed = j->seed};
     if (ts_session_new(j->model, 1, &s, &err) != TS_OK) goto done;
     if (ts_sampler_new(ts_model_config(j->model)->vocab_size, &params, &sp, &err) != TS_OK) goto done;
     int32_t bos = TS_TOKEN_BOS;
-    if (ts_generation_start(s, j->tokenizer, sp, &bos, 1, STEPS, &g, &err) != TS_OK) goto done;
+    if (ts_generation_start(s, j->tokenizer, sp, &bos, 1, STEPS, NULL, &g, &err) != TS_OK) goto done;
     ts_token_event ev;
     while (j->n < STEPS && ts_generation_next(g, &ev, &err) == TS_OK && !ev.done) {
         j->tokens[j->n++] = ev.token;

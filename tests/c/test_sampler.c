@@ -4,6 +4,8 @@
  * linear walks), on logits shaped like a real model's (peaked), like a
  * random model's (32,000 near-uniform values), with ties, with -inf and
  * across temperatures, top-p values and seeds: the same token every time.
+ * Then the additions (penalties, min_p), each applied plainly to the
+ * logits as tinystories.h orders them before run.c's procedure.
  */
 #include "internal.h"
 
@@ -126,6 +128,135 @@ static void make_logits(float *x, int n, enum shape shape) {
     }
 }
 
+/* The additions written out from tinystories.h's order: `history` is the
+ * sequence (prompt first, n_prompt of it), then run.c's procedure. */
+static int ref_sample_with(float *x, int n, const ts_sampling *p, const int *history,
+                           int n_history, int n_prompt, uint64_t *state, ref_candidate *c) {
+    int *count = calloc((size_t)n, sizeof *count);
+    char *seen = calloc((size_t)n, 1);
+    for (int i = 0; i < n_history; i++) {
+        seen[history[i]] = 1;
+        if (i >= n_prompt) count[history[i]]++;
+    }
+    for (int t = 0; t < n; t++) {
+        if (!seen[t]) continue;
+        if (p->repetition_penalty != 0.0f && p->repetition_penalty != 1.0f) {
+            x[t] = x[t] > 0.0f ? x[t] / p->repetition_penalty : x[t] * p->repetition_penalty;
+        }
+        if (count[t] > 0) x[t] -= p->presence_penalty + (float)count[t] * p->frequency_penalty;
+    }
+    free(count);
+    free(seen);
+    if (p->min_p >= 1.0f) return ref_sample(x, n, 0.0f, p->top_p, state, c);
+    if (p->temperature != 0.0f && p->min_p > 0.0f) {
+        float max = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            if (p->temperature != 1.0f) x[i] /= p->temperature;
+            if (x[i] > max) max = x[i];
+        }
+        for (int i = 0; i < n; i++) {
+            if (x[i] < max + logf(p->min_p)) x[i] = -INFINITY;
+        }
+        return ref_sample(x, n, 1.0f, p->top_p, state, c);
+    }
+    return ref_sample(x, n, p->temperature, p->top_p, state, c);
+}
+
+/* Penalties and min_p over sequences sampled step by step. */
+static int compare_additions(void) {
+    const int sizes[] = {7, 105, 32000};
+    const ts_sampling cases[] = {
+        /* temperature, top_p, top_k, seed, min_p, repetition, presence, frequency */
+        {1.0f, 0.9f, 0, 11, 0.0f, 1.3f, 0.0f, 0.0f},
+        {0.8f, 0.0f, 0, 12, 0.0f, 0.7f, 0.0f, 0.0f},
+        {1.0f, 0.9f, 0, 13, 0.0f, 0.0f, 0.6f, 0.3f},
+        {0.0f, 0.9f, 0, 14, 0.0f, 1.5f, 1.0f, 0.5f},
+        {1.0f, 0.0f, 0, 15, 0.2f, 0.0f, 0.0f, 0.0f},
+        {1.7f, 0.9f, 0, 16, 0.05f, 1.1f, -0.5f, 0.2f},
+        {1.3f, 0.9f, 0, 17, 1.0f, 0.0f, 0.0f, 0.0f},
+    };
+    int compared = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *logits = malloc((size_t)n * sizeof *logits);
+        float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+        ref_candidate *cand = malloc((size_t)n * sizeof *cand);
+        enum { PROMPT = 5, STEPS = 30 };
+        int history[PROMPT + STEPS];
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            const ts_sampling *p = &cases[ci];
+            for (int shape = 0; shape < SHAPES; shape++) {
+                ts_sampler *s = NULL;
+                ts_error err = {0};
+                CHECK(ts_sampler_new(n, p, &s, &err) == TS_OK);
+                if (!s) continue;
+                uint64_t state = p->seed;
+                int n_history = 0, same = 1;
+                ts_sampler_clear(s);
+                for (int i = 0; i < PROMPT; i++) {
+                    history[n_history++] = (i * 7919) % n;
+                    ts_sampler_accept(s, history[n_history - 1], 1);
+                }
+                for (int step = 0; step < STEPS; step++) {
+                    make_logits(logits, n, (enum shape)shape);
+                    /* peaked logits over a small vocabulary: the penalties must bite */
+                    memcpy(a, logits, (size_t)n * sizeof *a);
+                    memcpy(b, logits, (size_t)n * sizeof *b);
+                    int got = ts_sampler_sample(s, a);
+                    int want =
+                        ref_sample_with(b, n, p, history, n_history, PROMPT, &state, cand);
+                    if (got != want) same = 0;
+                    ts_sampler_accept(s, got, 0);
+                    history[n_history++] = got;
+                    compared++;
+                }
+                if (!same) {
+                    fprintf(stderr, "  additions: n=%d case=%zu shape=%d: tokens differ\n", n, ci,
+                            shape);
+                }
+                CHECK(same);
+                ts_sampler_free(s);
+            }
+        }
+        free(logits);
+        free(a);
+        free(b);
+        free(cand);
+    }
+    return compared;
+}
+
+/* The penalties change the draw the way their definition says, seen from
+ * outside: a heavy repetition penalty on a greedy sampler never picks a
+ * token twice while unseen ones are left; min_p = 1 is greedy at any
+ * temperature. */
+static void check_effects(void) {
+    enum { N = 12 };
+    ts_sampling rep = {0.0f, 0.9f, 0, 3, 0.0f, 1000.0f, 0.0f, 0.0f};
+    ts_sampler *s = NULL;
+    ts_error err = {0};
+    CHECK(ts_sampler_new(N, &rep, &s, &err) == TS_OK);
+    int used[N] = {0};
+    for (int step = 0; s && step < N; step++) {
+        float x[N];
+        for (int i = 0; i < N; i++) x[i] = 1.0f + (float)i * 0.01f; /* positive: divided */
+        int t = ts_sampler_sample(s, x);
+        CHECK(!used[t]);
+        used[t] = 1;
+        ts_sampler_accept(s, t, 0);
+    }
+    ts_sampler_free(s);
+
+    ts_sampling minp = {2.0f, 0.0f, 0, 9, 1.0f, 0.0f, 0.0f, 0.0f};
+    CHECK(ts_sampler_new(N, &minp, &s, &err) == TS_OK);
+    for (int step = 0; s && step < 100; step++) {
+        float x[N];
+        for (int i = 0; i < N; i++) x[i] = (float)((i * 5) % N);
+        CHECK(ts_sampler_sample(s, x) == 7); /* (7 * 5) % 12 == 11 is the largest */
+    }
+    ts_sampler_free(s);
+}
+
 int main(void) {
     const int sizes[] = {2, 7, 105, 512, 32000};
     const float temperatures[] = {1.0f, 0.8f, 1.7f, 0.0f};
@@ -140,7 +271,7 @@ int main(void) {
             for (size_t ti = 0; ti < sizeof temperatures / sizeof temperatures[0]; ti++) {
                 for (size_t pi = 0; pi < sizeof top_ps / sizeof top_ps[0]; pi++) {
                     uint64_t seed = 1 + si * 1000 + (uint64_t)shape * 100 + ti * 10 + pi;
-                    ts_sampling params = {temperatures[ti], top_ps[pi], 0, seed};
+                    ts_sampling params = {.temperature = temperatures[ti], .top_p = top_ps[pi], .top_k = 0, .seed = seed};
                     ts_sampler *s = NULL;
                     ts_error err = {0};
                     CHECK(ts_sampler_new(n, &params, &s, &err) == TS_OK);
@@ -171,6 +302,8 @@ int main(void) {
         free(cand);
     }
     printf("%d draws compared with run.c's procedure\n", compared);
+    printf("%d draws with penalties and min_p compared\n", compare_additions());
+    check_effects();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

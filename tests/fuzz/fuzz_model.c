@@ -131,8 +131,7 @@ static void exercise(ts_model *m, const uint8_t *data, size_t size, size_t file_
     FUZZ_ASSERT(ts_session_eval(s, tokens, n, 0, logits, &err) == TS_OK);
 
     /* the sampler on whatever came out (NaN and inf included) */
-    ts_sampling sp = {size > 0 ? data[0] / 64.0f : 1.0f, size > 1 ? data[1] / 255.0f : 0.9f,
-                      size > 2 ? data[2] % 5 : 0, 42};
+    ts_sampling sp = {.temperature = size > 0 ? data[0] / 64.0f : 1.0f, .top_p = size > 1 ? data[1] / 255.0f : 0.9f, .top_k = size > 2 ? data[2] % 5 : 0, .seed = 42};
     ts_sampler *smp = NULL;
     FUZZ_ASSERT(ts_sampler_new(c->vocab_size, &sp, &smp, &err) == TS_OK);
     for (size_t i = 0; i < n; i++) {

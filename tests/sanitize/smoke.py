@@ -17,7 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from tinystories import FormatError, Generator, Tokenizer, _core
+from tinystories import FormatError, Generator, SamplingParams, Tokenizer, _core
+from tinystories.inference.sampling import engine_options
 
 
 def main() -> int:
@@ -54,7 +55,8 @@ def main() -> int:
             pass
         model = _core.Model(str(models / "model5000.bin"))
         tok = _core.Tokenizer(str(tokenizer))
-        generation = _core.Generation(model, tok, [1, 5], 30, 0.8, 0.9, 3, i + 1, 1)
+        options = engine_options(SamplingParams(temperature=0.8, top_k=3, seed=i + 1), logprobs=2)
+        generation = _core.Generation(model, tok, [1, 5], 30, options, 1)
         del model, tok
         gc.collect()
         generation.run(True)

@@ -107,7 +107,7 @@ int main(int argc, char *argv[]) {
                  cfg->vocab_size);
         goto fail;
     }
-    ts_sampling sp = {temperature, topp, 0, rng_seed};
+    ts_sampling sp = {.temperature = temperature, .top_p = topp, .top_k = 0, .seed = rng_seed};
     if (ts_sampler_new(cfg->vocab_size, &sp, &sampler, &err) != TS_OK) goto fail;
     /* OMP_NUM_THREADS, as llama2.c's OpenMP build reads it; unset or <= 0:
      * the library's default */
@@ -131,7 +131,7 @@ int main(int argc, char *argv[]) {
         goto fail;
     }
     ts_generate_stats stats;
-    if (ts_generate(session, tokenizer, sampler, tokens, n_tokens, steps, print_piece, NULL, &stats,
+    if (ts_generate(session, tokenizer, sampler, tokens, n_tokens, steps, NULL, print_piece, NULL, &stats,
                     &err) != TS_OK) {
         goto fail;
     }

@@ -44,11 +44,61 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.max_new_tokens,
         help="tokens to sample (default: until BOS or the end of the context)",
     )
+    parser.add_argument(
+        "--min-p",
+        type=float,
+        default=d.min_p,
+        help="keep tokens at least this times as likely as the top one; 1 is greedy; "
+        "0 disables (default)",
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=d.repetition_penalty,
+        help="Hugging Face's, over the prompt and the generated tokens; 1 disables (default)",
+    )
+    parser.add_argument(
+        "--presence-penalty",
+        type=float,
+        default=d.presence_penalty,
+        help="OpenAI's, in [-2, 2], over the generated tokens (default 0)",
+    )
+    parser.add_argument(
+        "--frequency-penalty",
+        type=float,
+        default=d.frequency_penalty,
+        help="OpenAI's, in [-2, 2], over the generated tokens (default 0)",
+    )
+    parser.add_argument(
+        "--stop",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="stop before this text (repeatable; not printed)",
+    )
+    parser.add_argument(
+        "--stop-token-id",
+        dest="stop_token_ids",
+        type=int,
+        action="append",
+        default=None,
+        metavar="ID",
+        help=f"sampling this id ends the story (repeatable; default {list(d.stop_token_ids)}: "
+        "BOS; give it too to keep it)",
+    )
+    parser.add_argument(
+        "--context-shift",
+        action="store_true",
+        default=d.context_shift,
+        help="past the context, drop the oldest tokens (keeping BOS) and go on; needs -n",
+    )
 
 
 def sampling_options(args: argparse.Namespace, **overrides: object) -> dict:
     """The :class:`SamplingParams` keyword arguments the flags give."""
     options = {f.name: getattr(args, f.name) for f in fields(SamplingParams)}
+    if options["stop_token_ids"] is None:  # append's default stays None: the params' default
+        options["stop_token_ids"] = SAMPLING_DEFAULTS.stop_token_ids
     return {**options, **overrides}
 
 

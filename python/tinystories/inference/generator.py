@@ -1,8 +1,7 @@
-"""The public inference API: :class:`Generator`, and the :class:`Generation` it starts."""
+"""The public inference API: :class:`Generator` (its generations are in :mod:`.generation`)."""
 
 from __future__ import annotations
 
-import codecs
 import os
 import threading
 import weakref
@@ -16,7 +15,15 @@ from .. import _core
 from ..formats.constants import QUANTIZE_OPTIONS
 from ..formats.llama2c import ModelConfig
 from ..hub.cache import default_model, fetch_model
-from .sampling import SamplingParams, clock_seed, sampling_signature
+from .generation import BatchGeneration, Completion, Generation
+from .sampling import (
+    MAX_INT,
+    MAX_SEED,
+    SamplingParams,
+    clock_seed,
+    engine_options,
+    sampling_signature,
+)
 from .tokenizer import PathLike, Tokenizer, as_id_list
 
 
@@ -55,64 +62,6 @@ class GeneratorConfig(ModelConfig):
 
     version: int = 0  # 0, 1 or 2 (Q8_0)
     group_size: int = 0  # Q8_0 group size for version 2 files
-
-
-class Generation:
-    """One generation in progress, from :meth:`Generator.start`.
-
-    Iterate :meth:`tokens` to see every sampled token as it comes, or call
-    :meth:`text` to run to the end; :attr:`stats` says how far it got.
-    """
-
-    def __init__(self, native: _core.Generation, sampling: SamplingParams) -> None:
-        self._native = native
-        self.sampling = sampling  # with the seed it runs with
-
-    def tokens(self) -> Iterator[tuple[int, str]]:
-        """``(token id, text)`` per sampled token, the text decoded incrementally as UTF-8
-        (empty while a character is incomplete; id -1: a final incomplete tail)."""
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        while (event := self._native.next()) is not None:
-            token, piece, is_prompt = event
-            if not is_prompt:
-                yield token, decoder.decode(piece)
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            yield -1, tail
-
-    def pieces(self) -> Iterator[str]:
-        """The completion in non-empty text pieces as they are sampled."""
-        for _, text in self.tokens():
-            if text:
-                yield text
-
-    def text(self) -> str:
-        """Runs to the end (Ctrl-C interrupts it); the completion."""
-        text, _ = self._native.run(False)
-        return text.decode("utf-8", "replace")
-
-    @property
-    def stats(self) -> dict[str, float]:
-        """``n_positions`` evaluated, ``n_generated`` tokens and ``elapsed_s`` so far."""
-        return self._native.stats
-
-
-class BatchGeneration:
-    """Many generations run together, from :meth:`Generator.start_batch`."""
-
-    def __init__(self, native: _core.BatchGeneration | None) -> None:
-        self._native = native  # None: no prompts
-
-    def run(self) -> list[str]:
-        """Steps every sequence to its end (Ctrl-C interrupts it); the completions in order."""
-        if self._native is None:
-            return []
-        return [text.decode("utf-8", "replace") for text in self._native.run()]
-
-    @property
-    def n_generated(self) -> int:
-        """Tokens sampled after the prompts so far, all sequences together."""
-        return self._native.n_generated if self._native is not None else 0
 
 
 class Generator:
@@ -216,8 +165,9 @@ class Generator:
         return self.tokenizer.decode(ids)
 
     # Every generation method takes the options of :class:`SamplingParams` as keyword
-    # arguments (max_new_tokens=None, temperature=1.0, top_p=0.9, top_k=0, seed=None),
-    # or a ``sampling=SamplingParams(...)`` that they override.
+    # arguments (max_new_tokens, temperature, top_p, top_k, min_p, the penalties, seed,
+    # stop, stop_token_ids, context_shift), or a ``sampling=SamplingParams(...)`` that
+    # they override.
 
     @sampling_signature
     def generate(
@@ -238,13 +188,33 @@ class Generator:
         """Yields the completion in pieces as they are sampled.
 
         Arguments are checked when ``stream`` is called, before any text is made.
-        ``"".join(stream(...)) == generate(...)`` for the same arguments and seed.
+        ``"".join(stream(...)) == generate(...)`` for the same arguments and seed; with
+        ``stop``, text that could still begin a stop string is held back until it cannot.
         """
         return self.start(prompt, sampling=sampling, **options).pieces()
 
     @sampling_signature
+    def complete(
+        self,
+        prompt: str = "",
+        *,
+        logprobs: int | None = None,
+        sampling: SamplingParams | None = None,
+        **options: Any,
+    ) -> Completion:
+        """The :class:`Completion` of ``prompt``: its text, token ids, finish reason,
+        speed and, with ``logprobs=k`` (0..20), each token's log-probability and the k
+        most likely tokens'. ``complete(...).text == generate(...)``."""
+        return self.start(prompt, logprobs=logprobs, sampling=sampling, **options).completion()
+
+    @sampling_signature
     def start(
-        self, prompt: str = "", *, sampling: SamplingParams | None = None, **options: Any
+        self,
+        prompt: str = "",
+        *,
+        logprobs: int | None = None,
+        sampling: SamplingParams | None = None,
+        **options: Any,
     ) -> Generation:
         """A :class:`Generation` of ``prompt``, its arguments checked, nothing sampled yet."""
         params = SamplingParams.of(sampling, **options).with_seed()
@@ -254,10 +224,10 @@ class Generator:
             self.tokenizer._native,
             prompt_ids,
             steps,
-            *_engine_sampling(params),
+            engine_options(params, logprobs),
             self.n_threads,
         )
-        return Generation(native, params)
+        return Generation(native, params, len(prompt_ids), logprobs)
 
     @sampling_signature
     def generate_batch(
@@ -285,10 +255,65 @@ class Generator:
         return batch.run()
 
     @sampling_signature
+    def complete_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        logprobs: int | None = None,
+        sampling: SamplingParams | None = None,
+        seed: int | Sequence[int] | None = None,
+        max_batch: int = 32,
+        **options: Any,
+    ) -> list[Completion]:
+        """:meth:`generate_batch` giving a :class:`Completion` per prompt (see
+        :meth:`complete`); in a batch ``tokens_per_s`` is over the batch's time."""
+        batch = self.start_batch(
+            prompts,
+            logprobs=logprobs,
+            sampling=sampling,
+            seed=seed,
+            max_batch=max_batch,
+            **options,
+        )
+        return batch.completions()
+
+    @sampling_signature
+    def samples(
+        self,
+        prompt: str,
+        n: int,
+        *,
+        logprobs: int | None = None,
+        sampling: SamplingParams | None = None,
+        seed: int | None = None,
+        max_batch: int = 32,
+        **options: Any,
+    ) -> list[Completion]:
+        """``n`` completions of one prompt, generated together with seeds ``seed``,
+        ``seed + 1``, ... (None: ``seed`` from the clock): sample ``i`` is
+        ``complete(prompt, seed=seed + i)``."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if seed is None and sampling is not None:
+            seed = sampling.seed
+        base = SamplingParams.of(seed=seed).with_seed().seed
+        if base + n - 1 > MAX_SEED:
+            raise ValueError(f"seed {base} + {n - 1} samples would pass 2**64 - 1")
+        return self.complete_batch(
+            [prompt] * n,
+            logprobs=logprobs,
+            sampling=sampling,
+            seed=[base + i for i in range(n)],
+            max_batch=max_batch,
+            **options,
+        )
+
+    @sampling_signature
     def start_batch(
         self,
         prompts: Sequence[str],
         *,
+        logprobs: int | None = None,
         sampling: SamplingParams | None = None,
         seed: int | Sequence[int] | None = None,
         max_batch: int = 32,
@@ -317,11 +342,14 @@ class Generator:
         native = _core.BatchGeneration(
             self._model, self.tokenizer._native, min(max_batch, len(prompts)), self.n_threads
         )
+        all_params, prompt_tokens = [], []
         for prompt, prompt_seed in zip(prompts, seeds, strict=True):
             prompt_params = SamplingParams.of(params, seed=prompt_seed)
             prompt_ids, steps = self._prompt_steps(prompt, prompt_params)
-            native.add(prompt_ids, steps, *_engine_sampling(prompt_params))
-        return BatchGeneration(native)
+            native.add(prompt_ids, steps, engine_options(prompt_params, logprobs))
+            all_params.append(prompt_params)
+            prompt_tokens.append(len(prompt_ids))
+        return BatchGeneration(native, all_params, prompt_tokens, logprobs)
 
     # ---------------------------------------------------------------- logits
 
@@ -349,11 +377,7 @@ class Generator:
             )
         if params.max_new_tokens is None:
             return prompt_ids, seq_len
-        # run.c samples one token per position from the last prompt token on.
-        return prompt_ids, min(seq_len, len(prompt_ids) - 1 + params.max_new_tokens)
-
-
-def _engine_sampling(params: SamplingParams) -> tuple[float, float, int, int]:
-    """The engine's sampling arguments (``ts_sampling``): temperature, top_p, top_k, seed."""
-    assert params.seed is not None, "resolve the seed first (SamplingParams.with_seed)"
-    return params.temperature, params.top_p, params.top_k, params.seed
+        # run.c samples one token per position from the last prompt token on; only a
+        # context shift goes past seq_len.
+        steps = len(prompt_ids) - 1 + params.max_new_tokens
+        return prompt_ids, min(MAX_INT if params.context_shift else seq_len, steps)
