@@ -55,6 +55,19 @@ def test_cli_matches_llama2c(golden, tok105, index, kernels):
     assert result.stderr.decode().startswith("achieved tok/s: ")
 
 
+@pytest.mark.parametrize("index", range(6))
+def test_cli_exact_mode_matches_llama2c(golden, tok105, index):
+    """``-k exact`` (the scalar kernels: run.c's rounding) wins over TINYSTORIES_KERNELS."""
+    entry = golden[index]
+    env = dict(os.environ, TINYSTORIES_KERNELS=KERNEL_SETS[0])
+    command = [*cli_arguments(entry, tok105["model"].parent), "-k", "exact"]
+    result = subprocess.run(command, capture_output=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == entry["stdout"]
+    bad = subprocess.run([*command[:-1], "no-such-set"], capture_output=True, timeout=120)
+    assert bad.returncode != 0 and b"unknown kernel set" in bad.stderr
+
+
 @pytest.mark.parametrize("kernels", KERNEL_SETS)
 @pytest.mark.parametrize("index", range(6))
 def test_generator_matches_llama2c(golden, tok105, index, kernels):

@@ -3,11 +3,17 @@
  *
  *   tinystories-run checkpoint [-t temp] [-p topp] [-s seed] [-n steps]
  *                   [-i prompt] [-z tokenizer] [-m generate|chat] [-y system]
+ *                   [-k kernels]
  *
  * Same flags, defaults and output as run.c: the pieces (prompt included) on
  * stdout, then a newline, then "achieved tok/s" on stderr. One binary reads
  * v0/v1 (fp32) and v2 (Q8_0) files. OMP_NUM_THREADS sets the thread count,
  * as for llama2.c's OpenMP build.
+ *
+ * -k is ours: the kernel set. "-k exact" (the scalar set) rounds every float
+ * operation as run.c does, so fp32 files print llama2.c's bytes for every
+ * seed; the default SIMD sets do for Q8_0 files, and for fp32 files in all
+ * but rare samples (their sums are ordered differently).
  */
 #include "tinystories.h"
 
@@ -28,6 +34,8 @@ static void usage(void) {
     fprintf(stderr, "  -z <string> optional path to custom tokenizer\n");
     fprintf(stderr, "  -m <string> mode: generate|chat, default: generate\n");
     fprintf(stderr, "  -y <string> (optional) system prompt in chat mode\n");
+    fprintf(stderr, "  -k <string> kernels: exact (llama2.c's rounding), %s; default: the first\n",
+            ts_kernels_available());
     exit(EXIT_FAILURE);
 }
 
@@ -49,6 +57,7 @@ int main(int argc, char *argv[]) {
     const char *prompt = NULL;
     unsigned long long rng_seed = 0; /* 0: seed from the clock */
     const char *mode = "generate";
+    const char *kernels = NULL; /* NULL: the fastest (or TINYSTORIES_KERNELS) */
 
     /* run.c's argument rules: checkpoint, then "-x value" pairs */
     if (argc >= 2) {
@@ -69,6 +78,7 @@ int main(int argc, char *argv[]) {
         case 'z': tokenizer_path = argv[i + 1]; break;
         case 'm': mode = argv[i + 1]; break;
         case 'y': break; /* system prompt: chat mode only */
+        case 'k': kernels = strcmp(argv[i + 1], "exact") == 0 ? "scalar" : argv[i + 1]; break;
         default: usage();
         }
     }
@@ -94,7 +104,9 @@ int main(int argc, char *argv[]) {
     int32_t *tokens = NULL;
     int rc = EXIT_FAILURE;
 
-    if (ts_model_load(checkpoint_path, &model, &err) != TS_OK) goto fail;
+    ts_load_options load = ts_load_options_default();
+    load.kernels = kernels;
+    if (ts_model_load_with(checkpoint_path, &load, &model, &err) != TS_OK) goto fail;
     const ts_config *cfg = ts_model_config(model);
     if (steps == 0 || steps > cfg->seq_len) steps = cfg->seq_len;
     if (ts_tokenizer_load(tokenizer_path, &tokenizer, &err) != TS_OK) goto fail;
