@@ -146,6 +146,8 @@ struct ts_batch_generation {
 
 /* Smallest forward call used for many sequences' prompts at once. */
 #define TS_BATCH_MIN_ROWS 64
+/* The most prompt tokens of one sequence a step evaluates. */
+#define TS_BATCH_PREFILL_CHUNK 64
 
 ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tokenizer,
                                   int max_batch, int n_threads, ts_batch_generation **out,
@@ -258,7 +260,9 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
     }
 
     /* one forward pass (in blocks of the batch's capacity) over every
-     * slot's pending positions, in order within each sequence */
+     * slot's pending positions, in order within each sequence; a long
+     * prompt goes in chunks over several steps, so that the others keep
+     * their pace meanwhile */
     int capacity = ts__batch_capacity(bg->batch), n_rows = 0;
     for (int i = 0; i < bg->max_batch; i++) {
         slot *s = &bg->slots[i];
@@ -266,6 +270,7 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
         ts_sequence *q = &bg->requests[s->id].seq;
         const int32_t *tokens = NULL;
         int n = ts__sequence_pending(q, &tokens);
+        if (n > TS_BATCH_PREFILL_CHUNK) n = TS_BATCH_PREFILL_CHUNK;
         for (int k = 0; k < n; k++) {
             ts_row *row = &bg->rows[n_rows++];
             row->token = tokens[k];
@@ -288,6 +293,10 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
         slot *s = &bg->slots[i];
         if (s->id < 0) continue;
         ts_sequence *q = &bg->requests[s->id].seq;
+        if (!ts__sequence_ready(q)) { /* its prompt's next chunk comes next step */
+            running++;
+            continue;
+        }
         ts_batch_event *out = &events[(*n_events)++];
         out->id = s->id;
         if (ts__sequence_step(q, s->sampler, s->logits, bg->tokenizer, &out->event)) {

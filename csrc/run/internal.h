@@ -381,8 +381,11 @@ void ts__sequence_attach(const ts_sequence *q, ts_sampler *sampler);
 /* The tokens to evaluate before the next step, at window positions
  * q->cached..: their count (0: none; the logits at pos are there or the
  * sequence is done) and, in *tokens, where they start. May shift the
- * context. The driver adds the count to q->cached once evaluated. */
+ * context. The driver adds what it evaluated to q->cached: all of them, or
+ * a first part (a prompt in chunks), the rest then pending next time. */
 int ts__sequence_pending(ts_sequence *q, const int32_t **tokens);
+/* Whether ts__sequence_step may run: done, or the logits it needs are in. */
+int ts__sequence_ready(const ts_sequence *q);
 /* One turn of run.c's loop on the logits after position pos (modified).
  * Returns 1 with the printed token in `event`, or 0 with a done event. */
 int ts__sequence_step(ts_sequence *q, ts_sampler *sampler, float *logits,

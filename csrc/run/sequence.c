@@ -108,14 +108,20 @@ static int window_position(const ts_sequence *q, int i) {
     return i < q->keep ? i : q->keep + (i - q->start);
 }
 
+/* The last token whose logits the next step needs: the prompt's last
+ * (evaluated before any step inside the prompt), else the current one. */
+static int needed_token(const ts_sequence *q) {
+    if ((size_t)q->pos >= q->n_prompt) return q->pos;
+    return (q->n_prompt < (size_t)q->steps ? (int)q->n_prompt : q->steps) - 1;
+}
+
+int ts__sequence_ready(const ts_sequence *q) {
+    return q->done || q->pos >= q->steps || window_position(q, needed_token(q)) < q->cached;
+}
+
 int ts__sequence_pending(ts_sequence *q, const int32_t **tokens) {
-    if (q->done || q->pos >= q->steps) return 0;
-    if (window_position(q, q->pos) < q->cached) return 0; /* its logits are there */
-    /* the rest of the prompt at once, else the current token */
-    int last = q->pos;
-    if ((size_t)q->pos < q->n_prompt) {
-        last = (q->n_prompt < (size_t)q->steps ? (int)q->n_prompt : q->steps) - 1;
-    }
+    if (ts__sequence_ready(q)) return 0; /* done, or the logits are there */
+    int last = needed_token(q);
     if (window_position(q, last) >= q->seq_len) {
         /* The cache is full (only past the prompt, which fits): keep the
          * first `keep` tokens and the most recent half of the rest, and

@@ -401,9 +401,12 @@ typedef struct ts_batch_event {
 } ts_batch_event;
 
 /* Advances every active sequence by one printed token (prompts are
- * evaluated whole, then printed one token per step), starting queued
- * requests in free slots. Writes at most one event per slot (max_batch)
- * into `events`, *n_events of them; a request's last event is done. *active
+ * evaluated first, then printed one token per step), starting queued
+ * requests in free slots. A long prompt is evaluated over several steps
+ * (64 tokens a step), so that it holds the other sequences up little; its
+ * request has no event until then. Writes at most one event per slot
+ * (max_batch) into `events`, *n_events of them; a request's last event is
+ * done. *active
  * receives how many requests are still running or queued afterwards: 0
  * when all are done. */
 ts_status ts_batch_generation_step(ts_batch_generation *batch, ts_batch_event *events,

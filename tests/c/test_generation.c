@@ -263,6 +263,45 @@ static void test_batch(ts_model *m, ts_tokenizer *t) {
     ts_batch_generation_free(b);
 }
 
+/* Prompts longer than a step's prefill chunk: evaluated over several
+ * steps while another request decodes, with the same tokens as alone. */
+static void test_batch_long_prompts(ts_model *m, ts_tokenizer *t) {
+    enum { LONG = 200 };
+    int32_t long_prompt[LONG];
+    long_prompt[0] = TS_TOKEN_BOS;
+    for (int i = 1; i < LONG; i++) long_prompt[i] = 3 + (i * 37) % 90;
+    ts_sampling sp = {.temperature = 0.8f, .top_p = 0.9f, .seed = 21};
+    run want_long, want_short;
+    CHECK(generate(m, t, &sp, long_prompt, LONG, LONG + 40, NULL, &want_long) == TS_OK);
+    CHECK(generate(m, t, &sp, prompt, N_PROMPT, 60, NULL, &want_short) == TS_OK);
+    ts_error err = {0};
+    ts_batch_generation *b = NULL;
+    CHECK(ts_batch_generation_new(m, t, 2, 1, &b, &err) == TS_OK);
+    if (!b) return;
+    int id = -1;
+    CHECK(ts_batch_generation_add(b, prompt, N_PROMPT, 60, &sp, NULL, &id, &err) == TS_OK);
+    CHECK(ts_batch_generation_add(b, long_prompt, LONG, LONG + 40, &sp, NULL, &id, &err) == TS_OK);
+    static run got[2];
+    memset(got, 0, sizeof got);
+    ts_batch_event events[2];
+    size_t n = 0;
+    int active = 1, rounds = 0, long_started = 0, short_events_before = 0;
+    while (active > 0 && rounds++ < 10000) {
+        CHECK(ts_batch_generation_step(b, events, &n, &active, &err) == TS_OK);
+        for (size_t k = 0; k < n; k++) {
+            record(&got[events[k].id], &events[k].event);
+            if (events[k].id == 1) long_started = 1;
+            if (events[k].id == 0 && !long_started) short_events_before++;
+        }
+    }
+    /* the long prompt went in over ceil(200 / 64) = 4 steps, the short
+     * request printing at each of them */
+    CHECK(short_events_before == 4);
+    CHECK(same_run(&got[0], &want_short));
+    CHECK(same_run(&got[1], &want_long));
+    ts_batch_generation_free(b);
+}
+
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : getenv("TS_TEST_MODEL_DIR");
     if (!dir || !*dir) {
@@ -291,6 +330,7 @@ int main(int argc, char **argv) {
         test_logprobs(m, t);
         test_context_shift(m, t);
         test_batch(m, t);
+        test_batch_long_prompts(m, t);
         ts_model_free(m);
     }
     ts_tokenizer_free(t);
