@@ -299,7 +299,12 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
         }
         ts_batch_event *out = &events[(*n_events)++];
         out->id = s->id;
-        if (ts__sequence_step(q, s->sampler, s->logits, bg->tokenizer, &out->event)) {
+        /* the prompt's own tokens pass within the step: its logits are in */
+        int printed;
+        do {
+            printed = ts__sequence_step(q, s->sampler, s->logits, bg->tokenizer, &out->event);
+        } while (printed && out->event.is_prompt);
+        if (printed) {
             running++;
         } else {
             ts__sequence_release(q);

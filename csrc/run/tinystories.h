@@ -397,12 +397,13 @@ ts_status ts_batch_generation_cancel(ts_batch_generation *batch, int id, ts_erro
 
 typedef struct ts_batch_event {
     int id;               /* the request */
-    ts_token_event event; /* as ts_generation_next's, valid until the next step */
+    ts_token_event event; /* as ts_generation_next's (is_prompt always 0), valid
+                           * until the next step */
 } ts_batch_event;
 
-/* Advances every active sequence by one printed token (prompts are
- * evaluated first, then printed one token per step), starting queued
- * requests in free slots. A long prompt is evaluated over several steps
+/* Advances every active sequence by one sampled token, starting queued
+ * requests in free slots (the prompt's tokens are not reported: a
+ * request's first event is its first sampled token). A long prompt is evaluated over several steps
  * (64 tokens a step), so that it holds the other sequences up little; its
  * request has no event until then. Writes at most one event per slot
  * (max_batch) into `events`, *n_events of them; a request's last event is
