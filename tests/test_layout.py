@@ -39,7 +39,8 @@ ENTRY_SHIMS = ("train", "data", "export", "eval", "volume")
 
 # What each part of the package may import (besides itself). The layers, top down:
 # cli -> training -> inference / formats / hub -> _core; metrics sits on inference;
-# modal runs training and inference remotely; bench is a tool on the public API.
+# server serves inference over HTTP; modal runs training, inference and the server
+# remotely; bench is a tool on the public API.
 ALLOWED = {
     "_core": set(),
     "formats": {"_core"},
@@ -47,8 +48,19 @@ ALLOWED = {
     "inference": {"_core", "formats", "hub"},
     "metrics": {"_core", "formats", "hub", "inference"},
     "training": {"_core", "formats", "hub", "inference", "metrics", "_deprecated"},
-    "modal": {"_core", "formats", "hub", "inference", "metrics", "training"},
-    "cli": {"_core", "formats", "hub", "inference", "metrics", "training", "modal", "package"},
+    "server": {"_core", "formats", "hub", "inference"},
+    "modal": {"_core", "formats", "hub", "inference", "metrics", "training", "server"},
+    "cli": {
+        "_core",
+        "formats",
+        "hub",
+        "inference",
+        "metrics",
+        "training",
+        "modal",
+        "server",
+        "package",
+    },
     "bench": {"_core", "formats", "hub", "inference"},
     "package": {"_core", "inference"},  # tinystories/__init__.py
     "entry": {"cli"},  # __main__ and the python -m shims

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from . import download, generate
+from . import download, generate, serve
 
 # Subcommands run by a module's main(argv), with its own parser and --help.
 DELEGATED = {
@@ -26,7 +26,7 @@ DELEGATED = {
     "bench": ("tinystories.bench", "tokens/s of the C engine, against llama2.c"),
     "volume": ("tinystories.cli.volume", "list, upload and download files on the Modal volume"),
 }
-COMMANDS = ("generate", "download", *DELEGATED)
+COMMANDS = ("generate", "download", "serve", *DELEGATED)
 
 EXAMPLES = """\
 examples:
@@ -34,6 +34,7 @@ examples:
   tinystories "Once upon a time" -t 0 --n 3       greedy, three times
   tinystories generate "Lily" --json -s 42        JSON: text, tokens, tokens/s, seed, model
   tinystories download stories15M                 fetch a pretrained model into the cache
+  tinystories serve --port 8000                   OpenAI's API and a playground on 127.0.0.1
   tinystories generate "Tom" --pretrained stories15M
   tinystories train --help                        each subcommand has its own help
 """
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate.add_parser(commands)
     download.add_parser(commands)
+    serve.add_parser(commands)
     for name, (_, help_text) in DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser

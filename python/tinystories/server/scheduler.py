@@ -1,0 +1,216 @@
+"""Continuous batching: one thread steps a batch engine; requests join it between steps.
+
+A :class:`Task` is one sequence to generate (a request with ``n`` samples is ``n``
+tasks). :class:`Scheduler` owns a ``_core.BatchGeneration`` with ``parallel`` slots and
+the only thread that touches it: it adds new tasks, cancels abandoned ones, steps, and
+hands each task its decoded text, cut at its stop strings, through an asyncio queue.
+Each task gets exactly what ``Generator.complete`` gives for the same arguments, whatever
+else runs (the engine's batches do not change a sequence's tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .. import _core
+from ..inference import Generator, SamplingParams
+from ..inference.sampling import FINISH_REASONS, engine_options
+from ..inference.stopping import StopText
+from .metrics import Metrics
+
+# A native batch keeps a little state per request it ever ran: renew it when idle
+# after this many.
+RENEW_AFTER = 4096
+
+
+class QueueFull(Exception):
+    """Every slot is busy and the queue is at its limit."""
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str  # the text this token adds (may be empty: held back or incomplete UTF-8)
+    token_id: int  # -1 for a final tail of held-back text
+    logprobs: tuple[float, list[tuple[int, float]]] | None = None
+    piece: bytes = b""  # the token's own bytes, for logprobs' token strings
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    finish_reason: str  # "stop", "length" or "cancelled" (the client went away)
+
+
+@dataclass(eq=False)
+class Task:
+    """One sequence to generate; its events arrive on :attr:`events`, tagged with
+    :attr:`index`."""
+
+    prompt_ids: list[int]
+    steps: int
+    params: SamplingParams  # seeded
+    logprobs: int | None
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue  # (index, TokenEvent | DoneEvent), shared by a request's tasks
+    index: int = 0  # the task's choice in its request
+    created: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    n_generated: int = 0
+    # the scheduler thread's own state
+    native_id: int = -1
+    cancelled: bool = False
+    finished: bool = False
+    _stop: StopText | None = None
+    _decoder: codecs.IncrementalDecoder | None = None
+
+    def _emit(self, event: TokenEvent | DoneEvent) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (self.index, event))
+
+
+class Scheduler:
+    """Runs every task of one model through one batch engine of ``parallel`` slots."""
+
+    def __init__(
+        self, generator: Generator, parallel: int, max_queue: int, metrics: Metrics
+    ) -> None:
+        self.generator = generator
+        self.parallel = parallel
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self._lock = threading.Condition()
+        self._incoming: deque[Task] = deque()  # submitted, not yet added to the engine
+        self._running: dict[int, Task] = {}  # native id -> task, added and not finished
+        self._native: _core.BatchGeneration | None = None
+        self._added = 0  # requests the current native batch has taken
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="tinystories-scheduler", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------- from the HTTP side
+
+    def submit(self, tasks: list[Task]) -> None:
+        """Queues tasks (all or none); QueueFull when there is no room."""
+        with self._lock:
+            if self._stopping:
+                raise QueueFull("the server is shutting down")
+            held = len(self._incoming) + len(self._running)
+            if held + len(tasks) > self.parallel + self.max_queue:
+                raise QueueFull(f"{self.parallel} slots and a queue of {self.max_queue} are full")
+            self._incoming.extend(tasks)
+            self._lock.notify()
+
+    def cancel(self, task: Task) -> None:
+        """Frees the task's slot at the next step (a client that went away)."""
+        with self._lock:
+            task.cancelled = True
+            self._lock.notify()
+
+    def stop(self) -> None:
+        """Cancels everything and ends the thread."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self._thread.join(timeout=10)
+
+    @property
+    def busy_slots(self) -> int:
+        return min(self.parallel, len(self._running))
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._incoming) + max(0, len(self._running) - self.parallel)
+
+    # ------------------------------------------------------------ the scheduler thread
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._incoming and not self._running and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    break
+                new = list(self._incoming)
+                self._incoming.clear()
+            self._admit(new)
+            self._cancel_abandoned()
+            if self._running:
+                self._step()
+            elif self._added >= RENEW_AFTER:
+                self._native, self._added = None, 0
+        self._shutdown()
+
+    def _admit(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            if task.cancelled:
+                self._finish(task, "cancelled")
+                continue
+            if self._native is None:
+                self._native = _core.BatchGeneration(
+                    self.generator._model,
+                    self.generator.tokenizer._native,
+                    self.parallel,
+                    self.generator.n_threads,
+                )
+            options = engine_options(task.params, task.logprobs)
+            task.native_id = self._native.add(task.prompt_ids, task.steps, options)
+            task._stop = StopText(task.params.stop)
+            task._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            self._running[task.native_id] = task
+            self._added += 1
+
+    def _cancel_abandoned(self) -> None:
+        for task in list(self._running.values()):
+            if task.cancelled and self._native is not None:
+                self._native.cancel(task.native_id)
+
+    def _step(self) -> None:
+        assert self._native is not None
+        for native_id, token, piece, _, logprobs, finish in self._native.step():
+            task = self._running.get(native_id)
+            if task is None:
+                continue
+            if token < 0:
+                tail = task._stop.feed(task._decoder.decode(b"", final=True)) + task._stop.flush()
+                if tail:
+                    task._emit(TokenEvent(tail, -1))
+                reason = FINISH_REASONS.get(finish, "length")
+                if task._stop.stopped:
+                    reason = "stop"
+                elif task.cancelled:
+                    reason = "cancelled"
+                del self._running[native_id]
+                self._finish(task, reason)
+                continue
+            if task._stop.stopped:
+                continue  # cancelled at the stop string; its end comes next step
+            now = time.perf_counter()
+            if task.first_token_at is None:
+                task.first_token_at = now
+                self.metrics.time_to_first_token.observe(now - task.created)
+            task.n_generated += 1
+            text = task._stop.feed(task._decoder.decode(piece))
+            task._emit(TokenEvent(text, token, logprobs, piece))
+            if task._stop.stopped:
+                self._native.cancel(native_id)
+
+    def _finish(self, task: Task, reason: str) -> None:
+        task.finished = True
+        if task.first_token_at is not None and task.n_generated > 1:
+            elapsed = time.perf_counter() - task.first_token_at
+            if elapsed > 0:
+                self.metrics.tokens_per_second.observe((task.n_generated - 1) / elapsed)
+        self.metrics.completion_tokens.inc(task.n_generated)
+        task._emit(DoneEvent(reason))
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            pending = list(self._incoming) + list(self._running.values())
+            self._incoming.clear()
+            self._running.clear()
+        for task in pending:
+            self._finish(task, "cancelled")
+        self._native = None
