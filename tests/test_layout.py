@@ -61,7 +61,7 @@ ALLOWED = {
         "server",
         "package",
     },
-    "bench": {"_core", "formats", "hub", "inference"},
+    "bench": {"_core", "formats", "hub", "inference", "server"},
     "package": {"_core", "inference"},  # tinystories/__init__.py
     "entry": {"cli"},  # __main__ and the python -m shims
     "_deprecated": set(),
@@ -91,7 +91,7 @@ def part(name: str) -> str:
         return "package"
     if rest[0] in ENTRY_SHIMS or rest[0] == "__main__":
         return "entry"
-    if rest[0] == "bench_shapes":  # the benchmark's real-shape half
+    if rest[0] in ("bench_shapes", "bench_serve"):  # the benchmark's other halves
         return "bench"
     return rest[0]
 

@@ -110,7 +110,7 @@ def test_image_builds_the_local_wheel():
     apt = index("apt-get install -y build-essential cmake")
     torch = index("pip install torch==")
     wheel = index("pip wheel --no-deps --wheel-dir /root/wheels /root/tinystories")
-    install = index("/root/wheels/tinystories-*.whl)[train]")
+    install = index("/root/wheels/tinystories-*.whl)[train,server]")
     assert apt < torch < wheel < install  # torch before the source: edits keep its layer
     assert "ENV TINYSTORIES_VOLUME_ROOT=/data" in commands
     # the copy=True layer: exactly the checkout's build inputs, nothing else
@@ -390,7 +390,7 @@ def test_dry_run_prints_the_plan(corpus, tmp_path, monkeypatch, capsys):
     for text in (
         "dry run", "volume:   tinystories-volume (created if missing), mounted at /data",
         "apt-get install build-essential cmake", "pip install torch==", f"copy {REPO}",
-        "pip wheel --no-deps", "[train]", "train    GPU T4, timeout 6 h",
+        "pip wheel --no-deps", "[train,server]", "train    GPU T4, timeout 6 h",
         "prepare  no GPU", "sample   no GPU, timeout 10 min", f"upload {corpus}",
         "12 iterations, start from scratch", "download model.bin, tokenizer.bin",
     ):  # fmt: skip

@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("fastapi")
 webdriver = pytest.importorskip("selenium.webdriver")
 
-from support.server import running  # noqa: E402
+
 from tinystories import Generator  # noqa: E402
-from tinystories.server import create_app  # noqa: E402
+from tinystories.server import create_app, serve_in_background  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -45,7 +45,7 @@ def test_prompt_generate_and_the_story_grows(browser, tok105):
     from selenium.webdriver.common.by import By
 
     generator = Generator(tok105["model"], tok105["tokenizer"])
-    with running(create_app(generator, name="tok105")) as url:
+    with serve_in_background(create_app(generator, name="tok105")) as url:
         browser.get(url + "/")
         assert "tinystories" in browser.title
         prompt = browser.find_element(By.ID, "prompt")

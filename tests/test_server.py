@@ -13,9 +13,9 @@ pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from support.server import running  # noqa: E402
+
 from tinystories import Generator  # noqa: E402
-from tinystories.server import create_app  # noqa: E402
+from tinystories.server import create_app, serve_in_background  # noqa: E402
 from tinystories.server.protocol import ChatMessage, chat_prompt  # noqa: E402
 
 
@@ -26,7 +26,9 @@ def generator(tok105):
 
 @pytest.fixture(scope="module")
 def base_url(generator):
-    with running(create_app(generator, name="tok105", parallel=16, max_queue=256)) as url:
+    with serve_in_background(
+        create_app(generator, name="tok105", parallel=16, max_queue=256)
+    ) as url:
         yield url
 
 
@@ -197,7 +199,7 @@ def test_models_tokenize_detokenize_and_metrics(base_url, client, generator):
 
 def test_api_key_queue_limit_and_body_limit(generator):
     app = create_app(generator, parallel=1, max_queue=0, api_key="sesame", max_body_bytes=1000)
-    with running(app) as url:
+    with serve_in_background(app) as url:
         assert httpx.get(url + "/health").status_code == 200  # open
         r = httpx.post(url + "/v1/completions", json={"prompt": "Tom"})
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"

@@ -595,6 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--llama-quantize", metavar="PATH", help="llama.cpp's llama-quantize, for q8_0 GGUFs"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="measure the HTTP server under 1, 8, 32 and 64 streaming clients instead "
+        "(tok105 from --models, and --shapes' models when given): see tinystories.bench_serve",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     return parser
 
@@ -603,7 +609,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.torch is None:
         args.torch = not args.quick
-    if args.shapes:
+    if args.serve:
+        from . import bench_serve, bench_shapes
+
+        models = Path(args.models)
+        new_tokens = 32 if args.quick else 200
+        clients = (1, 4) if args.quick else bench_serve.CLIENTS
+        rows = bench_serve.measure_serve(
+            models / "model5000.bin", models / "tok105.bin", "tok105", new_tokens, clients
+        )
+        for name in [n.strip() for n in (args.shapes or "").split(",") if n.strip()]:
+            shape = bench_shapes.make_shape(name, Path(args.shapes_dir))
+            rows += bench_serve.measure_serve(
+                shape.models["fp32"], shape.tokenizer, f"{name} fp32", new_tokens, clients
+            )
+        info = machine_info()
+    elif args.shapes:
         from . import bench_shapes
 
         names = [n.strip() for n in args.shapes.split(",") if n.strip()]

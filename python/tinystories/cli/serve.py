@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 
+from ..modal.settings import DEFAULT_VOLUME, ServeSettings
 from .common import add_debug_argument
 
 SERVE_EXAMPLES = """\
@@ -13,6 +14,8 @@ examples:
   tinystories serve                                   the bundled model on 127.0.0.1:8000
   tinystories serve --model model.bin --tokenizer tok105.bin --port 8080 --parallel 32
   tinystories serve --pretrained stories15M --host 0.0.0.0 --api-key "$KEY"
+  tinystories serve --modal --dry-run                 what a Modal deployment would be
+  tinystories serve --modal --model-path out/model.bin --max-containers 8
 """
 
 
@@ -51,12 +54,38 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--cors", action="append", default=[], metavar="ORIGIN", help="allow this origin"
     )
     serve.add_argument("--n-threads", type=int, default=None, help="engine threads")
+    modal_group = serve.add_argument_group("Modal (--modal: deploy as a web endpoint)")
+    modal_group.add_argument("--modal", action="store_true", help="deploy on Modal instead")
+    modal_group.add_argument(
+        "--dry-run", action="store_true", help="--modal: print the plan, deploy nothing"
+    )
+    modal_group.add_argument(
+        "--model-path", help="--modal: model on the volume (default: the bundled model)"
+    )
+    modal_group.add_argument("--volume", default=DEFAULT_VOLUME, help="--modal: the volume")
+    d = ServeSettings()
+    modal_group.add_argument("--min-containers", type=int, default=d.min_containers)
+    modal_group.add_argument("--max-containers", type=int, default=d.max_containers)
+    modal_group.add_argument(
+        "--scaledown-window",
+        type=int,
+        default=d.scaledown_window,
+        help=f"seconds an idle container stays up (default {d.scaledown_window})",
+    )
+    modal_group.add_argument(
+        "--concurrent",
+        type=int,
+        default=d.concurrent,
+        help=f"requests one container takes at once (default {d.concurrent})",
+    )
     add_debug_argument(serve)
     serve.set_defaults(run=run)
     return serve
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.modal:
+        return run_modal(args)
     try:
         import uvicorn
 
@@ -89,3 +118,25 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in quiet.items():
             signal.signal(sig, handler)
     return 0 if server.started else 1
+
+
+def run_modal(args: argparse.Namespace) -> int:
+    """``serve --modal``: deploy the same app as a Modal web endpoint."""
+    from ..modal.check import require_modal
+
+    require_modal("serve --modal", credentials=not args.dry_run)
+    from ..modal.serve import run_serve
+    from ..modal.settings import Settings, find_source
+
+    serve = ServeSettings(
+        model=args.model_path,
+        tokenizer=args.tokenizer,
+        name=args.name,
+        parallel=args.parallel,
+        concurrent=args.concurrent,
+        min_containers=args.min_containers,
+        max_containers=args.max_containers,
+        scaledown_window=args.scaledown_window,
+    )
+    settings = Settings(volume=args.volume, source=find_source())
+    return run_serve(settings, serve, dry_run=args.dry_run)

@@ -21,7 +21,7 @@ from .settings import (
 )
 
 BUILD_WHEEL = f"python -m pip wheel --no-deps --wheel-dir {REMOTE_WHEELS} {REMOTE_SOURCE}"
-INSTALL_WHEEL = f'python -m pip install "$(ls {REMOTE_WHEELS}/tinystories-*.whl)[train]"'
+INSTALL_WHEEL = f'python -m pip install "$(ls {REMOTE_WHEELS}/tinystories-*.whl)[train,server]"'
 CHECK_WHEEL = "python -c 'import tinystories, tinystories._core; print(tinystories.__file__)'"
 
 
@@ -52,7 +52,7 @@ def build_image(settings: Settings) -> tuple[modal.Image, list[str]]:
     steps.append(f"copy {source} ({', '.join(SOURCE_ITEMS)}) to {REMOTE_SOURCE}")
     image = image.add_local_dir(source, REMOTE_SOURCE, copy=True, ignore=_ignore_outside_sources)
     steps.append(f"build this project's wheel: {BUILD_WHEEL}")
-    steps.append(f"install it with the train extra: {INSTALL_WHEEL}")
+    steps.append(f"install it with the train and server extras: {INSTALL_WHEEL}")
     image = image.run_commands(BUILD_WHEEL, INSTALL_WHEEL, CHECK_WHEEL)
     steps.append(f"{ROOT_ENV}={MOUNT}")
     image = image.env({ROOT_ENV: MOUNT})

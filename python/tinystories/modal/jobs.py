@@ -141,3 +141,24 @@ def sample_body(
         root / volume_path(model, "model"), root / volume_path(tokenizer, "tokenizer")
     )
     yield from generator.stream(prompt, **options)
+
+
+def serve_app(
+    model: str | None, tokenizer: str | None, *, root: Path, name: str | None, parallel: int
+):
+    """The server's ASGI app (:func:`tinystories.server.create_app`) over files of the
+    volume, or the bundled model when ``model`` is None."""
+    from ..inference import Generator
+    from ..server import create_app
+
+    if model is None:
+        generator = Generator()
+    else:
+        model_path = root / volume_path(model, "model")
+        tokenizer_path = (
+            model_path.parent / "tokenizer.bin"
+            if tokenizer is None
+            else root / volume_path(tokenizer, "tokenizer")
+        )
+        generator = Generator(model_path, tokenizer_path)
+    return create_app(generator, name=name, parallel=parallel)

@@ -70,6 +70,35 @@ class Settings:
                 raise ValueError(f"{name} must be between 10 s and 24 h, not {value} s")
 
 
+SERVE_APP_NAME = "tinystories-serve"  # serve --modal deploys an app of its own
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``tinystories serve --modal`` deploys."""
+
+    model: str | None = None  # on the volume; None: the bundled model
+    tokenizer: str | None = None  # None: tokenizer.bin beside the model
+    name: str | None = None  # the model id clients pass
+    parallel: int = 32  # sequences batched together in a container
+    concurrent: int = 64  # requests a container takes at once (@modal.concurrent)
+    min_containers: int = 0
+    max_containers: int = 4
+    scaledown_window: int = 300  # seconds idle before a container stops
+
+    def __post_init__(self) -> None:
+        for field_name in ("parallel", "concurrent", "max_containers"):
+            if getattr(self, field_name) < 1:
+                raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
+        if not 0 <= self.min_containers <= self.max_containers:
+            raise ValueError(
+                f"min_containers must be in [0, max_containers = {self.max_containers}], "
+                f"got {self.min_containers}"
+            )
+        if not 2 <= self.scaledown_window <= 3600:
+            raise ValueError(f"scaledown_window must be 2 s to 1 h, got {self.scaledown_window}")
+
+
 def _is_checkout(path: Path) -> bool:
     pyproject = path / "pyproject.toml"
     if not pyproject.is_file():

@@ -8,5 +8,6 @@ package imports this.
 """
 
 from .app import create_app, model_name
+from .background import serve_in_background
 
-__all__ = ["create_app", "model_name"]
+__all__ = ["create_app", "model_name", "serve_in_background"]

@@ -265,21 +265,23 @@ class _Job:
         served.scheduler.metrics.prompt_tokens.inc(sum(len(t.prompt_ids) for t in tasks))
         return cls(request, served, tasks, seed, prompts)
 
-    async def events(self) -> AsyncIterator[tuple[int, TokenEvent | DoneEvent]]:
-        """Every task's events until all are done; cancels them if the client leaves."""
+    async def events(self) -> AsyncIterator[list[tuple[int, TokenEvent | DoneEvent]]]:
+        """Every task's events, as many as have arrived at a time, until all are done;
+        cancels the tasks if the client leaves."""
         remaining = len(self.tasks)
         queue = self.tasks[0].events
         try:
             while remaining:
                 try:
-                    index, event = await asyncio.wait_for(queue.get(), timeout=0.25)
+                    batch = [await asyncio.wait_for(queue.get(), timeout=0.25)]
                 except asyncio.TimeoutError:
                     if await self.request.is_disconnected():
                         return
                     continue
-                if isinstance(event, DoneEvent):
-                    remaining -= 1
-                yield index, event
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                remaining -= sum(isinstance(event, DoneEvent) for _, event in batch)
+                yield batch
         finally:
             for task in self.tasks:
                 if not task.finished:
@@ -298,13 +300,14 @@ class _Job:
         texts = [[] for _ in self.tasks]
         tokens: list[list[TokenEvent]] = [[] for _ in self.tasks]
         finish = [None] * len(self.tasks)
-        async for index, event in self.events():
-            if isinstance(event, DoneEvent):
-                finish[index] = event.finish_reason
-            else:
-                texts[index].append(event.text)
-                if event.token_id >= 0:
-                    tokens[index].append(event)
+        async for batch in self.events():
+            for index, event in batch:
+                if isinstance(event, DoneEvent):
+                    finish[index] = event.finish_reason
+                else:
+                    texts[index].append(event.text)
+                    if event.token_id >= 0:
+                        tokens[index].append(event)
         if any(f is None or f == "cancelled" for f in finish):
             raise ApiError(503, "the request was cancelled (the server is stopping)",
                            "server_busy")  # fmt: skip
@@ -331,12 +334,27 @@ class _Job:
             first = shape.first_delta(i)
             if first is not None:
                 yield chunk([first])
-        async for index, event in self.events():
-            if isinstance(event, DoneEvent):
-                reason = "stop" if event.finish_reason == "cancelled" else event.finish_reason
-                yield chunk([shape.delta(index, "", None, reason)])
-            elif event.text or event.token_id >= 0 and shape.wants_empty(index):
-                yield chunk([shape.delta(index, event.text, event, None)])
+        async for batch in self.events():
+            # what arrived together goes out together: a stream's consecutive texts in one
+            # chunk (one per token when logprobs are asked for)
+            out: list[str] = []
+            pending: dict[int, str] = {}
+            for index, event in batch:
+                if isinstance(event, DoneEvent):
+                    if pending.get(index):
+                        out.append(chunk([shape.delta(index, pending.pop(index), None, None)]))
+                    reason = "stop" if event.finish_reason == "cancelled" else event.finish_reason
+                    out.append(chunk([shape.delta(index, "", None, reason)]))
+                elif shape.wants_empty(index):
+                    if event.token_id >= 0 or event.text:
+                        out.append(chunk([shape.delta(index, event.text, event, None)]))
+                else:
+                    pending[index] = pending.get(index, "") + event.text
+            out += [
+                chunk([shape.delta(i, text, None, None)]) for i, text in pending.items() if text
+            ]
+            if out:
+                yield "".join(out)
         yield chunk([], usage=self.usage())
         yield "data: [DONE]\n\n"
 

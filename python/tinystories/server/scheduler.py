@@ -67,9 +67,6 @@ class Task:
     _stop: StopText | None = None
     _decoder: codecs.IncrementalDecoder | None = None
 
-    def _emit(self, event: TokenEvent | DoneEvent) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, (self.index, event))
-
 
 class Scheduler:
     """Runs every task of one model through one batch engine of ``parallel`` slots."""
@@ -86,6 +83,7 @@ class Scheduler:
         self._running: dict[int, Task] = {}  # native id -> task, added and not finished
         self._native: _core.BatchGeneration | None = None
         self._added = 0  # requests the current native batch has taken
+        self._outbox: list[tuple[Task, TokenEvent | DoneEvent]] = []  # this step's events
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="tinystories-scheduler", daemon=True)
         self._thread.start()
@@ -141,7 +139,24 @@ class Scheduler:
                 self._step()
             elif self._added >= RENEW_AFTER:
                 self._native, self._added = None, 0
+            self._deliver()
         self._shutdown()
+        self._deliver()
+
+    def _emit(self, task: Task, event: TokenEvent | DoneEvent) -> None:
+        self._outbox.append((task, event))
+
+    def _deliver(self) -> None:
+        """Hands this step's events to their event loops, one wake-up per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Task, TokenEvent | DoneEvent]]] = {}
+        for task, event in self._outbox:
+            by_loop.setdefault(task.loop, []).append((task, event))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop has closed: nobody is waiting
+                pass
 
     def _admit(self, tasks: list[Task]) -> None:
         for task in tasks:
@@ -176,7 +191,7 @@ class Scheduler:
             if token < 0:
                 tail = task._stop.feed(task._decoder.decode(b"", final=True)) + task._stop.flush()
                 if tail:
-                    task._emit(TokenEvent(tail, -1))
+                    self._emit(task, TokenEvent(tail, -1))
                 reason = FINISH_REASONS.get(finish, "length")
                 if task._stop.stopped:
                     reason = "stop"
@@ -193,7 +208,7 @@ class Scheduler:
                 self.metrics.time_to_first_token.observe(now - task.created)
             task.n_generated += 1
             text = task._stop.feed(task._decoder.decode(piece))
-            task._emit(TokenEvent(text, token, logprobs, piece))
+            self._emit(task, TokenEvent(text, token, logprobs, piece))
             if task._stop.stopped:
                 self._native.cancel(native_id)
 
@@ -204,7 +219,7 @@ class Scheduler:
             if elapsed > 0:
                 self.metrics.tokens_per_second.observe((task.n_generated - 1) / elapsed)
         self.metrics.completion_tokens.inc(task.n_generated)
-        task._emit(DoneEvent(reason))
+        self._emit(task, DoneEvent(reason))
 
     def _shutdown(self) -> None:
         with self._lock:
@@ -214,3 +229,8 @@ class Scheduler:
         for task in pending:
             self._finish(task, "cancelled")
         self._native = None
+
+
+def _put_all(items: list[tuple[Task, TokenEvent | DoneEvent]]) -> None:
+    for task, event in items:
+        task.events.put_nowait((task.index, event))

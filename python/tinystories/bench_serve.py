@@ -1,0 +1,117 @@
+"""``python -m tinystories.bench --serve``: the HTTP server under concurrent streaming clients.
+
+For each client count, that many threads each stream one completion (``max_tokens``
+new tokens, its own seed) from a server on 127.0.0.1 started in this process, all at
+once. Reported: the aggregate tokens/s (every token over the wall time from the first
+request to the last token), the median and 99th-percentile time to first token, the
+median gap between a stream's chunks, and the aggregate as a fraction of
+``Generator.generate_batch`` on the same prompts, seeds and lengths (the engine alone).
+The clients share the machine with the server, as on any loopback benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .bench import Row
+from .inference import Generator
+
+CLIENTS = (1, 8, 32, 64)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def stream_clients(url: str, prompts: Sequence[str], seeds: Sequence[int], new_tokens: int):
+    """Every prompt streamed at once, each by its own connected client: (wall seconds,
+    tokens, first-token delays, gaps between a stream's chunks)."""
+    import httpx
+
+    connections = [httpx.Client(timeout=600) for _ in prompts]
+    for c in connections:
+        c.get(url + "/health")  # connected before the clock starts
+    first: list[float] = []
+    gaps: list[float] = []
+    tokens = [0] * len(prompts)
+    lock = threading.Lock()
+    start = time.perf_counter()  # the clients' set-up is not counted
+
+    def client(i: int) -> None:
+        body = {"prompt": prompts[i], "max_tokens": new_tokens, "seed": seeds[i],
+                "stream": True, "stop_token_ids": []}  # fmt: skip
+        sent = time.perf_counter()
+        last, own_gaps, arrived = None, [], None
+        with connections[i].stream("POST", url + "/v1/completions", json=body) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                now = time.perf_counter()
+                if chunk.get("usage"):
+                    tokens[i] = chunk["usage"]["completion_tokens"]
+                elif chunk["choices"] and chunk["choices"][0]["text"]:
+                    if arrived is None:
+                        arrived = now - sent
+                    elif last is not None:
+                        own_gaps.append(now - last)
+                    last = now
+        with lock:
+            if arrived is not None:
+                first.append(arrived)
+            gaps.extend(own_gaps)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    for c in connections:
+        c.close()
+    return wall, sum(tokens), first, gaps
+
+
+def measure_serve(
+    model: Path, tokenizer: Path, label: str, new_tokens: int, clients: Sequence[int] = CLIENTS
+) -> list[Row]:
+    """The rows for one model file."""
+    from .server import create_app, serve_in_background
+
+    generator = Generator(model, tokenizer)
+    rows: list[Row] = []
+    app = create_app(generator, parallel=max(clients), max_queue=max(clients))
+    with serve_in_background(app) as url:
+        for n in clients:
+            prompts = [("Once upon a time", "Lily and Ben", "The dog", "Tom went")[i % 4]
+                       for i in range(n)]  # fmt: skip
+            seeds = list(range(1, n + 1))
+            stream_clients(url, prompts[:1], seeds[:1], 8)  # warm
+            wall, tokens, first, gaps = stream_clients(url, prompts, seeds, new_tokens)
+            started = time.perf_counter()
+            done = generator.complete_batch(
+                prompts, seed=seeds, max_new_tokens=new_tokens, stop_token_ids=[], max_batch=n
+            )
+            batch_rate = sum(len(c.token_ids) for c in done) / (time.perf_counter() - started)
+            rate = tokens / wall
+            setting = f"{label}, {n} clients"
+            rows += [
+                Row("serve", "tinystories serve", setting, rate, "tok/s (all streams)"),
+                Row("serve", "  generate_batch, same work", setting, batch_rate, "tok/s"),
+                Row("serve", "  serve / generate_batch", setting, rate / batch_rate, "x"),
+                Row("serve", "  time to first token p50", setting,
+                    1e3 * statistics.median(first), "ms"),
+                Row("serve", "  time to first token p99", setting,
+                    1e3 * _percentile(first, 0.99), "ms"),
+                Row("serve", "  inter-token gap p50", setting,
+                    1e3 * statistics.median(gaps) if gaps else float("nan"), "ms"),
+            ]  # fmt: skip
+    return rows
