@@ -9,10 +9,12 @@ import importlib.metadata
 import importlib.util
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import tinystories
+from support.files import REPO
 
 PACKAGE = Path(tinystories.__file__).parent
 
@@ -201,6 +203,20 @@ def test_version_written_once():
         [sys.executable, "-m", "tinystories", "--version"], capture_output=True, text=True
     )
     assert done.stdout.strip() == f"tinystories {tinystories.__version__}"
+
+
+def test_license_is_in_the_wheel_and_the_sdist(tmp_path, monkeypatch):
+    """The MIT license pyproject.toml declares ships with the installed wheel and the sdist."""
+    dist = importlib.metadata.distribution("tinystories")
+    assert dist.metadata["License"] == "MIT"
+    (license_file,) = [f for f in dist.files if f.name == "LICENSE"]
+    text = license_file.read_text()
+    assert text.startswith("MIT License") and "the tinystories authors" in text
+    build = pytest.importorskip("scikit_build_core.build")
+    monkeypatch.chdir(REPO)
+    name = build.build_sdist(str(tmp_path))  # no compiler, no network: the files packed
+    with tarfile.open(tmp_path / name) as sdist:
+        assert f"tinystories-{tinystories.__version__}/LICENSE" in sdist.getnames()
 
 
 def test_defaults_written_once():
