@@ -52,7 +52,7 @@ ALLOWED = {
     "modal": {"_core", "formats", "hub", "inference", "metrics", "training"},
     "cli": {"_core", "formats", "hub", "inference", "metrics", "training", "modal", "package"},
     "bench": {"_core", "formats", "hub", "inference"},
-    "package": {"_core", "inference"},  # tinystories/__init__.py
+    "package": {"_core", "hub", "inference"},  # tinystories/__init__.py
     "entry": {"cli"},  # __main__ and the python -m shims
     "_deprecated": set(),
 }
@@ -179,9 +179,20 @@ def has(package: str) -> bool:
 
 
 def test_public_surface():
-    from tinystories import FormatError, Generator, SamplingParams, Tokenizer, kernels
+    from tinystories import (
+        FormatError,
+        Generator,
+        PretrainedError,
+        SamplingParams,
+        Tokenizer,
+        UnknownModelError,
+        kernels,
+    )
 
     assert issubclass(FormatError, ValueError)
+    assert issubclass(PretrainedError, OSError) and not issubclass(PretrainedError, ValueError)
+    assert issubclass(UnknownModelError, PretrainedError)
+    assert issubclass(UnknownModelError, ValueError)
     assert callable(kernels) and Generator and Tokenizer and SamplingParams
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tinystories
 from support.files import synthetic_vocab
 from support.http_mirror import Mirror
 from tinystories import Generator
@@ -76,8 +77,9 @@ def test_truncated_transfer_then_resume(mirror, small_model, tmp_path):
 
 def test_404_is_a_clear_error(mirror, tmp_path):
     del mirror.files[TOKENIZER_PATH]
-    with pytest.raises(cache.PretrainedError, match=r"tok512\.bin: HTTP 404"):
+    with pytest.raises(cache.PretrainedError, match=r"tok512\.bin: HTTP 404") as info:
         Generator.from_pretrained("stories260K", progress=False)
+    assert isinstance(info.value, OSError) and not isinstance(info.value, ValueError)
     assert not (tmp_path / "cache" / TOKENIZER_PATH).exists()
 
 
@@ -127,10 +129,14 @@ def test_registry_entries():
             assert f.url.startswith("https://") and f.url.endswith(f.path.rsplit("/", 1)[-1])
     sizes = {n: e.model.size for n, e in registry.REGISTRY.items() if e.model}
     assert sizes["stories110M"] == 438_381_596
-    with pytest.raises(cache.PretrainedError, match="unknown pretrained model 'nope'"):
+    # a bad name is a bad argument (ValueError) and still a PretrainedError (an OSError)
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'") as info:
         Generator.from_pretrained("nope")
-    with pytest.raises(cache.PretrainedError, match="vocabulary without a model"):
+    assert isinstance(info.value, tinystories.PretrainedError) and isinstance(info.value, OSError)
+    assert type(info.value) is tinystories.UnknownModelError
+    with pytest.raises(ValueError, match="vocabulary without a model") as info:
         Generator.from_pretrained("tok105")
+    assert isinstance(info.value, tinystories.PretrainedError)
 
 
 def test_cache_dir_argument_wins(mirror, tmp_path):
@@ -149,6 +155,11 @@ def test_download_command(mirror, tmp_path, capsys):
     assert cli_main(["download", "nope"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tinystories: error: unknown pretrained model") and err.count("\n") == 1
+    assert cli_main(["download", "default"]) == 0  # the bundled model: its paths, no download
+    done = capsys.readouterr()
+    assert done.err == "default is the bundled model: it needs no download\n"
+    assert done.out.split() == [str(path) for path in cache.default_model()]
+    assert not (tmp_path / "cache" / "default").exists()
 
 
 # ------------------------------------------------------------------ the bundled model
