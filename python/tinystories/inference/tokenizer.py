@@ -35,7 +35,12 @@ class Tokenizer:
         return self._native.encode(text.encode("utf-8", "surrogatepass"), bos, eos)
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` as run.c prints it (BOS and EOS print nothing)."""
+        """Text of ``ids``, each piece as run.c prints it, with BOS and EOS left out.
+
+        Generation differs for EOS: it stops at BOS, but a sampled EOS prints its piece
+        (``"\\n</s>\\n"`` in llama2.c's vocabularies), as in run.c's output, so the
+        text of a generation's ids lacks what ``generate`` printed for an EOS.
+        """
         raw = self._native.decode(as_id_list(ids, self.vocab_size), [BOS, EOS])
         return raw.decode("utf-8", "replace")
 
