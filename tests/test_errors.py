@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 
 import pytest
@@ -202,6 +203,29 @@ def test_bad_n_threads(files):
     _, models, tokenizer = files
     with pytest.raises(ValueError, match="n_threads"):
         Generator(models[0], tokenizer, n_threads=0)
+
+
+def test_load_errors_name_the_role(tok105):
+    """Swapped or mistaken paths say which argument the file was given as."""
+    model, tokenizer, spm = tok105["model"], tok105["tokenizer"], tok105["sentencepiece"]
+
+    def given_as(path, role: str) -> str:
+        return f"^{re.escape(str(path))} \\(given as the {role}\\): "
+
+    with pytest.raises(FormatError, match=given_as(model, "tokenizer") + "entry 2 has length"):
+        Generator(model, model)
+    with pytest.raises(FormatError, match=given_as(tokenizer, "model") + "as a v0"):
+        Generator(tokenizer, tokenizer)
+    with pytest.raises(FileNotFoundError, match=given_as("nope.bin", "model") + "cannot open"):
+        Generator("nope.bin", tokenizer)
+    with pytest.raises(FileNotFoundError, match=given_as("nope.tok", "tokenizer") + "cannot"):
+        Generator(model, "nope.tok")
+    # a sentencepiece .model: the message says to pass the tokenizer.bin made from it
+    hint = "a sentencepiece .model is not a llama2.c tokenizer: pass the tokenizer.bin made"
+    with pytest.raises(FormatError, match=given_as(spm, "tokenizer") + f".*{re.escape(hint)}"):
+        Generator(model, spm)
+    with pytest.raises(FormatError, match=f"^{re.escape(str(spm))}: .*{re.escape(hint)}"):
+        Tokenizer(spm)
 
 
 @pytest.mark.parametrize("version", [0, 1, 2])

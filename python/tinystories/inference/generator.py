@@ -158,8 +158,16 @@ class Generator:
                 "pass both model_path and tokenizer_path, or neither for the bundled default model"
             )
         self.model_path = os.fspath(model_path)
-        self.tokenizer = Tokenizer(tokenizer_path)
-        self._model = _load_model(self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize])
+        try:
+            self.tokenizer = Tokenizer(tokenizer_path)
+        except (OSError, ValueError) as error:
+            self._name_role(error, tokenizer_path, "tokenizer")
+            raise
+        try:
+            self._model = _load_model(self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize])
+        except (OSError, ValueError) as error:
+            self._name_role(error, self.model_path, "model")
+            raise
         self.config = GeneratorConfig(**self._model.config)
         if self.tokenizer.vocab_size != self.config.vocab_size:
             raise ValueError(
@@ -351,6 +359,15 @@ class Generator:
             return prompt_ids, seq_len
         # run.c samples one token per position from the last prompt token on.
         return prompt_ids, min(seq_len, len(prompt_ids) - 1 + params.max_new_tokens)
+
+    @staticmethod
+    def _name_role(error: Exception, path: PathLike, role: str) -> None:
+        """Puts the role after the file's name in a load error ("tok.bin (given as the
+        model): ..."), so that swapped paths are plain; the engine's messages start with
+        the path."""
+        path, message = os.fsdecode(path), str(error)
+        if message.startswith(path):
+            error.args = (f"{path} (given as the {role}){message[len(path) :]}",)
 
 
 def _engine_sampling(params: SamplingParams) -> tuple[float, float, int, int]:

@@ -22,7 +22,16 @@ class Tokenizer:
 
     def __init__(self, path: PathLike) -> None:
         self.path = os.fspath(path)
-        self._native = _core.Tokenizer(self.path)
+        try:
+            self._native = _core.Tokenizer(self.path)
+        except ValueError as error:  # FormatError
+            if os.fsdecode(self.path).endswith(".model"):  # the usual mix-up: say what to pass
+                error.args = (
+                    f"{error}; a sentencepiece .model is not a llama2.c tokenizer: pass the "
+                    "tokenizer.bin made from it (llama2.c's `python tokenizer.py -t FILE.model` "
+                    "writes FILE.bin)",
+                )
+            raise
 
     @property
     def vocab_size(self) -> int:
