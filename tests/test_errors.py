@@ -6,6 +6,7 @@ import math
 import re
 import struct
 
+import numpy as np
 import pytest
 from support.files import synthetic_vocab
 from tinystories import FormatError, Generator, Tokenizer
@@ -200,9 +201,18 @@ def test_bad_logits_ids(generator):
 
 
 def test_bad_n_threads(files):
+    """Checked at construction, one line naming n_threads (not pybind11's signature list)."""
     _, models, tokenizer = files
-    with pytest.raises(ValueError, match="n_threads"):
-        Generator(models[0], tokenizer, n_threads=0)
+    for bad in (0, -1, 2**31, 2**40):
+        with pytest.raises(ValueError, match=r"^n_threads must be in \[1, 2147483647\]"):
+            Generator(models[0], tokenizer, n_threads=bad)
+    for bad in (True, 2.0, "2"):
+        with pytest.raises(TypeError, match=r"^n_threads must be an int or None"):
+            Generator(models[0], tokenizer, n_threads=bad)
+    numpy_int = Generator(models[0], tokenizer, n_threads=np.int64(2)).n_threads
+    assert numpy_int == 2 and type(numpy_int) is int
+    # the largest the engine takes; more threads than CPUs count as the CPU count
+    assert Generator(models[0], tokenizer, n_threads=2**31 - 1).generate("t", max_new_tokens=2)
 
 
 def test_load_errors_name_the_role(tok105):

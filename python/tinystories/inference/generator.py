@@ -145,8 +145,12 @@ class Generator:
         quantize: str | None = None,
         kernels: str | None = None,
     ) -> None:
-        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
-            raise ValueError(f"n_threads must be a positive int or None, got {n_threads!r}")
+        if n_threads is not None:
+            if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+                raise TypeError(f"n_threads must be an int or None, got {n_threads!r}")
+            most = np.iinfo(np.intc).max  # the engine's n_threads is a C int
+            if not 1 <= n_threads <= most:
+                raise ValueError(f"n_threads must be in [1, {most}] or None, got {n_threads}")
         if quantize not in QUANTIZE_OPTIONS:
             raise ValueError(f"quantize must be None or 'q8_0', got {quantize!r}")
         if kernels is not None and not isinstance(kernels, str):
@@ -175,7 +179,7 @@ class Generator:
                 f"{self.model_path} has vocab_size {self.config.vocab_size}; "
                 "use the tokenizer the model was trained with"
             )
-        self.n_threads = n_threads or 0  # 0: the engine chooses
+        self.n_threads = int(n_threads or 0)  # 0: the engine chooses
 
     @classmethod
     def from_pretrained(
