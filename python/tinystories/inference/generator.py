@@ -162,13 +162,17 @@ class Generator:
                 "pass both model_path and tokenizer_path, or neither for the bundled default model"
             )
         self.model_path = os.fspath(model_path)
+        # what an unpickled copy reloads with (__getstate__)
+        self._options = {"n_threads": n_threads, "quantize": quantize, "kernels": kernels}
         try:
             self.tokenizer = Tokenizer(tokenizer_path)
         except (OSError, ValueError) as error:
             self._name_role(error, tokenizer_path, "tokenizer")
             raise
         try:
-            self._model = _load_model(self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize])
+            self._native_model = _load_model(
+                self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize]
+            )
         except (OSError, ValueError) as error:
             self._name_role(error, self.model_path, "model")
             raise
@@ -372,6 +376,50 @@ class Generator:
         path, message = os.fsdecode(path), str(error)
         if message.startswith(path):
             error.args = (f"{path} (given as the {role}){message[len(path) :]}",)
+
+    # -------------------------------------------------------------- lifetime
+
+    @property
+    def _model(self) -> _core.Model:
+        """The loaded model, shared with the other Generators on its file."""
+        self._require_open()
+        return self._native_model
+
+    def _require_open(self) -> None:
+        if self._native_model is None:
+            raise ValueError("generator is closed")
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native_model is None
+
+    def close(self) -> None:
+        """Releases this Generator's hold on the loaded model; using it afterwards raises
+        ValueError. Closing twice is allowed. Generators on one file share one model,
+        which is freed when the last of them (and the last generation in progress) lets
+        go of it."""
+        self._native_model = None
+
+    def __enter__(self) -> Generator:
+        self._require_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its paths and options, not its weights: unpickling loads the files
+        again (a process pool's workers need the same paths)."""
+        self._require_open()
+        return {
+            "model_path": self.model_path,
+            "tokenizer_path": self.tokenizer.path,
+            **self._options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Generator.__init__(self, **state)
 
 
 def _engine_sampling(params: SamplingParams) -> tuple[float, float, int, int]:
