@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import tinystories
+from support.cli import cli
 from support.files import synthetic_vocab
 from support.http_mirror import Mirror
 from tinystories import Generator
@@ -177,28 +178,17 @@ def test_bundled_default_model():
         Generator(model)
 
 
-def run(*words: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tinystories", *words],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        **kwargs,
-    )
-
-
 def test_cli_default_command_uses_bundled_model():
-    result = run("Once upon a time", "-t", "0", "-n", "40")
+    result = cli("Once upon a time", "-t", "0", "-n", "40")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time") and len(result.stdout) > 40
     assert result.stderr == ""  # no progress line when stderr is not a terminal
-    explicit = run("generate", "Once upon a time", "-t", "0", "-n", "40")
+    explicit = cli("generate", "Once upon a time", "-t", "0", "-n", "40")
     assert explicit.stdout == result.stdout
 
 
 def test_cli_json_and_samples():
-    result = run("Lily", "--json", "--n", "2", "-s", "7", "-n", "12")
+    result = cli("Lily", "--json", "--n", "2", "-s", "7", "-n", "12")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["seed"] for r in records] == [7, 8]
@@ -220,19 +210,19 @@ def test_unk_rendering_depends_on_the_vocabulary(tok105, tmp_path):
 
 
 def test_cli_help_version_and_errors():
-    assert run("--version").stdout.startswith("tinystories ")
-    top = run("--help")
+    assert cli("--version").stdout.startswith("tinystories ")
+    top = cli("--help")
     assert top.returncode == 0 and "examples:" in top.stdout
     for command in ("generate", "download", "train", "data", "export", "eval", "bench", "volume"):
         assert command in top.stdout
-        sub = run(command, "--help")
+        sub = cli(command, "--help")
         assert sub.returncode == 0 and "usage:" in sub.stdout, (command, sub.stderr)
-    bad = run("generate", "x", "--model", "missing.bin", "--tokenizer", "missing.tok")
+    bad = cli("generate", "x", "--model", "missing.bin", "--tokenizer", "missing.tok")
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("tinystories: error: ")
-    debug = run("--debug", "generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok")
+    debug = cli("--debug", "generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
-    after = run("generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok", "--debug")
+    after = cli("generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok", "--debug")
     assert after.returncode == 1 and "Traceback" in after.stderr
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _replace_closed_stdout()
     argv = list(sys.argv[1:] if argv is None else argv)
     head = 0
     while head < len(argv) and argv[head] == "--debug":
@@ -78,16 +80,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(call: Callable[[], int | None], debug: bool) -> int:
     try:
-        return int(call() or 0)
+        status = int(call() or 0)
+        sys.stdout.flush()  # a reader gone before the last output shows here, not at exit
+        return status
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `tinystories ... | head`
+    except BrokenPipeError:
+        # The reader stopped early (`tinystories ... | head`): it has what it wanted, so
+        # the command ends quietly with status 0. Python's exit flush goes to /dev/null
+        # (the signal module's advice), or it would print "Exception ignored".
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 0
     except (OSError, ValueError, TypeError, MemoryError, RuntimeError) as error:
         if debug:
             raise
         print(f"tinystories: error: {error}", file=sys.stderr)
         return 1
+
+
+def _replace_closed_stdout() -> None:
+    """A closed stdout (`tinystories ... >&-`: Python's sys.stdout is None, or its file
+    descriptor is closed) becomes /dev/null, so the command runs and ends quietly, as
+    with `> /dev/null`, instead of failing at its first write."""
+    if sys.stdout is not None:
+        try:
+            os.fstat(sys.stdout.fileno())
+            return
+        except io.UnsupportedOperation:  # no descriptor (captured output): writes work
+            return
+        except (OSError, ValueError):  # the descriptor or the file object is closed
+            pass
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # open until the process exits
