@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from support.cli import COMMAND
+import pytest
+from support.cli import COMMAND, cli, env_without_modal_credentials
 
 # ------------------------------------------------------------------ output
 
@@ -42,3 +43,37 @@ def test_reader_that_stops_early_ends_quietly():
         stderr = reader.stderr.read()
         assert reader.wait(timeout=120) == 0, stderr
         assert stderr == b"" and len(head) == read, words
+
+
+# ------------------------------------------------------------------ errors and --debug
+
+# A failing call of every subcommand and delegated tool, each quick and offline.
+FAILING = {
+    "generate": ["generate", "x", "--model", "nope.bin", "--tokenizer", "nope.tok"],
+    "download": ["download", "nope"],
+    "train": ["train", "--data", "nope.txt", "--max-iters", "1"],
+    "data": ["data", "vocab", "--data", "nope.txt"],
+    "export": ["export", "nope.pt"],
+    "eval": ["eval", "--data", "nope.txt"],
+    "bench": ["bench", "--models", "nope", "--quick"],
+    "volume": ["volume", "ls"],  # no Modal credentials
+}
+# bench and volume end with a message (SystemExit), which has no traceback to show
+RAISES = {"generate", "download", "train", "data", "export", "eval"}
+
+
+@pytest.mark.parametrize("command", FAILING)
+def test_every_command_fails_with_one_error_line(command, tmp_path):
+    env = env_without_modal_credentials(tmp_path)
+    done = cli(*FAILING[command], cwd=tmp_path, env=env)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr.startswith("tinystories: error: ") and done.stderr.count("\n") == 1
+    # --debug before the subcommand or after it, delegated tools included
+    words = FAILING[command]
+    for debug in (["--debug", *words], [*words, "--debug"]):
+        shown = cli(*debug, cwd=tmp_path, env=env)
+        assert shown.returncode == 1, shown.stderr
+        if command in RAISES:
+            assert shown.stderr.startswith("Traceback"), debug
+        else:
+            assert shown.stderr == done.stderr, debug

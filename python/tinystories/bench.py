@@ -331,7 +331,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     fp32, q80, tok = models / "model5000.bin", models / "model5000_q80.bin", models / "tok105.bin"
     for path in (fp32, q80, tok):
         if not path.exists():
-            raise SystemExit(f"{path} not found (use --models DIR)")
+            raise SystemExit(f"tinystories: error: {path} not found (use --models DIR)")
     repeats = args.repeats or (1 if args.quick else 7)
     positions = 128 if args.quick else 256
     rows: list[Row] = []
@@ -596,11 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--llama-quantize", metavar="PATH", help="llama.cpp's llama-quantize, for q8_0 GGUFs"
     )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    # `tinystories --debug bench` hands it on as to every tool: tinystories then shows the
+    # traceback it would otherwise turn into one line (run directly, bench always shows it)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.torch is None:
         args.torch = not args.quick
     if args.shapes:
@@ -610,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [n for n in names if n not in bench_shapes.SHAPES]
         if unknown:
             known = ", ".join(bench_shapes.SHAPES)
-            raise SystemExit(f"unknown shape(s) {', '.join(unknown)} (known: {known})")
+            parser.error(f"unknown shape(s) {', '.join(unknown)} (known: {known})")
         peers = bench_shapes.Peers(
             tuple(args.llama2c_run),
             tuple(args.llama2c_runq),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 COMMAND = [sys.executable, "-m", "tinystories"]
 
@@ -13,3 +15,10 @@ def cli(*words: str, **kwargs) -> subprocess.CompletedProcess:
     if "input" not in kwargs:
         kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run([*COMMAND, *words], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def env_without_modal_credentials(tmp_path: Path) -> dict[str, str]:
+    """This environment with no Modal token in it or in a config file (nothing can start)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env["MODAL_CONFIG_PATH"] = str(tmp_path / "no-modal.toml")
+    return env

@@ -19,6 +19,7 @@ from ..training.config import PRESETS, TrainConfig
 from ..training.corpus import fetch
 from ..training.shards import pretokenize
 from ..training.vocab import train_vocab, vocab_paths
+from .common import add_debug_argument, fail
 
 DEFAULT_VOCAB_SIZE = PRESETS[TrainConfig.preset].vocab_size
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_debug_argument(p)
     sub = p.add_subparsers(dest="stage", required=True)
     d = sub.add_parser("download", help="fetch TinyStories (resumable, size-checked)")
     d.add_argument(
@@ -83,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"wrote {len(shards.paths)} shard(s), {shards.n_tokens:,} tokens")
     except (FileNotFoundError, ValueError, DownloadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
     return 0
 
 

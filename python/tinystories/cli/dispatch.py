@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from . import download, generate
+from .common import add_debug_argument, fail
 
 # Subcommands run by a module's main(argv), with its own parser and --help.
 DELEGATED = {
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tinystories {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    add_debug_argument(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     generate.add_parser(commands)
@@ -62,20 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _replace_closed_stdout()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    head = 0
-    while head < len(argv) and argv[head] == "--debug":
-        head += 1
-    debug, rest = head > 0, argv[head:]
+    debug, rest = _take_debug(list(sys.argv[1:] if argv is None else argv))
     if not rest:  # no arguments: a story from the bundled model
         rest = ["generate"]
     elif rest[0] not in COMMANDS and rest[0] not in ("-h", "--help", "--version"):
         rest = ["generate", *rest]  # generate is the default command
     if rest[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[rest[0]][0])
-        return _run(lambda: module.main(rest[1:]), debug)
-    args = build_parser().parse_args(argv[:head] + rest)
-    return _run(lambda: args.run(args), args.debug)
+        tool_argv = ["--debug", *rest[1:]] if debug else rest[1:]
+        return _run(lambda: module.main(tool_argv), debug)
+    args = build_parser().parse_args(rest)
+    return _run(lambda: args.run(args), debug)
+
+
+def _take_debug(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether ``--debug`` is among the arguments before any ``--``, and the others."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [word for word in argv[:end] if word != "--debug"]
+    return len(head) < end, head + argv[end:]
 
 
 def _run(call: Callable[[], int | None], debug: bool) -> int:
@@ -94,10 +99,7 @@ def _run(call: Callable[[], int | None], debug: bool) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except (OSError, ValueError, TypeError, MemoryError, RuntimeError) as error:
-        if debug:
-            raise
-        print(f"tinystories: error: {error}", file=sys.stderr)
-        return 1
+        return fail(error, debug)
 
 
 def _replace_closed_stdout() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from ..hub.cache import default_model
 from ..metrics import evaluate_engine
+from .common import add_debug_argument, fail
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="corpus: .txt, JSON shard(s) or .tar.gz")
     p.add_argument("--threads", type=int, help="engine threads (default: all cores)")
     p.add_argument("--no-progress", action="store_true")
+    add_debug_argument(p)
     args = p.parse_args(argv)
     if bool(args.model) != bool(args.tokenizer):
         p.error("--model and --tokenizer go together (neither: the bundled model)")
@@ -44,8 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
         )
     except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
     print(f"{result.n_docs} documents, {result.n_tokens} tokens, {result.n_windows} windows")
     print(result.summary())
     return 0

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from ..formats.constants import MAX_GROUP_SIZE
 from ..formats.llama2c import VERSIONS
 from ..training import require
+from .common import add_debug_argument, fail
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"Q8_0 group size for v2 (default: up to {MAX_GROUP_SIZE})",
     )
     p.add_argument("--tokenizer", help="tokenizer.bin to copy (default: the checkpoint's)")
+    add_debug_argument(p)
     args = p.parse_args(argv)
     require(("torch",), what="export")
     from ..training.checkpoint import export_checkpoint
@@ -47,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             group_size=args.group_size,
         )
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
     print(f"wrote {model_path}" + (f" and {tokenizer_path}" if tokenizer_path else ""))
     return 0
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from ..formats.llama2c import VERSIONS
 from ..modal.settings import DEFAULT_GPU, DEFAULT_TRAIN_TIMEOUT, DEFAULT_VOLUME, MAX_TIMEOUT
 from ..training.config import DTYPES, PRESETS, TrainConfig
+from .common import add_debug_argument, fail
 
 DEFAULTS = TrainConfig()
 
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $TINYSTORIES_SOURCE, else the current directory or a parent)",
     )
     m.add_argument("--dry-run", action="store_true", help="print what --modal would run, then exit")
+    add_debug_argument(p)
     return p
 
 
@@ -183,8 +185,7 @@ def _main_modal(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,8 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = train(config)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
     val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
     print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
     return 0

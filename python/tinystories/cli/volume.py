@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from ..modal.settings import DEFAULT_VOLUME
+from .common import add_debug_argument, fail, print_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--volume", default=DEFAULT_VOLUME, help=f"volume name (default: {DEFAULT_VOLUME})"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list a folder of the volume")
     ls.add_argument("path", nargs="?", default="")
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace, volume) -> int:
     elif args.command == "download":
         paths = tools.download(volume, args.remote, args.local, progress=progress)
         if not paths:
-            print(f"nothing to download at {args.remote}", file=sys.stderr)
+            print_error(f"nothing to download at {args.remote}")
             return 1
     elif args.command == "rm":
         tools.remove(volume, args.path, recursive=args.recursive)
@@ -86,8 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args, volume)
     except (OSError, ValueError, modal.exception.Error) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
 
 
 if __name__ == "__main__":
