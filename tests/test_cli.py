@@ -3,10 +3,12 @@ help, the generate flags."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
 from support.cli import COMMAND, cli, env_without_modal_credentials
+from tinystories.cli import dispatch
 
 # ------------------------------------------------------------------ output
 
@@ -77,3 +79,51 @@ def test_every_command_fails_with_one_error_line(command, tmp_path):
             assert shown.stderr.startswith("Traceback"), debug
         else:
             assert shown.stderr == done.stderr, debug
+
+
+def test_usage_errors_start_with_tinystories(tmp_path):
+    """Bad flags: argparse's usage, then `tinystories[ COMMAND]: error: ...`, status 2
+    (argparse reports an unknown flag of generate or download from the top parser)."""
+    for command in dispatch.COMMANDS:
+        done = cli(command, "--no-such-flag", cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stderr)
+        usage, *_, last = done.stderr.splitlines()
+        assert usage.startswith("usage: tinystories "), done.stderr
+        assert re.match(f"tinystories( {command})?: error: ", last), done.stderr
+    value = cli("generate", "--top-k", "x")
+    assert value.stderr.splitlines()[-1] == (
+        "tinystories generate: error: argument --top-k: invalid int value: 'x'"
+    )
+    shapes = cli("bench", "--shapes", "nope", cwd=tmp_path)
+    assert shapes.returncode == 2 and "tinystories bench: error: unknown shape(s) nope" in (
+        shapes.stderr
+    )
+
+
+# ------------------------------------------------------------------ help
+
+HELP_PAGES = [
+    [],
+    *([command] for command in dispatch.COMMANDS),
+    *(["data", stage] for stage in ("download", "vocab", "pretokenize")),
+    *(["volume", command] for command in ("ls", "upload", "download", "rm", "clean")),
+]
+
+
+@pytest.mark.parametrize("words", HELP_PAGES, ids=lambda words: " ".join(words) or "top")
+def test_help_names_the_command_and_shows_no_rest(words):
+    """`tinystories train --help` says `tinystories train` (not `python -m ...`), and no
+    help page shows reST markup (``literals``, :roles:)."""
+    done = cli(*words, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(" ".join(["usage: tinystories", *words]) + " ")
+    assert "python -m" not in done.stdout
+    assert "``" not in done.stdout and not re.search(r":[a-z]+:`", done.stdout)
+
+
+def test_every_generate_flag_has_help():
+    parser = dispatch.build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    for name in ("generate", "download"):
+        undocumented = [a.dest for a in commands.choices[name]._actions if not a.help]
+        assert undocumented == [], name

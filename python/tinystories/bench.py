@@ -527,14 +527,24 @@ def format_table(info: dict, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tinystories.bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tinystories.bench",
-        description=__doc__,
+        prog=prog,
+        # the module docstring, as plain text
+        description="""\
+The engine's speed, side by side with its peers: single-stream decode (fp32,
+Q8_0 files, fp32 quantized on load), prompt processing, batched generation,
+load time and resident memory, and in the same run, when given or installed,
+llama2.c's run/runq, llama.cpp's llama-bench and a PyTorch eager forward.
+
+Decode rates are positions after the first per second, as run.c counts them.
+Every timing is the median of --repeats runs, interleaved across programs so
+that a busy machine slows all of them alike. --shapes measures random-weight
+models of the real checkpoints' shapes instead. A tool, not a test: nothing
+here asserts a speed; --quick runs a few seconds of everything.""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  python -m tinystories.bench\n"
-        "  python -m tinystories.bench --models ../shared/models/tok105\n",
+        epilog=f"examples:\n  {prog}\n  {prog} --models ../shared/models/tok105\n"
+        f"  {prog} --shapes stories15M,stories42M --json shapes.json\n",
     )
     parser.add_argument(
         "--models",
@@ -602,8 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.bench") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.torch is None:
         args.torch = not args.quick

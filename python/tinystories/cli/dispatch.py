@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from . import download, generate
-from .common import add_debug_argument, fail
+from .common import PROG, add_debug_argument, fail
 
 # Subcommands run by a module's main(argv), with its own parser and --help.
 DELEGATED = {
@@ -43,7 +43,7 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tinystories",
+        prog=PROG,
         description="Small Llama-style story models: generate text with the C engine, "
         "download pretrained models, train your own. Without a subcommand the "
         "arguments go to `generate`.",
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[rest[0]][0])
         tool_argv = ["--debug", *rest[1:]] if debug else rest[1:]
-        return _run(lambda: module.main(tool_argv), debug)
+        return _run(lambda: module.main(tool_argv, prog=f"{PROG} {rest[0]}"), debug)
     args = build_parser().parse_args(rest)
     return _run(lambda: args.run(args), debug)
 

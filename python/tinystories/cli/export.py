@@ -12,16 +12,16 @@ from ..training import require
 from .common import add_debug_argument, fail
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.export") -> int:
     p = argparse.ArgumentParser(
-        prog="python -m tinystories.export",
-        description=__doc__,
+        prog=prog,
+        description="A training checkpoint to a model file, its tokenizer.bin copied beside it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  python -m tinystories.export out/ckpt.pt                      # out/model.bin (v0)\n"
-        "  python -m tinystories.export out/ckpt.pt --format v2 --out out/model_q80.bin\n",
+        f"  {prog} out/ckpt.pt                      # out/model.bin (v0)\n"
+        f"  {prog} out/ckpt.pt --format v2 --out out/model_q80.bin\n",
     )
-    p.add_argument("checkpoint", help="ckpt.pt written by python -m tinystories.train")
+    p.add_argument("checkpoint", help="the ckpt.pt that `tinystories train` wrote")
     p.add_argument("--out", help="model file to write (default: model.bin beside the checkpoint)")
     p.add_argument(
         "--format",

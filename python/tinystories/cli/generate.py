@@ -68,7 +68,13 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="--modal: model on the volume (default: out/model.bin, its tokenizer.bin beside)",
     )
     generate.add_argument("--volume", default=DEFAULT_VOLUME, help="--modal: the volume")
-    generate.add_argument("--n-threads", type=int, default=None)
+    generate.add_argument(
+        "--n-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="engine threads (default: one per core, up to 8)",
+    )
     add_debug_argument(generate)
     add_sampling_arguments(generate)
     generate.set_defaults(run=run)

@@ -20,17 +20,18 @@ from .common import add_debug_argument, fail
 DEFAULTS = TrainConfig()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tinystories.train") -> argparse.ArgumentParser:
+    """The flags; ``prog`` is how the command was typed (``tinystories train`` too)."""
     p = argparse.ArgumentParser(
-        prog="python -m tinystories.train",
+        prog=prog,
         description="Train a small Llama model on TinyStories and export model.bin.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  python -m tinystories.train --data train-sample.txt --val-data valid-sample.txt \\
+        epilog=f"""examples:
+  {prog} --data train-sample.txt --val-data valid-sample.txt \\
       --max-iters 1200 --threads 1 --out out
-  python -m tinystories.train --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
-  python -m tinystories.train --out out --resume
-  python -m tinystories.train --data train.txt --modal --gpu T4 --dry-run
+  {prog} --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
+  {prog} --out out --resume
+  {prog} --data train.txt --modal --gpu T4 --dry-run
 """,
     )
     p.add_argument(
@@ -188,8 +189,8 @@ def _main_modal(args: argparse.Namespace) -> int:
         return fail(err, args.debug)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.train") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.modal or args.dry_run:
         return _main_modal(args)
     from ..training import require

@@ -19,11 +19,19 @@ from ..modal.settings import DEFAULT_VOLUME
 from .common import add_debug_argument, fail, print_error
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tinystories.volume") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tinystories.volume",
-        description=__doc__,
+        prog=prog,
+        description="Look after the Modal volume that --modal runs use. Paths on the volume "
+        "are relative to its root (what the containers see under /data).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"""examples:
+  {prog} ls [PATH] [-r]
+  {prog} upload LOCAL REMOTE [--force]
+  {prog} download REMOTE [LOCAL]
+  {prog} rm PATH [-r]
+  {prog} clean [--checkpoints | --all] [--yes]
+""",
     )
     p.add_argument(
         "--volume", default=DEFAULT_VOLUME, help=f"volume name (default: {DEFAULT_VOLUME})"
@@ -77,8 +85,8 @@ def run(args: argparse.Namespace, volume) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.volume") -> int:
+    args = build_parser(prog).parse_args(argv)
     from ..modal.check import require_modal
 
     require_modal("volume " + args.command)
