@@ -3,6 +3,7 @@ help, the generate flags."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -127,3 +128,30 @@ def test_every_generate_flag_has_help():
     for name in ("generate", "download"):
         undocumented = [a.dest for a in commands.choices[name]._actions if not a.help]
         assert undocumented == [], name
+
+
+# ------------------------------------------------------------------ generate
+
+
+def test_prompt_from_a_file_or_stdin(tmp_path):
+    flags = ["-t", "0", "-n", "20"]
+    expected = cli("Once upon a time", *flags)
+    assert expected.returncode == 0 and expected.stdout.startswith("Once upon a time")
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Once upon a time\n")  # the final newline is not part of the prompt
+    assert cli("-f", str(prompt), *flags).stdout == expected.stdout
+    assert cli("generate", "--file", str(prompt), *flags).stdout == expected.stdout
+    assert cli("-f", "-", *flags, input="Once upon a time\n").stdout == expected.stdout
+    lines = cli("-f", "-", "--json", *flags, input="Tom\nand Lily\n")
+    assert json.loads(lines.stdout)["prompt"] == "Tom\nand Lily"
+    both = cli("Lily", "-f", str(prompt))
+    assert (both.returncode, both.stderr) == (
+        1,
+        "tinystories: error: give a PROMPT or --file, not both\n",
+    )
+    missing = cli("-f", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 1 and missing.stderr.startswith("tinystories: error: ")
+    assert "nope.txt" in missing.stderr
+    prompt.write_bytes(b"\xff\xfe")
+    binary = cli("-f", str(prompt))
+    assert binary.stderr.startswith(f"tinystories: error: {prompt}: the prompt is not UTF-8")

@@ -7,6 +7,7 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 
 from ..formats.constants import UNK
 from ..inference import Generator
@@ -18,6 +19,8 @@ examples:
   tinystories generate "Once upon a time"
   tinystories "Once upon a time" -t 0.8 -s 42 -n 100
   tinystories generate "Lily" --n 3 --json
+  tinystories generate -f prompt.txt
+  echo "Once upon a time" | tinystories -f -
   tinystories generate "Tom" --pretrained stories15M
   tinystories generate "Tom" --model out/model.bin --tokenizer out/tokenizer.bin
 """
@@ -33,6 +36,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     generate.add_argument("prompt", nargs="?", default="", help="text to continue (default: empty)")
+    generate.add_argument(
+        "--file",
+        "-f",
+        metavar="FILE",
+        help="read the prompt from FILE (-: stdin), UTF-8, less its final newline",
+    )
     generate.add_argument("--model", "-m", help="llama2.c model file (v0/v1/v2)")
     generate.add_argument(
         "--tokenizer", "-z", help="llama2.c tokenizer.bin (--modal: on the volume)"
@@ -116,7 +125,23 @@ def load_generator(args: argparse.Namespace) -> Generator:
     return Generator(args.model, args.tokenizer, n_threads=args.n_threads)
 
 
+def read_prompt(args: argparse.Namespace) -> str:
+    """PROMPT, or the text of --file (``-``: stdin) less one final line break, so that
+    ``echo Lily | tinystories -f -`` continues "Lily" as ``tinystories Lily`` does."""
+    if args.file is None:
+        return args.prompt
+    if args.prompt:
+        raise ValueError("give a PROMPT or --file, not both")
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{args.file}: the prompt is not UTF-8 ({error})") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
 def run(args: argparse.Namespace) -> int:
+    args.prompt = read_prompt(args)
     if args.modal:
         return run_modal(args)
     if args.samples < 1:
