@@ -34,7 +34,10 @@ def test_closed_stdout_ends_quietly():
 
 def test_reader_that_stops_early_ends_quietly():
     """`tinystories ... | head -c 10`: status 0, no traceback, no "Exception ignored"."""
-    for words, read in ((["Lily", "--n", "1000", "-n", "100"], 10), (["download", "--list"], 0)):
+    for words, read in (
+        (["Lily", "--samples", "1000", "-n", "100"], 10),
+        (["download", "--list"], 0),
+    ):
         reader = subprocess.Popen(
             [*COMMAND, *words],
             stdin=subprocess.DEVNULL,
@@ -155,3 +158,32 @@ def test_prompt_from_a_file_or_stdin(tmp_path):
     prompt.write_bytes(b"\xff\xfe")
     binary = cli("-f", str(prompt))
     assert binary.stderr.startswith(f"tinystories: error: {prompt}: the prompt is not UTF-8")
+
+
+def test_samples_flag_and_its_deprecated_alias():
+    """--samples N draws N samples, -n stays max new tokens, --n (the old name of
+    --samples) works with a one-line warning."""
+    flags = ["--json", "-s", "7", "-n", "3"]
+    new = cli("Lily", "--samples", "2", *flags)
+    assert new.returncode == 0 and new.stderr == ""
+    records = [json.loads(line) for line in new.stdout.splitlines()]
+    assert [(r["seed"], r["tokens"]) for r in records] == [(7, 3), (8, 3)]
+    old = cli("Lily", "--n", "2", *flags)
+    assert old.stderr == (
+        "tinystories: warning: --n is deprecated, use --samples (-n is --max-new-tokens)\n"
+    )
+    assert [json.loads(line)["text"] for line in old.stdout.splitlines()] == [
+        r["text"] for r in records
+    ]
+
+
+def test_seed_overflow_on_a_later_sample_is_refused_before_any_output():
+    top = 2**64 - 1
+    done = cli("Lily", "-s", str(top - 1), "--samples", "3", "-n", "2")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"tinystories: error: --seed {top - 1} with --samples 3: sample i uses seed + i, "
+        f"and the last seed, {top + 1}, is above 2**64 - 1\n"
+    )
+    fits = cli("Lily", "-s", str(top - 1), "--samples", "2", "-n", "2", "--json")
+    assert [json.loads(line)["seed"] for line in fits.stdout.splitlines()] == [top - 1, top]

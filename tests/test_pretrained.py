@@ -188,7 +188,7 @@ def test_cli_default_command_uses_bundled_model():
 
 
 def test_cli_json_and_samples():
-    result = cli("Lily", "--json", "--n", "2", "-s", "7", "-n", "12")
+    result = cli("Lily", "--json", "--samples", "2", "-s", "7", "-n", "12")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["seed"] for r in records] == [7, 8]

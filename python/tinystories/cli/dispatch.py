@@ -33,7 +33,7 @@ COMMANDS = ("generate", "download", *DELEGATED)
 EXAMPLES = """\
 examples:
   tinystories "Once upon a time"                  a story from the bundled model
-  tinystories "Once upon a time" -t 0 --n 3       greedy, three times
+  tinystories "Lily" -t 0 --samples 3             greedy, three times
   tinystories generate "Lily" --json -s 42        JSON: text, tokens, tokens/s, seed, model
   tinystories download stories15M                 fetch a pretrained model into the cache
   tinystories generate "Tom" --pretrained stories15M

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..formats.constants import UNK
 from ..inference import Generator
+from ..inference.sampling import MAX_SEED
 from ..modal.settings import DEFAULT_VOLUME
 from .common import add_debug_argument, add_sampling_arguments, sampling_options
 
@@ -18,7 +19,7 @@ GENERATE_EXAMPLES = """\
 examples:
   tinystories generate "Once upon a time"
   tinystories "Once upon a time" -t 0.8 -s 42 -n 100
-  tinystories generate "Lily" --n 3 --json
+  tinystories generate "Lily" --samples 3 --json
   tinystories generate -f prompt.txt
   echo "Once upon a time" | tinystories -f -
   tinystories generate "Tom" --pretrained stories15M
@@ -55,7 +56,19 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--offline", action="store_true", help="--pretrained: use the cache only, no network"
     )
     generate.add_argument(
-        "--n", dest="samples", type=int, default=1, metavar="N", help="samples to draw (default 1)"
+        "--samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="samples to draw (default 1); sample i uses --seed + i",
+    )
+    generate.add_argument(
+        "--n",
+        dest="samples",
+        type=int,
+        default=argparse.SUPPRESS,
+        action=_DeprecatedSamples,
+        help=argparse.SUPPRESS,
     )
     generate.add_argument(
         "--json",
@@ -89,6 +102,19 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     generate.set_defaults(run=run)
 
     return generate
+
+
+class _DeprecatedSamples(argparse.Action):
+    """``--n N``, the old name of ``--samples N``: beside ``-n`` (max new tokens) it
+    confused, so it still works but says so on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"tinystories: warning: {option_string} is deprecated, use --samples "
+            "(-n is --max-new-tokens)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 class _Progress:
@@ -145,13 +171,18 @@ def run(args: argparse.Namespace) -> int:
     if args.modal:
         return run_modal(args)
     if args.samples < 1:
-        raise ValueError(f"--n must be at least 1, got {args.samples}")
+        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**63)
+    if seed + args.samples - 1 > MAX_SEED:  # checked here, before any sample is printed
+        raise ValueError(
+            f"--seed {seed} with --samples {args.samples}: sample i uses seed + i, and the "
+            f"last seed, {seed + args.samples - 1}, is above 2**64 - 1"
+        )
     generator = load_generator(args)
     tokenizer = generator.tokenizer
     unk_as_paragraph = (
         not args.raw and tokenizer.piece(UNK) == b"<unk>" and not tokenizer.has_newline()
     )
-    seed = args.seed if args.seed is not None else random.randrange(1, 2**63)
     model_name = args.pretrained or (args.model if args.model else "default")
     out = sys.stdout
     # the progress line shares the terminal only when stdout does not stream there
