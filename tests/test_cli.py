@@ -187,3 +187,15 @@ def test_seed_overflow_on_a_later_sample_is_refused_before_any_output():
     )
     fits = cli("Lily", "-s", str(top - 1), "--samples", "2", "-n", "2", "--json")
     assert [json.loads(line)["seed"] for line in fits.stdout.splitlines()] == [top - 1, top]
+
+
+def test_a_prompt_that_names_a_subcommand():
+    """As generate's help and the README say: after `generate`, or after `--`."""
+    story = cli("generate", "train", "-s", "3", "-n", "10")
+    assert story.returncode == 0 and story.stdout.startswith("train") and story.stderr == ""
+    assert cli("-s", "3", "-n", "10", "--", "train").stdout == story.stdout
+    assert cli("generate", "-s", "3", "-n", "10", "--", "train").stdout == story.stdout
+    dashes = cli("-s", "3", "-n", "10", "--", "--debug")  # not the flag after --
+    assert dashes.returncode == 0 and dashes.stdout.startswith("--debug")
+    help_text = cli("generate", "--help").stdout
+    assert "tinystories generate train" in help_text and "-- train" in help_text

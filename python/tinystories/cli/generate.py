@@ -24,6 +24,11 @@ examples:
   echo "Once upon a time" | tinystories -f -
   tinystories generate "Tom" --pretrained stories15M
   tinystories generate "Tom" --model out/model.bin --tokenizer out/tokenizer.bin
+
+a prompt that names a subcommand (a story about "train") goes after "generate"
+or after a "--", which ends the flags (as for a prompt that starts with "-"):
+  tinystories generate train
+  tinystories -s 42 -- train
 """
 
 
