@@ -530,7 +530,7 @@ def format_table(info: dict, rows: list[Row]) -> str:
 def build_parser(prog: str = "python -m tinystories.bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        # the module docstring, as plain text
+        # the module docstring, shortened and without reST, which --help would show raw
         description="""\
 The engine's speed, side by side with its peers: single-stream decode (fp32,
 Q8_0 files, fp32 quantized on load), prompt processing, batched generation,

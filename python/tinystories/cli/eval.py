@@ -22,10 +22,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.e
         description="Mean loss per token of a model file on a corpus, with the C engine. "
         "Every story is BOS + its ids, the stories are concatenated, and the stream is "
         "scored in non-overlapping windows of the model's context length. Needs no torch.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         f"  {prog} --data valid-sample.txt          # the bundled model\n"
         f"  {prog} --model out/model.bin --tokenizer out/tokenizer.bin --data valid-sample.txt",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="model.bin (v0, v1 or v2; default: the bundled model)")
     p.add_argument("--tokenizer", help="tokenizer.bin (default: the bundled model's)")
