@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 
+import numpy as np
 import pytest
 from support.files import synthetic_vocab
 from tinystories import FormatError, Generator, Tokenizer
@@ -199,9 +201,41 @@ def test_bad_logits_ids(generator):
 
 
 def test_bad_n_threads(files):
+    """Checked at construction, one line naming n_threads (not pybind11's signature list)."""
     _, models, tokenizer = files
-    with pytest.raises(ValueError, match="n_threads"):
-        Generator(models[0], tokenizer, n_threads=0)
+    for bad in (0, -1, 2**31, 2**40):
+        with pytest.raises(ValueError, match=r"^n_threads must be in \[1, 2147483647\]"):
+            Generator(models[0], tokenizer, n_threads=bad)
+    for bad in (True, 2.0, "2"):
+        with pytest.raises(TypeError, match=r"^n_threads must be an int or None"):
+            Generator(models[0], tokenizer, n_threads=bad)
+    numpy_int = Generator(models[0], tokenizer, n_threads=np.int64(2)).n_threads
+    assert numpy_int == 2 and type(numpy_int) is int
+    # the largest the engine takes; more threads than CPUs count as the CPU count
+    assert Generator(models[0], tokenizer, n_threads=2**31 - 1).generate("t", max_new_tokens=2)
+
+
+def test_load_errors_name_the_role(tok105):
+    """Swapped or mistaken paths say which argument the file was given as."""
+    model, tokenizer, spm = tok105["model"], tok105["tokenizer"], tok105["sentencepiece"]
+
+    def given_as(path, role: str) -> str:
+        return f"^{re.escape(str(path))} \\(given as the {role}\\): "
+
+    with pytest.raises(FormatError, match=given_as(model, "tokenizer") + "entry 2 has length"):
+        Generator(model, model)
+    with pytest.raises(FormatError, match=given_as(tokenizer, "model") + "as a v0"):
+        Generator(tokenizer, tokenizer)
+    with pytest.raises(FileNotFoundError, match=given_as("nope.bin", "model") + "cannot open"):
+        Generator("nope.bin", tokenizer)
+    with pytest.raises(FileNotFoundError, match=given_as("nope.tok", "tokenizer") + "cannot"):
+        Generator(model, "nope.tok")
+    # a sentencepiece .model: the message says to pass the tokenizer.bin made from it
+    hint = "a sentencepiece .model is not a llama2.c tokenizer: pass the tokenizer.bin made"
+    with pytest.raises(FormatError, match=given_as(spm, "tokenizer") + f".*{re.escape(hint)}"):
+        Generator(model, spm)
+    with pytest.raises(FormatError, match=f"^{re.escape(str(spm))}: .*{re.escape(hint)}"):
+        Tokenizer(spm)
 
 
 @pytest.mark.parametrize("version", [0, 1, 2])

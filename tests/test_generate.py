@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import pickle
+import shutil
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -114,6 +119,56 @@ def test_generator_can_be_dropped_while_streaming(tok105):
     del generator
     rest = "".join(stream)
     assert len(first + rest) == 50
+
+
+def test_close_and_with_release_the_model(tok105, tmp_path):
+    model = shutil.copy(tok105["model"], tmp_path / "model.bin")  # no other test's Generators
+    with Generator(model, tok105["tokenizer"]) as generator:
+        text = generator.generate("Once", temperature=0, max_new_tokens=10)
+        other = Generator(model, tok105["tokenizer"])  # shares the loaded model
+        loaded = weakref.ref(generator._model)
+    assert generator.closed and not other.closed
+    for use in (
+        lambda: generator.generate("Once"),
+        lambda: generator.stream("Once"),
+        lambda: generator.generate_batch(["Once"]),
+        lambda: generator.logits([1]),
+        lambda: pickle.dumps(generator),
+        lambda: generator.__enter__(),
+    ):
+        with pytest.raises(ValueError, match="^generator is closed$"):
+            use()
+    generator.close()  # again: nothing to do
+    assert other.generate("Once", temperature=0, max_new_tokens=10) == text
+    assert loaded() is not None, "closing drops one Generator's hold only"
+    other.close()
+    gc.collect()
+    assert loaded() is None, "the last one to close frees the model"
+
+
+def test_generator_pickles_and_works_in_a_spawned_pool(tok105):
+    """A Generator pickles as its paths and options and loads them again, so a process
+    pool's workers generate exactly what it does for a seed."""
+    generator = Generator(tok105["model"], tok105["tokenizer"], n_threads=1, kernels="scalar")
+    copy = pickle.loads(pickle.dumps(generator))
+    assert (copy.model_path, copy.tokenizer.path) == (
+        generator.model_path,
+        generator.tokenizer.path,
+    )
+    assert (copy.n_threads, copy.kernels, copy.config) == (1, "scalar", generator.config)
+    options = {"temperature": 0.8, "max_new_tokens": 40}
+    expected = [generator.generate("Once upon a time", seed=seed, **options) for seed in (1, 2)]
+    assert copy.generate("Once upon a time", seed=1, **options) == expected[0]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        jobs = [
+            pool.apply_async(generator.generate, ("Once upon a time",), {"seed": seed, **options})
+            for seed in (1, 2)
+        ]
+        assert [job.get(timeout=120) for job in jobs] == expected
+    quantized = Generator(tok105["model"], tok105["tokenizer"], quantize="q8_0")
+    assert pickle.loads(pickle.dumps(quantized)).generate("Tom", seed=3, **options) == (
+        quantized.generate("Tom", seed=3, **options)
+    )
 
 
 def test_q80_and_fp32_agree_on_config(tok105):

@@ -9,10 +9,12 @@ import importlib.metadata
 import importlib.util
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import tinystories
+from support.files import REPO
 
 PACKAGE = Path(tinystories.__file__).parent
 
@@ -62,7 +64,7 @@ ALLOWED = {
         "package",
     },
     "bench": {"_core", "formats", "hub", "inference", "server"},
-    "package": {"_core", "inference"},  # tinystories/__init__.py
+    "package": {"_core", "hub", "inference"},  # tinystories/__init__.py
     "entry": {"cli"},  # __main__ and the python -m shims
     "_deprecated": set(),
 }
@@ -189,9 +191,20 @@ def has(package: str) -> bool:
 
 
 def test_public_surface():
-    from tinystories import FormatError, Generator, SamplingParams, Tokenizer, kernels
+    from tinystories import (
+        FormatError,
+        Generator,
+        PretrainedError,
+        SamplingParams,
+        Tokenizer,
+        UnknownModelError,
+        kernels,
+    )
 
     assert issubclass(FormatError, ValueError)
+    assert issubclass(PretrainedError, OSError) and not issubclass(PretrainedError, ValueError)
+    assert issubclass(UnknownModelError, PretrainedError)
+    assert issubclass(UnknownModelError, ValueError)
     assert callable(kernels) and Generator and Tokenizer and SamplingParams
 
 
@@ -213,6 +226,20 @@ def test_version_written_once():
         [sys.executable, "-m", "tinystories", "--version"], capture_output=True, text=True
     )
     assert done.stdout.strip() == f"tinystories {tinystories.__version__}"
+
+
+def test_license_is_in_the_wheel_and_the_sdist(tmp_path, monkeypatch):
+    """The MIT license pyproject.toml declares ships with the installed wheel and the sdist."""
+    dist = importlib.metadata.distribution("tinystories")
+    assert dist.metadata["License"] == "MIT"
+    (license_file,) = [f for f in dist.files if f.name == "LICENSE"]
+    text = license_file.read_text()
+    assert text.startswith("MIT License") and "the tinystories authors" in text
+    build = pytest.importorskip("scikit_build_core.build")
+    monkeypatch.chdir(REPO)
+    name = build.build_sdist(str(tmp_path))  # no compiler, no network: the files packed
+    with tarfile.open(tmp_path / name) as sdist:
+        assert f"tinystories-{tinystories.__version__}/LICENSE" in sdist.getnames()
 
 
 def test_defaults_written_once():

@@ -19,6 +19,7 @@ import pytest
 modal = pytest.importorskip("modal")
 
 from support import modal_fakes as mf  # noqa: E402
+from support.cli import env_without_modal_credentials  # noqa: E402
 from support.files import REPO  # noqa: E402
 from support.stories import make_corpus, write_txt  # noqa: E402
 from tinystories.modal import app as ma_app  # noqa: E402
@@ -51,12 +52,6 @@ def corpus(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("modal_corpus") / "stories.txt"
     write_txt(path, make_corpus(300, seed=5))
     return path
-
-
-def _env_without_modal_credentials(tmp_path: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-    env["MODAL_CONFIG_PATH"] = str(tmp_path / "no-modal.toml")
-    return env
 
 
 # --- the app definition ----------------------------------------------------------------
@@ -435,7 +430,7 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_missing_credentials(command, tmp_path):
-    env = _env_without_modal_credentials(tmp_path)
+    env = env_without_modal_credentials(tmp_path)
     done = subprocess.run(
         [sys.executable, *COMMANDS[command]],
         capture_output=True,
@@ -451,7 +446,7 @@ def test_missing_credentials(command, tmp_path):
 
 
 def test_credentials_detected(tmp_path):
-    env = _env_without_modal_credentials(tmp_path)
+    env = env_without_modal_credentials(tmp_path)
     code = "from tinystories.modal.check import has_credentials as h; print(h())"
     run = partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True)
     assert run(env=env).stdout.strip() == "False"

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import tinystories
+from support.cli import cli
 from support.files import synthetic_vocab
 from support.http_mirror import Mirror
 from tinystories import Generator
@@ -76,8 +78,9 @@ def test_truncated_transfer_then_resume(mirror, small_model, tmp_path):
 
 def test_404_is_a_clear_error(mirror, tmp_path):
     del mirror.files[TOKENIZER_PATH]
-    with pytest.raises(cache.PretrainedError, match=r"tok512\.bin: HTTP 404"):
+    with pytest.raises(cache.PretrainedError, match=r"tok512\.bin: HTTP 404") as info:
         Generator.from_pretrained("stories260K", progress=False)
+    assert isinstance(info.value, OSError) and not isinstance(info.value, ValueError)
     assert not (tmp_path / "cache" / TOKENIZER_PATH).exists()
 
 
@@ -127,10 +130,14 @@ def test_registry_entries():
             assert f.url.startswith("https://") and f.url.endswith(f.path.rsplit("/", 1)[-1])
     sizes = {n: e.model.size for n, e in registry.REGISTRY.items() if e.model}
     assert sizes["stories110M"] == 438_381_596
-    with pytest.raises(cache.PretrainedError, match="unknown pretrained model 'nope'"):
+    # a bad name is a bad argument (ValueError) and still a PretrainedError (an OSError)
+    with pytest.raises(ValueError, match="unknown pretrained model 'nope'") as info:
         Generator.from_pretrained("nope")
-    with pytest.raises(cache.PretrainedError, match="vocabulary without a model"):
+    assert isinstance(info.value, tinystories.PretrainedError) and isinstance(info.value, OSError)
+    assert type(info.value) is tinystories.UnknownModelError
+    with pytest.raises(ValueError, match="vocabulary without a model") as info:
         Generator.from_pretrained("tok105")
+    assert isinstance(info.value, tinystories.PretrainedError)
 
 
 def test_cache_dir_argument_wins(mirror, tmp_path):
@@ -149,6 +156,11 @@ def test_download_command(mirror, tmp_path, capsys):
     assert cli_main(["download", "nope"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tinystories: error: unknown pretrained model") and err.count("\n") == 1
+    assert cli_main(["download", "default"]) == 0  # the bundled model: its paths, no download
+    done = capsys.readouterr()
+    assert done.err == "default is the bundled model: it needs no download\n"
+    assert done.out.split() == [str(path) for path in cache.default_model()]
+    assert not (tmp_path / "cache" / "default").exists()
 
 
 # ------------------------------------------------------------------ the bundled model
@@ -166,28 +178,17 @@ def test_bundled_default_model():
         Generator(model)
 
 
-def run(*words: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tinystories", *words],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        **kwargs,
-    )
-
-
 def test_cli_default_command_uses_bundled_model():
-    result = run("Once upon a time", "-t", "0", "-n", "40")
+    result = cli("Once upon a time", "-t", "0", "-n", "40")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Once upon a time") and len(result.stdout) > 40
     assert result.stderr == ""  # no progress line when stderr is not a terminal
-    explicit = run("generate", "Once upon a time", "-t", "0", "-n", "40")
+    explicit = cli("generate", "Once upon a time", "-t", "0", "-n", "40")
     assert explicit.stdout == result.stdout
 
 
 def test_cli_json_and_samples():
-    result = run("Lily", "--json", "--n", "2", "-s", "7", "-n", "12")
+    result = cli("Lily", "--json", "--samples", "2", "-s", "7", "-n", "12")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["seed"] for r in records] == [7, 8]
@@ -209,19 +210,19 @@ def test_unk_rendering_depends_on_the_vocabulary(tok105, tmp_path):
 
 
 def test_cli_help_version_and_errors():
-    assert run("--version").stdout.startswith("tinystories ")
-    top = run("--help")
+    assert cli("--version").stdout.startswith("tinystories ")
+    top = cli("--help")
     assert top.returncode == 0 and "examples:" in top.stdout
     for command in ("generate", "download", "train", "data", "export", "eval", "bench", "volume"):
         assert command in top.stdout
-        sub = run(command, "--help")
+        sub = cli(command, "--help")
         assert sub.returncode == 0 and "usage:" in sub.stdout, (command, sub.stderr)
-    bad = run("generate", "x", "--model", "missing.bin", "--tokenizer", "missing.tok")
+    bad = cli("generate", "x", "--model", "missing.bin", "--tokenizer", "missing.tok")
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("tinystories: error: ")
-    debug = run("--debug", "generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok")
+    debug = cli("--debug", "generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
-    after = run("generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok", "--debug")
+    after = cli("generate", "x", "--model", "missing.bin", "--tokenizer", "m.tok", "--debug")
     assert after.returncode == 1 and "Traceback" in after.stderr
 
 

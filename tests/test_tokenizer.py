@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from support.files import synthetic_vocab
-from tinystories import Tokenizer
+from tinystories import Generator, Tokenizer
+from tinystories.formats.llama2c import ModelConfig, random_weights, write_model
 from tinystories.formats.tokenizer_bin import write_tokenizer
 
 
@@ -85,6 +86,37 @@ def test_decode_round_trip(vocab):
     tokenizer, _, _ = vocab
     for text in ["Once upon a time, the cat sat.", "tea toast", "shout!"]:
         assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_eos_prints_its_piece_in_generation_and_nothing_in_decode(tmp_path):
+    """A model that always samples EOS: generate prints EOS's piece (as run.c does),
+    decode of the same ids leaves it out, as its docstring and the README say."""
+    config = ModelConfig(
+        dim=16,
+        hidden_dim=32,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        vocab_size=40,
+        seq_len=8,
+        shared_classifier=False,
+    )
+    weights = random_weights(config)
+    weights["wo"][:] = weights["w2"][:] = 0  # the residual stream is the embedding...
+    weights["token_embedding"][:] = weights["rms_final"][:] = 1  # ...all ones...
+    weights["wcls"][:] = 0
+    weights["wcls"][2] = 1  # ...and only EOS's logit is not 0
+    pieces, scores = synthetic_vocab(config.vocab_size)
+    generator = Generator(
+        write_model(tmp_path / "eos.bin", config, weights),
+        write_tokenizer(tmp_path / "tok.bin", pieces, scores),
+    )
+    assert pieces[2] == b"\n</s>\n"
+    generation = generator.start("tea", temperature=0, max_new_tokens=2)
+    assert list(generation.tokens()) == [(2, "\n</s>\n")] * 2
+    assert generator.generate("tea", temperature=0, max_new_tokens=2) == "\n</s>\n" * 2
+    ids = generator.encode("tea") + [2, 2]
+    assert generator.decode(ids) == generator.tokenizer.decode(ids) == "tea"
 
 
 def test_byte_fallback_round_trips_ascii_controls(tmp_path):

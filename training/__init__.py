@@ -25,6 +25,6 @@ def require(names: tuple[str, ...] = TRAIN_EXTRA, what: str = "training") -> Non
     missing = missing_packages(names)
     if missing:
         raise SystemExit(
-            f"tinystories {what} needs {', '.join(missing)}, which "
+            f"tinystories: error: {what} needs {', '.join(missing)}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}"
         )

@@ -8,14 +8,17 @@
 __version__ = "0.1.0"
 
 from ._core import FormatError  # noqa: E402
+from .hub.cache import PretrainedError, UnknownModelError  # noqa: E402
 from .inference import Generator, GeneratorConfig, SamplingParams, Tokenizer, kernels  # noqa: E402
 
 __all__ = [
     "FormatError",
     "Generator",
     "GeneratorConfig",
+    "PretrainedError",
     "SamplingParams",
     "Tokenizer",
+    "UnknownModelError",
     "__version__",
     "kernels",
 ]

@@ -331,7 +331,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     fp32, q80, tok = models / "model5000.bin", models / "model5000_q80.bin", models / "tok105.bin"
     for path in (fp32, q80, tok):
         if not path.exists():
-            raise SystemExit(f"{path} not found (use --models DIR)")
+            raise SystemExit(f"tinystories: error: {path} not found (use --models DIR)")
     repeats = args.repeats or (1 if args.quick else 7)
     positions = 128 if args.quick else 256
     rows: list[Row] = []
@@ -527,14 +527,24 @@ def format_table(info: dict, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tinystories.bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tinystories.bench",
-        description=__doc__,
+        prog=prog,
+        # the module docstring, shortened and without reST, which --help would show raw
+        description="""\
+The engine's speed, side by side with its peers: single-stream decode (fp32,
+Q8_0 files, fp32 quantized on load), prompt processing, batched generation,
+load time and resident memory, and in the same run, when given or installed,
+llama2.c's run/runq, llama.cpp's llama-bench and a PyTorch eager forward.
+
+Decode rates are positions after the first per second, as run.c counts them.
+Every timing is the median of --repeats runs, interleaved across programs so
+that a busy machine slows all of them alike. --shapes measures random-weight
+models of the real checkpoints' shapes instead. A tool, not a test: nothing
+here asserts a speed; --quick runs a few seconds of everything.""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  python -m tinystories.bench\n"
-        "  python -m tinystories.bench --models ../shared/models/tok105\n",
+        epilog=f"examples:\n  {prog}\n  {prog} --models ../shared/models/tok105\n"
+        f"  {prog} --shapes stories15M,stories42M --json shapes.json\n",
     )
     parser.add_argument(
         "--models",
@@ -602,11 +612,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(tok105 from --models, and --shapes' models when given): see tinystories.bench_serve",
     )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    # `tinystories --debug bench` hands it on as to every tool: tinystories then shows the
+    # traceback it would otherwise turn into one line (run directly, bench always shows it)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.bench") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     if args.torch is None:
         args.torch = not args.quick
     if args.serve:
@@ -631,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [n for n in names if n not in bench_shapes.SHAPES]
         if unknown:
             known = ", ".join(bench_shapes.SHAPES)
-            raise SystemExit(f"unknown shape(s) {', '.join(unknown)} (known: {known})")
+            parser.error(f"unknown shape(s) {', '.join(unknown)} (known: {known})")
         peers = bench_shapes.Peers(
             tuple(args.llama2c_run),
             tuple(args.llama2c_runq),

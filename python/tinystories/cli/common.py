@@ -1,13 +1,15 @@
-"""What several subcommands share: the sampling flags and ``--debug``."""
+"""What several subcommands share: the sampling flags, ``--debug`` and the error line."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 
 from ..inference.sampling import SamplingParams
 
 SAMPLING_DEFAULTS = SamplingParams()
+PROG = "tinystories"
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +105,21 @@ def sampling_options(args: argparse.Namespace, **overrides: object) -> dict:
 
 
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:
-    # also after the subcommand; SUPPRESS keeps a --debug given before it
-    parser.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
+    # `tinystories` takes --debug out of its arguments wherever it is and hands it on
+    # (to a delegated tool as its first flag); here it is documented, and parsed for
+    # `python -m tinystories.X`.
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def print_error(message: object) -> None:
+    """The line every command prints for a failure: ``tinystories: error: MESSAGE``."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def fail(error: BaseException, debug: bool) -> int:
+    """Reports ``error`` from its ``except`` block: the one error line and exit status 1,
+    or with ``--debug`` the exception again, for its traceback."""
+    if debug:
+        raise error
+    print_error(error)
+    return 1

@@ -19,16 +19,24 @@ from ..training.config import PRESETS, TrainConfig
 from ..training.corpus import fetch
 from ..training.shards import pretokenize
 from ..training.vocab import train_vocab, vocab_paths
+from .common import add_debug_argument, fail
 
 DEFAULT_VOCAB_SIZE = PRESETS[TrainConfig.preset].vocab_size
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tinystories.data") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tinystories.data",
-        description=__doc__,
+        prog=prog,
+        description="The data stages of training, one at a time: download a corpus, train "
+        "a vocabulary, pretokenize.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"""examples:
+  {prog} download [tinystories|tok105|URL ...] [--dir data]
+  {prog} vocab --data stories.txt --size 105 [--dir data]
+  {prog} pretokenize --data stories.txt --size 105 [--dir data]
+""",
     )
+    add_debug_argument(p)
     sub = p.add_subparsers(dest="stage", required=True)
     d = sub.add_parser("download", help="fetch TinyStories (resumable, size-checked)")
     d.add_argument(
@@ -61,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.data") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.stage != "download":
         require(("sentencepiece", "tqdm"), what=f"data {args.stage}")
     try:
@@ -83,8 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"wrote {len(shards.paths)} shard(s), {shards.n_tokens:,} tokens")
     except (FileNotFoundError, ValueError, DownloadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
     return 0
 
 

@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise ValueError("download needs a NAME (or --list)")
+    if args.name == registry.DEFAULT_NAME:  # its paths below, as for a downloaded model
+        print(f"{args.name} is the bundled model: it needs no download", file=sys.stderr)
     paths = cache.fetch(
         args.name,
         cache_dir=args.cache_dir,

@@ -9,18 +9,19 @@ from collections.abc import Sequence
 from ..formats.constants import MAX_GROUP_SIZE
 from ..formats.llama2c import VERSIONS
 from ..training import require
+from .common import add_debug_argument, fail
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.export") -> int:
     p = argparse.ArgumentParser(
-        prog="python -m tinystories.export",
-        description=__doc__,
+        prog=prog,
+        description="A training checkpoint to a model file, its tokenizer.bin copied beside it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-        "  python -m tinystories.export out/ckpt.pt                      # out/model.bin (v0)\n"
-        "  python -m tinystories.export out/ckpt.pt --format v2 --out out/model_q80.bin\n",
+        f"  {prog} out/ckpt.pt                      # out/model.bin (v0)\n"
+        f"  {prog} out/ckpt.pt --format v2 --out out/model_q80.bin\n",
     )
-    p.add_argument("checkpoint", help="ckpt.pt written by python -m tinystories.train")
+    p.add_argument("checkpoint", help="the ckpt.pt that `tinystories train` wrote")
     p.add_argument("--out", help="model file to write (default: model.bin beside the checkpoint)")
     p.add_argument(
         "--format",
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"Q8_0 group size for v2 (default: up to {MAX_GROUP_SIZE})",
     )
     p.add_argument("--tokenizer", help="tokenizer.bin to copy (default: the checkpoint's)")
+    add_debug_argument(p)
     args = p.parse_args(argv)
     require(("torch",), what="export")
     from ..training.checkpoint import export_checkpoint
@@ -47,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             group_size=args.group_size,
         )
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
     print(f"wrote {model_path}" + (f" and {tokenizer_path}" if tokenizer_path else ""))
     return 0
 

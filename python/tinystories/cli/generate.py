@@ -7,9 +7,11 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 
 from ..formats.constants import UNK
 from ..inference import Generator
+from ..inference.sampling import MAX_SEED
 from ..modal.settings import DEFAULT_VOLUME
 from .common import add_debug_argument, add_sampling_arguments, sampling_options
 
@@ -17,9 +19,16 @@ GENERATE_EXAMPLES = """\
 examples:
   tinystories generate "Once upon a time"
   tinystories "Once upon a time" -t 0.8 -s 42 -n 100
-  tinystories generate "Lily" --n 3 --json
+  tinystories generate "Lily" --samples 3 --json
+  tinystories generate -f prompt.txt
+  echo "Once upon a time" | tinystories -f -
   tinystories generate "Tom" --pretrained stories15M
   tinystories generate "Tom" --model out/model.bin --tokenizer out/tokenizer.bin
+
+a prompt that names a subcommand (a story about "train") goes after "generate"
+or after a "--", which ends the flags (as for a prompt that starts with "-"):
+  tinystories generate train
+  tinystories -s 42 -- train
 """
 
 
@@ -33,6 +42,12 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     generate.add_argument("prompt", nargs="?", default="", help="text to continue (default: empty)")
+    generate.add_argument(
+        "--file",
+        "-f",
+        metavar="FILE",
+        help="read the prompt from FILE (-: stdin), UTF-8, less its final newline",
+    )
     generate.add_argument("--model", "-m", help="llama2.c model file (v0/v1/v2)")
     generate.add_argument(
         "--tokenizer", "-z", help="llama2.c tokenizer.bin (--modal: on the volume)"
@@ -46,7 +61,19 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--offline", action="store_true", help="--pretrained: use the cache only, no network"
     )
     generate.add_argument(
-        "--n", dest="samples", type=int, default=1, metavar="N", help="samples to draw (default 1)"
+        "--samples",
+        type=int,
+        default=1,
+        metavar="N",
+        help="samples to draw (default 1); sample i uses --seed + i",
+    )
+    generate.add_argument(
+        "--n",
+        dest="samples",
+        type=int,
+        default=argparse.SUPPRESS,
+        action=_DeprecatedSamples,
+        help=argparse.SUPPRESS,
     )
     generate.add_argument(
         "--json",
@@ -68,12 +95,31 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="--modal: model on the volume (default: out/model.bin, its tokenizer.bin beside)",
     )
     generate.add_argument("--volume", default=DEFAULT_VOLUME, help="--modal: the volume")
-    generate.add_argument("--n-threads", type=int, default=None)
+    generate.add_argument(
+        "--n-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="engine threads (default: one per core, up to 8)",
+    )
     add_debug_argument(generate)
     add_sampling_arguments(generate)
     generate.set_defaults(run=run)
 
     return generate
+
+
+class _DeprecatedSamples(argparse.Action):
+    """``--n N``, the old name of ``--samples N``: beside ``-n`` (max new tokens) it
+    confused, so it still works but says so on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"tinystories: warning: {option_string} is deprecated, use --samples "
+            "(-n is --max-new-tokens)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 class _Progress:
@@ -110,17 +156,38 @@ def load_generator(args: argparse.Namespace) -> Generator:
     return Generator(args.model, args.tokenizer, n_threads=args.n_threads)
 
 
+def read_prompt(args: argparse.Namespace) -> str:
+    """PROMPT, or the text of --file (``-``: stdin) less one final line break, so that
+    ``echo Lily | tinystories -f -`` continues "Lily" as ``tinystories Lily`` does."""
+    if args.file is None:
+        return args.prompt
+    if args.prompt:
+        raise ValueError("give a PROMPT or --file, not both")
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{args.file}: the prompt is not UTF-8 ({error})") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
 def run(args: argparse.Namespace) -> int:
+    args.prompt = read_prompt(args)
     if args.modal:
         return run_modal(args)
     if args.samples < 1:
-        raise ValueError(f"--n must be at least 1, got {args.samples}")
+        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**63)
+    if seed + args.samples - 1 > MAX_SEED:  # checked here, before any sample is printed
+        raise ValueError(
+            f"--seed {seed} with --samples {args.samples}: sample i uses seed + i, and the "
+            f"last seed, {seed + args.samples - 1}, is above 2**64 - 1"
+        )
     generator = load_generator(args)
     tokenizer = generator.tokenizer
     unk_as_paragraph = (
         not args.raw and tokenizer.piece(UNK) == b"<unk>" and not tokenizer.has_newline()
     )
-    seed = args.seed if args.seed is not None else random.randrange(1, 2**63)
     model_name = args.pretrained or (args.model if args.model else "default")
     out = sys.stdout
     # the progress line shares the terminal only when stdout does not stream there

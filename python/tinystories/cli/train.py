@@ -15,21 +15,23 @@ from collections.abc import Sequence
 from ..formats.llama2c import VERSIONS
 from ..modal.settings import DEFAULT_GPU, DEFAULT_TRAIN_TIMEOUT, DEFAULT_VOLUME, MAX_TIMEOUT
 from ..training.config import DTYPES, PRESETS, TrainConfig
+from .common import add_debug_argument, fail
 
 DEFAULTS = TrainConfig()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tinystories.train") -> argparse.ArgumentParser:
+    """The flags; ``prog`` is how the command was typed (``tinystories train`` too)."""
     p = argparse.ArgumentParser(
-        prog="python -m tinystories.train",
+        prog=prog,
         description="Train a small Llama model on TinyStories and export model.bin.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""examples:
-  python -m tinystories.train --data train-sample.txt --val-data valid-sample.txt \\
+        epilog=f"""examples:
+  {prog} --data train-sample.txt --val-data valid-sample.txt \\
       --max-iters 1200 --threads 1 --out out
-  python -m tinystories.train --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
-  python -m tinystories.train --out out --resume
-  python -m tinystories.train --data train.txt --modal --gpu T4 --dry-run
+  {prog} --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
+  {prog} --out out --resume
+  {prog} --data train.txt --modal --gpu T4 --dry-run
 """,
     )
     p.add_argument(
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $TINYSTORIES_SOURCE, else the current directory or a parent)",
     )
     m.add_argument("--dry-run", action="store_true", help="print what --modal would run, then exit")
+    add_debug_argument(p)
     return p
 
 
@@ -183,12 +186,11 @@ def _main_modal(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
         )
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.train") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.modal or args.dry_run:
         return _main_modal(args)
     from ..training import require
@@ -200,8 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = train(config)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
     val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
     print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
     return 0

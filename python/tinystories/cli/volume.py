@@ -16,18 +16,28 @@ import sys
 from collections.abc import Sequence
 
 from ..modal.settings import DEFAULT_VOLUME
+from .common import add_debug_argument, fail, print_error
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m tinystories.volume") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tinystories.volume",
-        description=__doc__,
+        prog=prog,
+        description="Look after the Modal volume that --modal runs use. Paths on the volume "
+        "are relative to its root (what the containers see under /data).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"""examples:
+  {prog} ls [PATH] [-r]
+  {prog} upload LOCAL REMOTE [--force]
+  {prog} download REMOTE [LOCAL]
+  {prog} rm PATH [-r]
+  {prog} clean [--checkpoints | --all] [--yes]
+""",
     )
     p.add_argument(
         "--volume", default=DEFAULT_VOLUME, help=f"volume name (default: {DEFAULT_VOLUME})"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_debug_argument(p)
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list a folder of the volume")
     ls.add_argument("path", nargs="?", default="")
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace, volume) -> int:
     elif args.command == "download":
         paths = tools.download(volume, args.remote, args.local, progress=progress)
         if not paths:
-            print(f"nothing to download at {args.remote}", file=sys.stderr)
+            print_error(f"nothing to download at {args.remote}")
             return 1
     elif args.command == "rm":
         tools.remove(volume, args.path, recursive=args.recursive)
@@ -75,8 +85,8 @@ def run(args: argparse.Namespace, volume) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.volume") -> int:
+    args = build_parser(prog).parse_args(argv)
     from ..modal.check import require_modal
 
     require_modal("volume " + args.command)
@@ -86,8 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args, volume)
     except (OSError, ValueError, modal.exception.Error) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err, args.debug)
 
 
 if __name__ == "__main__":

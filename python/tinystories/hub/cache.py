@@ -30,6 +30,7 @@ from .registry import DEFAULT_NAME, REGISTRY, Pretrained, RemoteFile
 
 __all__ = [
     "PretrainedError",
+    "UnknownModelError",
     "cache_root",
     "default_model",
     "fetch",
@@ -40,7 +41,15 @@ __all__ = [
 
 
 class PretrainedError(OSError):
-    """A pretrained model that cannot be used: unknown, missing offline, or corrupt."""
+    """A pretrained model that cannot be used: unknown, missing offline, corrupt, or its
+    download failed."""
+
+
+class UnknownModelError(PretrainedError, ValueError):
+    """A name that is no pretrained model (not in the registry, or a vocabulary only).
+
+    A bad argument rather than a failed download, so also a ``ValueError``.
+    """
 
 
 def default_model() -> tuple[Path, Path]:
@@ -68,7 +77,7 @@ def lookup(name: str) -> Pretrained:
         return REGISTRY[name]
     except KeyError:
         known = ", ".join([DEFAULT_NAME, *REGISTRY])
-        raise PretrainedError(f"unknown pretrained model {name!r}; known: {known}") from None
+        raise UnknownModelError(f"unknown pretrained model {name!r}; known: {known}") from None
 
 
 def _url(file: RemoteFile) -> str:
@@ -128,10 +137,13 @@ def fetch(
     offline: bool = False,
     progress: bool = True,
 ) -> list[Path]:
-    """Every file of registry entry ``name``, from the cache or downloaded into it.
+    """Every file of registry entry ``name``, from the cache or downloaded into it
+    (``"default"``: the bundled model's two files, nothing downloaded).
 
     Offline, all missing files are named in one error.
     """
+    if name == DEFAULT_NAME:
+        return list(default_model())
     entry = lookup(name)
     if offline:
         root = cache_root(cache_dir)
@@ -158,7 +170,7 @@ def fetch_model(
         return default_model()
     entry = lookup(name)
     if entry.model is None:
-        raise PretrainedError(
+        raise UnknownModelError(
             f"{name} is a vocabulary without a model; `tinystories download {name}` fetches it"
         )
     paths = fetch(name, cache_dir=cache_dir, offline=offline, progress=progress)

@@ -94,8 +94,12 @@ class Generator:
         quantize: str | None = None,
         kernels: str | None = None,
     ) -> None:
-        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
-            raise ValueError(f"n_threads must be a positive int or None, got {n_threads!r}")
+        if n_threads is not None:
+            if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+                raise TypeError(f"n_threads must be an int or None, got {n_threads!r}")
+            most = np.iinfo(np.intc).max  # the engine's n_threads is a C int
+            if not 1 <= n_threads <= most:
+                raise ValueError(f"n_threads must be in [1, {most}] or None, got {n_threads}")
         if quantize not in QUANTIZE_OPTIONS:
             raise ValueError(f"quantize must be None or 'q8_0', got {quantize!r}")
         if kernels is not None and not isinstance(kernels, str):
@@ -107,8 +111,20 @@ class Generator:
                 "pass both model_path and tokenizer_path, or neither for the bundled default model"
             )
         self.model_path = os.fspath(model_path)
-        self.tokenizer = Tokenizer(tokenizer_path)
-        self._model = _load_model(self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize])
+        # what an unpickled copy reloads with (__getstate__)
+        self._options = {"n_threads": n_threads, "quantize": quantize, "kernels": kernels}
+        try:
+            self.tokenizer = Tokenizer(tokenizer_path)
+        except (OSError, ValueError) as error:
+            self._name_role(error, tokenizer_path, "tokenizer")
+            raise
+        try:
+            self._native_model = _load_model(
+                self.model_path, kernels or "", QUANTIZE_OPTIONS[quantize]
+            )
+        except (OSError, ValueError) as error:
+            self._name_role(error, self.model_path, "model")
+            raise
         self.config = GeneratorConfig(**self._model.config)
         if self.tokenizer.vocab_size != self.config.vocab_size:
             raise ValueError(
@@ -116,7 +132,7 @@ class Generator:
                 f"{self.model_path} has vocab_size {self.config.vocab_size}; "
                 "use the tokenizer the model was trained with"
             )
-        self.n_threads = n_threads or 0  # 0: the engine chooses
+        self.n_threads = int(n_threads or 0)  # 0: the engine chooses
 
     @classmethod
     def from_pretrained(
@@ -381,3 +397,56 @@ class Generator:
         # context shift goes past seq_len.
         steps = len(prompt_ids) - 1 + params.max_new_tokens
         return prompt_ids, min(MAX_INT if params.context_shift else seq_len, steps)
+
+    @staticmethod
+    def _name_role(error: Exception, path: PathLike, role: str) -> None:
+        """Puts the role after the file's name in a load error ("tok.bin (given as the
+        model): ..."), so that swapped paths are plain; the engine's messages start with
+        the path."""
+        path, message = os.fsdecode(path), str(error)
+        if message.startswith(path):
+            error.args = (f"{path} (given as the {role}){message[len(path) :]}",)
+
+    # -------------------------------------------------------------- lifetime
+
+    @property
+    def _model(self) -> _core.Model:
+        """The loaded model, shared with the other Generators on its file."""
+        self._require_open()
+        return self._native_model
+
+    def _require_open(self) -> None:
+        if self._native_model is None:
+            raise ValueError("generator is closed")
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native_model is None
+
+    def close(self) -> None:
+        """Releases this Generator's hold on the loaded model; using it afterwards raises
+        ValueError. Closing twice is allowed. Generators on one file share one model,
+        which is freed when the last of them (and the last generation in progress) lets
+        go of it."""
+        self._native_model = None
+
+    def __enter__(self) -> Generator:
+        self._require_open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its paths and options, not its weights: unpickling loads the files
+        again (a process pool's workers need the same paths)."""
+        self._require_open()
+        return {
+            "model_path": self.model_path,
+            "tokenizer_path": self.tokenizer.path,
+            **self._options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Generator.__init__(self, **state)

@@ -22,7 +22,16 @@ class Tokenizer:
 
     def __init__(self, path: PathLike) -> None:
         self.path = os.fspath(path)
-        self._native = _core.Tokenizer(self.path)
+        try:
+            self._native = _core.Tokenizer(self.path)
+        except ValueError as error:  # FormatError
+            if os.fsdecode(self.path).endswith(".model"):  # the usual mix-up: say what to pass
+                error.args = (
+                    f"{error}; a sentencepiece .model is not a llama2.c tokenizer: pass the "
+                    "tokenizer.bin made from it (llama2.c's `python tokenizer.py -t FILE.model` "
+                    "writes FILE.bin)",
+                )
+            raise
 
     @property
     def vocab_size(self) -> int:
@@ -35,7 +44,12 @@ class Tokenizer:
         return self._native.encode(text.encode("utf-8", "surrogatepass"), bos, eos)
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` as run.c prints it (BOS and EOS print nothing)."""
+        """Text of ``ids``, each piece as run.c prints it, with BOS and EOS left out.
+
+        Generation differs for EOS: it stops at BOS, but a sampled EOS prints its piece
+        (``"\\n</s>\\n"`` in llama2.c's vocabularies), as in run.c's output, so the
+        text of a generation's ids lacks what ``generate`` printed for an EOS.
+        """
         raw = self._native.decode(as_id_list(ids, self.vocab_size), [BOS, EOS])
         return raw.decode("utf-8", "replace")
 

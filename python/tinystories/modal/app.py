@@ -124,7 +124,7 @@ def run_training(
                 download_file(ma.volume, remote, plan.local_out / name, log=log)
             log(f"wrote {plan.local_out / 'model.bin'} and {plan.local_out / 'tokenizer.bin'}")
     except modal.exception.Error as err:
-        print(f"error: Modal: {err}", file=sys.stderr)
+        print(f"tinystories: error: Modal: {err}", file=sys.stderr)
         return 1
     return 0
 
@@ -156,7 +156,7 @@ def run_sampling(
                 out.write(piece)
                 out.flush()
     except modal.exception.Error as err:
-        print(f"error: Modal: {err}", file=sys.stderr)
+        print(f"tinystories: error: Modal: {err}", file=sys.stderr)
         return 1
     out.write("\n")
     return 0

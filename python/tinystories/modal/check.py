@@ -19,7 +19,7 @@ def missing_modal_message(what: str) -> str | None:
         import modal  # noqa: F401
     except ImportError:
         return (
-            f"tinystories: {what} runs on Modal and needs the `modal` package, which is not "
+            f"tinystories: error: {what} runs on Modal and needs the `modal` package, which is not "
             f"installed. Install the extra with `{INSTALL_HINT}` (from a checkout: "
             "`pip install '.[modal]'`), create a Modal token once with `modal token new`, "
             "and run the command again. Nothing was started."
@@ -49,7 +49,7 @@ def missing_credentials_message(what: str) -> str | None:
     from modal.config import user_config_path
 
     return (
-        f"tinystories: {what} needs Modal credentials and found none (no MODAL_TOKEN_ID and "
+        f"tinystories: error: {what} needs Modal credentials and found none (no MODAL_TOKEN_ID and "
         f"MODAL_TOKEN_SECRET in the environment, no token in {user_config_path}). Run "
         "`modal token new` once (it opens a browser and writes ~/.modal.toml) or set "
         "MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, then run the command again; add --dry-run to "

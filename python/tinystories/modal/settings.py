@@ -31,6 +31,7 @@ SOURCE_ITEMS = (
     "CMakeLists.txt",
     "cmake",
     "README.md",
+    "LICENSE",
     "csrc",
     "bindings",
     "python",
