@@ -89,6 +89,27 @@ def test_bench_shapes_smoke(tmp_path):
     assert files == ["tiny.bin", "tiny_q80.bin", "tok512.bin"]
 
 
+def test_bench_serve_smoke(tok105, tmp_path):
+    """--serve --quick: streaming clients against a loopback server, beside generate_batch
+    on the same work; every row present and positive (speeds are not asserted)."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    out = tmp_path / "serve.json"
+    command = [sys.executable, "-m", "tinystories.bench", "--serve", "--quick"]
+    command += ["--models", str(tok105["model"].parent), "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["results"]
+    settings = {row["setting"] for row in rows}
+    assert settings == {"tok105, 1 clients", "tok105, 4 clients"}
+    programs = {row["program"].strip() for row in rows}
+    assert {"tinystories serve", "generate_batch, same work", "time to first token p50"} <= programs
+    for row in rows:
+        if "gap" in row["program"] and row["value"] != row["value"]:
+            continue  # NaN: every stream came in one chunk
+        assert row["value"] > 0, row
+
+
 def test_bench_shapes_unknown_name_is_a_clear_error(tmp_path):
     command = [sys.executable, "-m", "tinystories.bench", "--shapes", "stories9000M", "--quick"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)

@@ -560,3 +560,55 @@ def test_download_progress_reports_bytes(tmp_path):
     with open(tmp_path / "x", "wb") as f:
         volume.read_file_into_fileobj("m.bin", ma_volume._CountingWriter(f, Bar()))
     assert Bar.n == 4500
+
+
+# --- serve --modal -------------------------------------------------------------------
+
+
+def test_serve_app_definition():
+    from tinystories.modal import serve as ma_serve
+
+    serve = ma_settings.ServeSettings(
+        min_containers=1, max_containers=3, scaledown_window=120, concurrent=16
+    )
+    with mf.no_network():
+        sa = ma_serve.build_serve_app(ma_settings.Settings(source=REPO), serve)
+    assert set(_registered(sa.app)) == {"web"}
+    options = mf.function_options(sa.web)
+    assert options["gpu"] is None and list(options["volumes"]) == ["/data"]
+    cells = mf._closure(mf._impl(sa.web)._load)
+    assert (cells["min_containers"], cells["max_containers"]) == (1, 3)
+    assert (cells["scaledown_window"], cells["max_concurrent_inputs"]) == (120, 16)
+    assert "ASGI" in str(cells["webhook_config"])
+    with pytest.raises(ValueError, match="min_containers"):
+        ma_settings.ServeSettings(min_containers=5, max_containers=2)
+
+
+def test_serve_body_serves_the_volume_model(random_model_files):
+    """The web function's body: the same app over the volume's files, answering here."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from tinystories import Generator
+    from tinystories.server import serve_in_background
+
+    model, tokenizer, _, _ = random_model_files[("gqa_shared", 0)]
+    app = ma_jobs.serve_app(
+        model.name, tokenizer.name, root=model.parent, name="remote", parallel=4
+    )
+    with serve_in_background(app) as url:
+        r = httpx.post(url + "/v1/completions", json={"prompt": "a", "max_tokens": 6, "seed": 3})
+    want = Generator(model, tokenizer).generate("a", max_new_tokens=6, seed=3)
+    assert r.json()["choices"][0]["text"] == want and r.json()["model"] == "remote"
+
+
+def test_serve_dry_run_prints_the_plan_without_credentials(tmp_path):
+    env = env_without_modal_credentials(tmp_path)
+    command = [sys.executable, "-m", "tinystories", "serve", "--modal", "--dry-run",
+               "--max-containers", "6", "--model-path", "out/model.bin"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "tinystories-serve" in out and "[train,server]" in out
+    assert "/data/out/model.bin on volume tinystories-volume" in out and "0 to 6 containers" in out
+    bare = subprocess.run(command[:5], capture_output=True, text=True, env=env, cwd=REPO)
+    assert bare.returncode == 1 and "needs Modal credentials" in bare.stderr
