@@ -1,8 +1,9 @@
 """``python -m tinystories.bench --serve``: the HTTP server under concurrent streaming clients.
 
 For each client count, that many threads each stream one completion (``max_tokens``
-new tokens, its own seed) from a server on 127.0.0.1 started in this process, all at
-once. Reported: the aggregate tokens/s (every token over the wall time from the first
+new tokens, its own seed) from ``tinystories serve`` on 127.0.0.1 (its own process, as a
+deployment runs), all at once. Reported: the aggregate tokens/s (every token over the wall
+time from the first
 request to the last token), the median and 99th-percentile time to first token, the
 median gap between a stream's chunks, and the aggregate as a fraction of
 ``Generator.generate_batch`` on the same prompts, seeds and lengths (the engine alone).
@@ -12,10 +13,15 @@ The clients share the machine with the server, as on any loopback benchmark.
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from .bench import Row
@@ -84,12 +90,9 @@ def measure_serve(
     model: Path, tokenizer: Path, label: str, new_tokens: int, clients: Sequence[int] = CLIENTS
 ) -> list[Row]:
     """The rows for one model file."""
-    from .server import create_app, serve_in_background
-
     generator = Generator(model, tokenizer)
     rows: list[Row] = []
-    app = create_app(generator, parallel=max(clients), max_queue=max(clients))
-    with serve_in_background(app) as url:
+    with serve_process(model, tokenizer, parallel=max(clients)) as url:
         for n in clients:
             prompts = [("Once upon a time", "Lily and Ben", "The dog", "Tom went")[i % 4]
                        for i in range(n)]  # fmt: skip
@@ -115,3 +118,36 @@ def measure_serve(
                     1e3 * statistics.median(gaps) if gaps else float("nan"), "ms"),
             ]  # fmt: skip
     return rows
+
+
+@contextmanager
+def serve_process(model: Path, tokenizer: Path, parallel: int) -> Iterator[str]:
+    """``tinystories serve`` on a free loopback port; yields its URL, then stops it."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "tinystories", "serve", "--port", str(port),
+               "--model", str(model), "--tokenizer", str(tokenizer),
+               "--parallel", str(parallel), "--max-queue", str(parallel)]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tinystories serve did not start: {server.stderr.read()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
