@@ -207,6 +207,15 @@ def test_api_key_queue_limit_and_body_limit(generator):
         assert httpx.post(url + "/v1/completions", json={"prompt": "Tom"}, headers=auth).is_success
         big = httpx.post(url + "/v1/completions", json={"prompt": "x" * 2000}, headers=auth)
         assert big.status_code == 413
+
+        def chunked():  # no Content-Length: the limit counts what arrives
+            yield b'{"prompt": "'
+            for _ in range(20):
+                yield b"x" * 100
+            yield b'"}'
+
+        big = httpx.post(url + "/v1/completions", content=chunked(), headers=auth)
+        assert big.status_code == 413 and "1000 bytes" in big.json()["error"]["message"]
         long = {"prompt": "Tom", "max_tokens": 200000, "context_shift": True,
                 "stop_token_ids": [], "stream": True}  # fmt: skip
         with httpx.stream("POST", url + "/v1/completions", json=long, headers=auth) as r:

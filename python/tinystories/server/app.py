@@ -131,6 +131,7 @@ def create_app(
         metrics.requests.inc(endpoint=path if path in KNOWN_PATHS else "other", status=str(status))
         return response
 
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
     app.add_exception_handler(ApiError, lambda _, e: _error_response(e))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -190,6 +191,39 @@ KNOWN_PATHS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions",
 
 
 # ----------------------------------------------------------------------- errors
+
+
+class _BodyLimit:
+    """Reads the body before the app does, so that a chunked body (no Content-Length)
+    over the limit ends in a 413 too; the app then reads it from memory."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                response = _error_response(ApiError(413, f"the body is over {self.limit} bytes"))
+                return await response(scope, receive, send)
+            more = message.get("more_body", False)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay():
+            nonlocal body
+            if body is not None:
+                message, body = body, None
+                return message
+            return await receive()  # afterwards: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
 
 def _error_response(error: ApiError) -> JSONResponse:
