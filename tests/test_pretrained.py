@@ -194,6 +194,7 @@ def test_cli_json_and_samples():
     assert [r["seed"] for r in records] == [7, 8]
     for r in records:
         assert r["tokens"] == 12 and r["tokens_per_s"] > 0 and r["model"] == "default"
+        assert r["finish_reason"] == "length"
         assert r["prompt"] == "Lily" and isinstance(r["text"], str)
     g = Generator()
     assert records[0]["text"] == g.generate("Lily", max_new_tokens=12, seed=7).replace(

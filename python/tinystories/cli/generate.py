@@ -78,7 +78,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     generate.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object per sample: text, tokens, tokens_per_s, seed, model",
+        help="one JSON object per sample: text, tokens, tokens_per_s, finish_reason, seed, model",
     )
     generate.add_argument(
         "--raw",
@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
                 "text": "".join(pieces),
                 "tokens": tokens,
                 "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
+                "finish_reason": generation.finish_reason,
                 "seed": sample_seed,
                 "model": model_name,
             }
