@@ -155,6 +155,8 @@ def test_a_client_that_leaves_frees_its_slot(base_url):
         ({"prompt": "x" * 2000}, 400, "prompt"),
         ({"prompt": 5}, 400, "prompt"),
         ({"prompt": []}, 400, "prompt"),
+        ({"prompt": "Tom", "stop_token_ids": [100000]}, 400, "stop_token_ids"),
+        ({"prompt": "Tom", "stop": [""]}, 400, "stop"),
     ],
 )
 def test_bad_requests_get_openai_errors_and_the_server_goes_on(base_url, body, status, param):
@@ -287,3 +289,32 @@ def test_serve_command_stops_on_sigterm_with_requests_in_flight(tok105, tmp_path
         if server.poll() is None:
             server.kill()
     assert server.returncode == 0
+
+
+def test_scheduler_survives_an_engine_error(generator):
+    """A request the engine refuses ends with "error"; the next one is served as usual."""
+    import asyncio
+
+    from tinystories import SamplingParams
+    from tinystories.server.metrics import Metrics
+    from tinystories.server.scheduler import DoneEvent, Scheduler, Task
+
+    async def run(prompt_ids: list[int]) -> tuple[str, str]:
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        params = SamplingParams(seed=1, max_new_tokens=5)
+        steps = len(prompt_ids) - 1 + 5  # run.c's positions for 5 new tokens
+        scheduler.submit([Task(prompt_ids, steps, params, None, loop, queue)])
+        text = ""
+        while True:
+            _, event = await queue.get()
+            if isinstance(event, DoneEvent):
+                return text, event.finish_reason
+            text += event.text
+
+    scheduler = Scheduler(generator, 2, 2, Metrics())
+    try:
+        assert asyncio.run(run([1, 10**6]))[1] == "error"  # an id outside the vocabulary
+        text, reason = asyncio.run(run(generator.encode("Tom")))
+        assert reason == "length" and text == generator.generate("Tom", max_new_tokens=5, seed=1)
+    finally:
+        scheduler.stop()

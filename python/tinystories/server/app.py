@@ -277,6 +277,10 @@ class _Job:
             base = SamplingParams(**body.sampling_options(), max_new_tokens=max_tokens)
         except (TypeError, ValueError) as error:
             raise ApiError(400, str(error), param=str(error).split()[0]) from None
+        vocab_size = served.generator.config.vocab_size
+        if any(t >= vocab_size for t in base.stop_token_ids):
+            raise ApiError(400, f"stop_token_ids must be below the vocabulary size {vocab_size}",
+                           param="stop_token_ids")  # fmt: skip
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         tasks = []
@@ -342,6 +346,8 @@ class _Job:
                     texts[index].append(event.text)
                     if event.token_id >= 0:
                         tokens[index].append(event)
+        if "error" in finish:
+            raise ApiError(500, "the engine failed on this request", "server_error")
         if any(f is None or f == "cancelled" for f in finish):
             raise ApiError(503, "the request was cancelled (the server is stopping)",
                            "server_busy")  # fmt: skip
@@ -377,7 +383,9 @@ class _Job:
                 if isinstance(event, DoneEvent):
                     if pending.get(index):
                         out.append(chunk([shape.delta(index, pending.pop(index), None, None)]))
-                    reason = "stop" if event.finish_reason == "cancelled" else event.finish_reason
+                    reason = event.finish_reason
+                    if reason in ("cancelled", "error"):  # a stream can only end here
+                        reason = "stop"
                     out.append(chunk([shape.delta(index, "", None, reason)]))
                 elif shape.wants_empty(index):
                     if event.token_id >= 0 or event.text:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import sys
 import threading
 import time
 from collections import deque
@@ -42,7 +43,9 @@ class TokenEvent:
 
 @dataclass(frozen=True)
 class DoneEvent:
-    finish_reason: str  # "stop", "length" or "cancelled" (the client went away)
+    # "stop", "length", "cancelled" (the client went away, or the server stops) or
+    # "error" (the engine failed)
+    finish_reason: str
 
 
 @dataclass(eq=False)
@@ -133,11 +136,19 @@ class Scheduler:
                     break
                 new = list(self._incoming)
                 self._incoming.clear()
-            self._admit(new)
-            self._cancel_abandoned()
-            if self._running:
-                self._step()
-            elif self._added >= RENEW_AFTER:
+            try:
+                self._admit(new)
+                self._cancel_abandoned()
+                if self._running:
+                    self._step()
+                elif self._added >= RENEW_AFTER:
+                    self._native, self._added = None, 0
+            except Exception as error:  # the engine failed: end what runs, keep serving
+                print(f"tinystories serve: engine error: {error}", file=sys.stderr)
+                for task in [*new, *self._running.values()]:
+                    if not task.finished:
+                        self._finish(task, "error")
+                self._running.clear()
                 self._native, self._added = None, 0
             self._deliver()
         self._shutdown()
