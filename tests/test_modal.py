@@ -443,6 +443,8 @@ def test_missing_credentials(command, tmp_path):
     assert "needs Modal credentials" in done.stderr and "`modal token new`" in done.stderr
     assert "Nothing was started" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
+    # only the commands that take --dry-run suggest it
+    assert ("--dry-run" in done.stderr) == (command == "train")
 
 
 def test_credentials_detected(tmp_path):

@@ -238,7 +238,7 @@ def run_modal(args: argparse.Namespace) -> int:
     """``generate --modal``: the same sampling in a Modal container, from the volume."""
     from ..modal.check import require_modal
 
-    require_modal("generate --modal")
+    require_modal("generate --modal", dry_run=False)
     from ..modal.app import run_sampling
     from ..modal.settings import Settings, find_source
 

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.v
     args = build_parser(prog).parse_args(argv)
     from ..modal.check import require_modal
 
-    require_modal("volume " + args.command)
+    require_modal("volume " + args.command, dry_run=False)
     import modal
 
     volume = modal.Volume.from_name(args.volume, create_if_missing=args.command == "upload")

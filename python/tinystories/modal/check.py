@@ -42,8 +42,9 @@ def has_credentials() -> bool:
     )
 
 
-def missing_credentials_message(what: str) -> str | None:
-    """The message for missing Modal credentials, or None when there are some."""
+def missing_credentials_message(what: str, dry_run: bool = True) -> str | None:
+    """The message for missing Modal credentials, or None when there are some; ``dry_run``:
+    the command takes --dry-run, which the message then suggests."""
     if has_credentials():
         return None
     from modal.config import user_config_path
@@ -52,15 +53,16 @@ def missing_credentials_message(what: str) -> str | None:
         f"tinystories: error: {what} needs Modal credentials and found none (no MODAL_TOKEN_ID and "
         f"MODAL_TOKEN_SECRET in the environment, no token in {user_config_path}). Run "
         "`modal token new` once (it opens a browser and writes ~/.modal.toml) or set "
-        "MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, then run the command again; add --dry-run to "
-        "see the plan without credentials. Nothing was started."
+        "MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, then run the command again"
+        + ("; add --dry-run to see the plan without credentials" if dry_run else "")
+        + ". Nothing was started."
     )
 
 
-def require_modal(what: str, credentials: bool = True) -> None:
+def require_modal(what: str, credentials: bool = True, dry_run: bool = True) -> None:
     """Exits (status 1, the message on stderr) when the extra or the credentials are missing."""
     message = missing_modal_message(what)
     if message is None and credentials:
-        message = missing_credentials_message(what)
+        message = missing_credentials_message(what, dry_run)
     if message is not None:
         raise SystemExit(message)
