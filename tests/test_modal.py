@@ -165,6 +165,9 @@ def test_find_source(tmp_path, monkeypatch):
     monkeypatch.setenv(ma_settings.SOURCE_ENV, str(REPO))
     assert ma_settings.find_source(cwd=tmp_path) == REPO.resolve()
     monkeypatch.delenv(ma_settings.SOURCE_ENV)
+    # outside a checkout: the installed wheel's own sources
+    assert ma_settings.find_source(cwd=tmp_path) == ma_settings.shipped_source() is not None
+    monkeypatch.setattr(ma_settings, "shipped_source", lambda: None)
     with pytest.raises(ma_settings.SourceNotFound, match="--source DIR"):
         ma_settings.find_source(cwd=tmp_path)
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "tinystories"\n')
@@ -417,8 +420,57 @@ def test_dry_run_without_a_checkout(tmp_path, monkeypatch, capsys):
 
     monkeypatch.delenv(ma_settings.SOURCE_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ma_settings, "shipped_source", lambda: None)  # a package without them
     assert train_main(["--modal", "--dry-run", "--max-iters", "5"]) == 1
     assert "--source DIR" in capsys.readouterr().err
+
+
+def _tracked(root: Path) -> set[str]:
+    """The checkout's files under SOURCE_ITEMS, as git tracks them."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--", *ma_settings.SOURCE_ITEMS],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return set(listed)
+
+
+def test_the_wheel_ships_the_checkout_sources():
+    """The installed package carries exactly the checkout's tracked source files, and an
+    image built from them bakes in the same files as one built from the checkout."""
+    shipped = ma_settings.shipped_source()
+    assert shipped is not None, "the installed wheel carries no tinystories/_source"
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: nothing to compare the shipped files with")
+    files = {
+        str(p.relative_to(shipped))
+        for p in shipped.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts  # pip compiles what it installs
+    }
+    assert files == _tracked(REPO)
+    with mf.no_network():
+        from_wheel = mf.copied_files(ma_app.build_app(ma_settings.Settings(source=shipped)).image)
+        from_checkout = mf.copied_files(ma_app.build_app(ma_settings.Settings(source=REPO)).image)
+    assert sorted(r for _, r in from_wheel) == sorted(r for _, r in from_checkout)
+    by_remote = dict((r, local) for local, r in from_checkout)
+    for local, remote in from_wheel:
+        assert local.read_bytes() == by_remote[remote].read_bytes(), remote
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["-m", "tinystories.train", "--modal", "--dry-run", "--data", "volume:corpus.txt"],
+     ["-m", "tinystories", "serve", "--modal", "--dry-run"]],
+)  # fmt: skip
+def test_dry_runs_from_an_empty_directory_use_the_shipped_sources(command, tmp_path):
+    env = env_without_modal_credentials(tmp_path)
+    env.pop(ma_settings.SOURCE_ENV, None)
+    done = subprocess.run(
+        [sys.executable, *command], capture_output=True, text=True, env=env, cwd=tmp_path,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "the sources shipped in the installed wheel" in done.stdout
+    assert str(ma_settings.shipped_source()) in done.stdout
 
 
 COMMANDS = {

@@ -18,6 +18,7 @@ from .settings import (
     SOURCE_ITEMS,
     Settings,
     SourceNotFound,
+    is_shipped_source,
 )
 
 BUILD_WHEEL = f"python -m pip wheel --no-deps --wheel-dir {REMOTE_WHEELS} {REMOTE_SOURCE}"
@@ -49,7 +50,12 @@ def build_image(settings: Settings) -> tuple[modal.Image, list[str]]:
     image = image.apt_install(*APT_PACKAGES)
     steps.append(f"pip install {settings.torch} (CUDA build)")
     image = image.pip_install(settings.torch)
-    steps.append(f"copy {source} ({', '.join(SOURCE_ITEMS)}) to {REMOTE_SOURCE}")
+    origin = (
+        "the sources shipped in the installed wheel"
+        if is_shipped_source(source)
+        else ("a checkout")
+    )
+    steps.append(f"copy {source} ({origin}: {', '.join(SOURCE_ITEMS)}) to {REMOTE_SOURCE}")
     image = image.add_local_dir(source, REMOTE_SOURCE, copy=True, ignore=_ignore_outside_sources)
     steps.append(f"build this project's wheel: {BUILD_WHEEL}")
     steps.append(f"install it with the train and server extras: {INSTALL_WHEEL}")

@@ -108,12 +108,25 @@ def _is_checkout(path: Path) -> bool:
     return 'name = "tinystories"' in text
 
 
-def find_source(explicit: str | Path | None = None, cwd: Path | None = None) -> Path:
-    """The tinystories checkout to build the image's wheel from.
+def shipped_source() -> Path | None:
+    """The sources the installed wheel carries (``tinystories/_source``), when complete."""
+    path = Path(__file__).resolve().parents[1] / "_source"
+    if _is_checkout(path) and all((path / item).exists() for item in SOURCE_ITEMS):
+        return path
+    return None
 
-    In order: ``explicit`` (``--source``), ``$TINYSTORIES_SOURCE``, then the current
-    directory and its parents. The installed package is not enough: the image compiles the
-    engine from the C sources, which wheels do not carry.
+
+def is_shipped_source(path: Path) -> bool:
+    shipped = shipped_source()
+    return shipped is not None and Path(path).resolve() == shipped
+
+
+def find_source(explicit: str | Path | None = None, cwd: Path | None = None) -> Path:
+    """The tinystories sources to build the image's wheel from.
+
+    In order: ``explicit`` (``--source``), ``$TINYSTORIES_SOURCE``, the current directory
+    and its parents when one is a checkout, else the sources the installed wheel carries
+    (:func:`shipped_source`). The image compiles the engine from the C sources.
     """
     if explicit is None:
         explicit = os.environ.get(SOURCE_ENV) or None
@@ -128,11 +141,13 @@ def find_source(explicit: str | Path | None = None, cwd: Path | None = None) -> 
             if missing:
                 raise SourceNotFound(f"{path} is not a complete checkout: no {', '.join(missing)}")
             return path
+    if explicit is None and (shipped := shipped_source()) is not None:
+        return shipped
     where = candidates[0] if explicit is not None else f"{candidates[0]} or its parents"
     raise SourceNotFound(
-        f"no tinystories checkout at {where}. The Modal image builds this project's wheel "
-        "from its source: run the command from a checkout, or pass --source DIR "
-        f"(or set {SOURCE_ENV}=DIR)."
+        f"no tinystories checkout at {where}, and the installed package carries no sources. "
+        "The Modal image builds this project's wheel from its source: run the command from "
+        f"a checkout, or pass --source DIR (or set {SOURCE_ENV}=DIR)."
     )
 
 
