@@ -61,7 +61,7 @@ def test_app_definition_defaults():
     with mf.no_network():  # defining the app, image and volume is lazy and offline
         app = ma_app.build_app(ma_settings.Settings(source=REPO))
     assert mf.volume_name(app.volume) == "tinystories-volume"
-    assert set(_registered(app.app)) == {"prepare", "train", "sample"}
+    assert set(_registered(app.app)) == {"prepare", "train", "sample", "sample_batch"}
     train, prepare, sample = (mf.function_options(f) for f in (app.train, app.prepare, app.sample))
     assert train["gpu"] == "T4"
     assert prepare["gpu"] is None and sample["gpu"] is None  # no GPU paid for outside training
@@ -666,3 +666,55 @@ def test_serve_dry_run_prints_the_plan_without_credentials(tmp_path):
     assert "/data/out/model.bin on volume tinystories-volume" in out and "0 to 6 containers" in out
     bare = subprocess.run(command[:5], capture_output=True, text=True, env=env, cwd=REPO)
     assert bare.returncode == 1 and "needs Modal credentials" in bare.stderr
+
+
+# --- fan-out sampling ------------------------------------------------------------------
+
+
+def test_split_seeds():
+    runs = ma_plan.split_seeds(5, 70, 3)
+    assert [len(r) for r in runs] == [24, 23, 23]
+    assert sum(runs, []) == list(range(5, 75))
+    assert ma_plan.split_seeds(1, 2, 8) == [[1], [2]]  # never an empty container
+    with pytest.raises(ValueError):
+        ma_plan.split_seeds(1, 0, 1)
+
+
+def test_fan_out_runs_each_batch_and_keeps_the_order(random_model_files, local_volume):
+    """Each container's body through .local(), the map emulated in order: the records
+    come back seed by seed, each what generating it here gives."""
+    from tinystories import Generator
+
+    root, _ = local_volume
+    model, tokenizer, _, _ = random_model_files[("gqa_shared", 0)]
+    for f in (model, tokenizer):
+        (root / f.name).write_bytes(f.read_bytes())
+    ma = ma_app.build_app(ma_settings.Settings(source=REPO))
+
+    class LocalMap:  # Function.map's contract: one call per item, results in order
+        def map(self, *columns):
+            return [ma.sample_batch.local(*args) for args in zip(*columns, strict=True)]
+
+    options = {"max_new_tokens": 8, "temperature": 0.9}
+    runs = ma_plan.split_seeds(11, 7, 3)
+    fake = ma_app.ModalApp(ma.settings, ma.app, ma.image, ma.volume, ma.prepare, ma.train,
+                           ma.sample, LocalMap(), ma.image_steps)  # fmt: skip
+    records = list(ma_app.fan_out_samples(fake, model.name, tokenizer.name, "a", options, runs))
+    assert [r["seed"] for r in records] == list(range(11, 18))
+    here = Generator(model, tokenizer)
+    for r in records:
+        assert r["text"] == here.generate("a", seed=r["seed"], **options)
+        assert r["finish_reason"] in ("stop", "length") and r["tokens"] <= 8
+
+
+def test_fan_out_dry_run_shows_the_split(tmp_path):
+    env = env_without_modal_credentials(tmp_path)
+    command = [sys.executable, "-m", "tinystories", "generate", "--modal", "--dry-run",
+               "--samples", "70", "-s", "5", "Tom"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "70 samples of 'Tom'" in done.stdout and "over 3 containers" in done.stdout
+    assert "container 3: seeds 52..74 (23)" in done.stdout
+    bad = subprocess.run([*command[:-2], str(2**64 - 2), "Tom"], capture_output=True,
+                         text=True, env=env, cwd=REPO, timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and "2**64 - 1" in bad.stderr

@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 from ..formats.constants import UNK
-from ..inference import Generator
+from ..inference import Generator, SamplingParams
 from ..inference.sampling import MAX_SEED
 from ..modal.settings import DEFAULT_VOLUME
 from .common import add_debug_argument, add_sampling_arguments, sampling_options
+
+FAN_OUT_BATCH = 32  # --modal --samples: samples per container unless --containers says
 
 GENERATE_EXAMPLES = """\
 examples:
@@ -95,6 +97,16 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="--modal: model on the volume (default: out/model.bin, its tokenizer.bin beside)",
     )
     generate.add_argument("--volume", default=DEFAULT_VOLUME, help="--modal: the volume")
+    generate.add_argument(
+        "--containers",
+        type=int,
+        default=None,
+        help=f"--modal --samples N: containers to split the samples over "
+        f"(default: one per {FAN_OUT_BATCH})",
+    )
+    generate.add_argument(
+        "--dry-run", action="store_true", help="--modal: print the plan and the split, run nothing"
+    )
     generate.add_argument(
         "--n-threads",
         type=int,
@@ -235,14 +247,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_modal(args: argparse.Namespace) -> int:
-    """``generate --modal``: the same sampling in a Modal container, from the volume."""
+    """``generate --modal``: the same sampling in a Modal container, from the volume; with
+    ``--samples N`` > 1, the samples fanned out over containers as JSON lines."""
     from ..modal.check import require_modal
 
-    require_modal("generate --modal", dry_run=False)
-    from ..modal.app import run_sampling
+    fan_out = args.samples > 1 or args.dry_run
+    require_modal("generate --modal", credentials=not args.dry_run, dry_run=fan_out)
+    from ..modal.app import run_fanout, run_sampling
+    from ..modal.plan import split_seeds
     from ..modal.settings import Settings, find_source
 
     settings = Settings(volume=args.volume, source=find_source())
-    return run_sampling(
-        settings, args.model_path, args.tokenizer, args.prompt, sampling_options(args)
-    )
+    if not fan_out:
+        return run_sampling(
+            settings, args.model_path, args.tokenizer, args.prompt, sampling_options(args)
+        )
+    seed = args.seed if args.seed is not None else random.randrange(1, 2**63)
+    if seed + args.samples - 1 > MAX_SEED:
+        raise ValueError(f"--seed {seed} with {args.samples} samples would pass 2**64 - 1")
+    containers = args.containers or -(-args.samples // FAN_OUT_BATCH)
+    options = sampling_options(args)
+    del options["seed"]  # each sample's own: seed + i
+    SamplingParams(**options)  # checked here, before any container starts
+    runs = split_seeds(seed, args.samples, containers)
+    return run_fanout(
+        settings, args.model_path, args.tokenizer, args.prompt, options, runs,
+        dry_run=args.dry_run,
+    )  # fmt: skip

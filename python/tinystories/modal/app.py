@@ -38,6 +38,7 @@ class ModalApp:
     prepare: modal.Function
     train: modal.Function
     sample: modal.Function
+    sample_batch: modal.Function
     image_steps: list[str] = field(default_factory=list)
 
 
@@ -85,7 +86,21 @@ def build_app(settings: Settings) -> ModalApp:
     def sample(model: str, tokenizer: str, prompt: str, options: dict) -> Iterator[str]:
         yield from jobs.sample_body(model, tokenizer, prompt, options, root=jobs.volume_root())
 
-    return ModalApp(settings, app, image, volume, prepare, train, sample, steps)
+    @app.function(
+        image=image,
+        volumes=mounts,
+        timeout=settings.sample_timeout,
+        serialized=True,
+        name="sample_batch",
+    )
+    def sample_batch(
+        model: str, tokenizer: str, prompt: str, options: dict, seeds: list[int]
+    ) -> list[dict]:
+        return jobs.sample_batch_body(
+            model, tokenizer, prompt, options, seeds, root=jobs.volume_root()
+        )
+
+    return ModalApp(settings, app, image, volume, prepare, train, sample, sample_batch, steps)
 
 
 def run_training(
@@ -129,6 +144,74 @@ def run_training(
     return 0
 
 
+def fan_out_samples(
+    ma: ModalApp,
+    model: str,
+    tokenizer: str,
+    prompt: str,
+    options: dict,
+    seed_runs: list[list[int]],
+) -> Iterator[dict]:
+    """Every run of seeds in its own container (``Function.map``, in order): one record per
+    sample, seed by seed, each what ``Generator.complete(prompt, seed=s, **options)`` gives
+    here. Call inside ``ma.app.run()``."""
+    k = len(seed_runs)
+    for records in ma.sample_batch.map([model] * k, [tokenizer] * k, [prompt] * k,
+                                       [options] * k, seed_runs):  # fmt: skip
+        yield from records
+
+
+def run_fanout(
+    settings: Settings,
+    model: str,
+    tokenizer: str | None,
+    prompt: str,
+    options: dict,
+    seed_runs: list[list[int]],
+    *,
+    dry_run: bool = False,
+    out=None,
+) -> int:
+    """``generate --modal --samples N``: the samples split over containers, printed as JSON
+    lines in seed order (or, with ``dry_run``, the plan and the split)."""
+    out = out or sys.stdout
+    model, tokenizer = _volume_model(model, tokenizer)
+    ma = build_app(settings)
+    if dry_run:
+        samples = sum(len(run) for run in seed_runs)
+        lines = [
+            describe_plan(ma),
+            "this run:",
+            f"  {samples} samples of {prompt!r} from {MOUNT}/{model} over "
+            f"{len(seed_runs)} containers (sample_batch.map), one batch each:",
+        ]
+        lines += [f"    container {i + 1}: seeds {run[0]}..{run[-1]} ({len(run)})"
+                  for i, run in enumerate(seed_runs)]  # fmt: skip
+        out.write("\n".join(lines) + "\n")
+        return 0
+    import json
+
+    try:
+        with modal.enable_output(), ma.app.run():
+            for record in fan_out_samples(ma, model, tokenizer, prompt, options, seed_runs):
+                record = {"prompt": prompt, **record, "model": model}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.flush()
+    except modal.exception.Error as err:
+        print(f"tinystories: error: Modal: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _volume_model(model: str, tokenizer: str | None) -> tuple[str, str]:
+    """The model's and tokenizer's paths on the volume (tokenizer.bin beside the model
+    when none is given)."""
+    model = volume_path(model, "--model-path")
+    if tokenizer:
+        return model, volume_path(tokenizer, "--tokenizer")
+    return model, str(PurePosixPath(model).with_name("tokenizer.bin"))
+
+
 def run_sampling(
     settings: Settings,
     model: str,
@@ -140,11 +223,7 @@ def run_sampling(
     """``python -m tinystories generate --modal``: streams a story from the volume's model.
     As locally, nothing is printed before the remote side has checked its arguments."""
     out = out or sys.stdout
-    model = volume_path(model, "--model-path")
-    if tokenizer:
-        tokenizer = volume_path(tokenizer, "--tokenizer")
-    else:
-        tokenizer = str(PurePosixPath(model).with_name("tokenizer.bin"))
+    model, tokenizer = _volume_model(model, tokenizer)
     ma = build_app(settings)
     try:
         with modal.enable_output(), ma.app.run():

@@ -162,3 +162,21 @@ def serve_app(
         )
         generator = Generator(model_path, tokenizer_path)
     return create_app(generator, name=name, parallel=parallel)
+
+
+def sample_batch_body(
+    model: str, tokenizer: str, prompt: str, options: dict, seeds: list[int], *, root: Path
+) -> list[dict]:
+    """Samples of ``prompt`` with each of ``seeds``, generated together
+    (:meth:`Generator.complete_batch`): one record per seed, in order."""
+    from ..inference import Generator
+
+    generator = Generator(
+        root / volume_path(model, "model"), root / volume_path(tokenizer, "tokenizer")
+    )
+    completions = generator.complete_batch([prompt] * len(seeds), seed=list(seeds), **options)
+    return [
+        {"seed": c.seed, "text": c.text, "tokens": len(c.token_ids),
+         "finish_reason": c.finish_reason}
+        for c in completions
+    ]  # fmt: skip

@@ -144,6 +144,9 @@ def describe_plan(ma: ModalApp, training: TrainingPlan | None = None) -> str:
         "checkpoint; a restarted (preempted) call resumes from its checkpoint",
         f"  sample   no GPU, timeout {_fmt_time(s.sample_timeout)}: "
         "tinystories.Generator(model, tokenizer).stream(prompt) on the volume, piece by piece",
+        f"  sample_batch  no GPU, timeout {_fmt_time(s.sample_timeout)}: "
+        "Generator.complete_batch(prompt, seeds) on the volume; --samples N maps it over "
+        "containers",
     ]
     if training is not None:
         c = training.config
@@ -175,3 +178,18 @@ def describe_plan(ma: ModalApp, training: TrainingPlan | None = None) -> str:
         )
         lines.append(f"  config: {settings}")
     return "\n".join(lines)
+
+
+def split_seeds(seed: int, samples: int, containers: int) -> list[list[int]]:
+    """Seeds seed, seed + 1, ... for ``samples`` samples, in contiguous runs, one per
+    container (as even as can be; never an empty one)."""
+    if samples < 1 or containers < 1:
+        raise ValueError(f"samples and containers must be >= 1, got {samples} and {containers}")
+    containers = min(containers, samples)
+    base, extra = divmod(samples, containers)
+    runs, start = [], seed
+    for i in range(containers):
+        size = base + (i < extra)
+        runs.append(list(range(start, start + size)))
+        start += size
+    return runs
