@@ -62,7 +62,7 @@ ALLOWED = {
         "package",
     },
     "bench": {"_core", "formats", "hub", "inference"},
-    "package": {"_core", "inference"},  # tinystories/__init__.py
+    "package": {"_core", "inference", "formats"},  # tinystories/__init__.py
     "entry": {"cli"},  # __main__ and the python -m shims
     "_deprecated": set(),
 }
