@@ -730,3 +730,19 @@ def test_the_command_line(models, tmp_path):
 def test_convert_is_public():
     assert tinystories.convert is convert
     assert "convert" in tinystories.__all__
+
+
+def test_the_bench_gives_llama_cpp_our_gguf(tmp_path):
+    """Without llama.cpp's converter, bench --shapes makes llama-bench's GGUFs here."""
+    from tinystories import bench_shapes
+
+    shape = bench_shapes.make_shape("tiny", tmp_path)
+    files = bench_shapes.gguf_files(shape, None, None)
+    assert sorted(files) == ["fp32", "q80"]
+    for fmt, kind in (("fp32", 0), ("q80", 7)):
+        reader = gguf.GGUFReader(str(files[fmt]))
+        assert reader.fields["general.file_type"].contents() == kind
+        assert len(reader.fields["tokenizer.ggml.tokens"].contents()) == shape.config.vocab_size
+    stamp = files["fp32"].stat().st_mtime_ns
+    assert bench_shapes.gguf_files(shape, None, None) == files  # made once
+    assert files["fp32"].stat().st_mtime_ns == stamp

@@ -590,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--llama2c-convert",
         metavar="PATH",
-        help="llama.cpp's convert-llama2c-to-ggml, to give llama-bench the shapes (--shapes)",
+        help="llama.cpp's convert-llama2c-to-ggml, to make llama-bench's GGUFs of the shapes "
+        "(--shapes; default: tinystories.convert)",
     )
     parser.add_argument(
         "--llama-quantize", metavar="PATH", help="llama.cpp's llama-quantize, for q8_0 GGUFs"
