@@ -64,7 +64,7 @@ ALLOWED = {
         "package",
     },
     "bench": {"_core", "formats", "hub", "inference", "server"},
-    "package": {"_core", "hub", "inference"},  # tinystories/__init__.py
+    "package": {"_core", "formats", "hub", "inference"},  # tinystories/__init__.py
     "entry": {"cli"},  # __main__ and the python -m shims
     "_deprecated": set(),
 }
@@ -78,7 +78,12 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> dict[str, Path]:
-    found = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    # tinystories/_source is the wheel's copy of the sources it was built from, not modules
+    found = {
+        module_name(p): p
+        for p in PACKAGE.rglob("*.py")
+        if "_source" not in p.relative_to(PACKAGE).parts
+    }
     found["tinystories._core"] = PACKAGE / "_core.pyi"  # compiled; its stub has no imports
     assert "tinystories.training.loop" in found, "the training side is installed in the package"
     return found
@@ -232,7 +237,8 @@ def test_license_is_in_the_wheel_and_the_sdist(tmp_path, monkeypatch):
     """The MIT license pyproject.toml declares ships with the installed wheel and the sdist."""
     dist = importlib.metadata.distribution("tinystories")
     assert dist.metadata["License"] == "MIT"
-    (license_file,) = [f for f in dist.files if f.name == "LICENSE"]
+    # the .dist-info's (the copy in tinystories/_source is a source file like the others)
+    (license_file,) = [f for f in dist.files if f.name == "LICENSE" and "_source" not in f.parts]
     text = license_file.read_text()
     assert text.startswith("MIT License") and "the tinystories authors" in text
     build = pytest.importorskip("scikit_build_core.build")

@@ -8,11 +8,13 @@
 __version__ = "0.1.0"
 
 from ._core import FormatError  # noqa: E402
+from .formats.convert import convert  # noqa: E402
 from .hub.cache import PretrainedError, UnknownModelError  # noqa: E402
 from .inference import Generator, GeneratorConfig, SamplingParams, Tokenizer, kernels  # noqa: E402
 
 __all__ = [
     "FormatError",
+    "convert",
     "Generator",
     "GeneratorConfig",
     "PretrainedError",

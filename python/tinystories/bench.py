@@ -600,7 +600,8 @@ here asserts a speed; --quick runs a few seconds of everything.""",
     parser.add_argument(
         "--llama2c-convert",
         metavar="PATH",
-        help="llama.cpp's convert-llama2c-to-ggml, to give llama-bench the shapes (--shapes)",
+        help="llama.cpp's convert-llama2c-to-ggml, to make llama-bench's GGUFs of the shapes "
+        "(--shapes; default: tinystories.convert)",
     )
     parser.add_argument(
         "--llama-quantize", metavar="PATH", help="llama.cpp's llama-quantize, for q8_0 GGUFs"

@@ -16,8 +16,9 @@ memory. The machine's streaming read bandwidth is measured in every round, and e
 decode row is given as a fraction of it (weight bytes per token x tokens/s).
 
 Peers in the same rounds when given: llama2.c's ``run``/``runq`` (``OMP_NUM_THREADS``
-sets their threads) and llama.cpp's ``llama-bench`` on GGUF files made by llama.cpp's
-``convert-llama2c-to-ggml`` (and ``llama-quantize`` for q8_0), cached beside the models.
+sets their threads) and llama.cpp's ``llama-bench`` on GGUF files (f32 and q8_0) made by
+``tinystories.convert``, or by llama.cpp's ``convert-llama2c-to-ggml`` (and
+``llama-quantize`` for q8_0) when those are given, cached beside the models.
 Every measurement is the median of ``--repeats`` rounds; each round runs every program
 once, so a change in the machine's speed reaches them all alike. ``--busy`` repeats the
 decode and prefill rows with a ``yes`` process keeping one core busy.
@@ -118,10 +119,14 @@ def make_shape(name: str, directory: Path) -> ShapeFiles:
 
 
 def gguf_files(shape: ShapeFiles, convert: str | None, quantize: str | None) -> dict[str, Path]:
-    """llama.cpp's GGUF of the fp32 file (and its q8_0), made once with llama.cpp's tools."""
+    """The shape as GGUF for llama-bench ("fp32": f32, "q80": q8_0), made once: by
+    llama.cpp's tools when ``convert`` is given, else by :func:`tinystories.convert`
+    (from the fp32 file, or the v2 file of a shape without one; needs ``gguf``)."""
+    if not convert:
+        return our_gguf_files(shape)
     out: dict[str, Path] = {}
     src = shape.models.get("fp32")
-    if not convert or src is None:
+    if src is None:
         return out
     f32 = src.with_suffix(".gguf")
     if not f32.exists():
@@ -147,6 +152,25 @@ def gguf_files(shape: ShapeFiles, convert: str | None, quantize: str | None) -> 
                 [quantize, str(f32), str(q8), "q8_0"], check=True, capture_output=True, timeout=1200
             )
         out["q80"] = q8
+    return out
+
+
+def our_gguf_files(shape: ShapeFiles) -> dict[str, Path]:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:  # llama.cpp then goes unmeasured, as without its converter
+        return {}
+    from .formats.convert import convert
+
+    src = shape.models.get("fp32") or shape.models["q80"]
+    out: dict[str, Path] = {}
+    for fmt, kind in (("fp32", "f32"), ("q80", "q8_0")):
+        if fmt not in shape.models:
+            continue
+        path = src.with_name(f"{shape.name}.tinystories.{kind}.gguf")
+        if not path.exists():
+            convert(src, path, to="gguf", tokenizer=shape.tokenizer, dtype=kind)
+        out[fmt] = path
     return out
 
 

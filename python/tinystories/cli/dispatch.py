@@ -27,6 +27,7 @@ DELEGATED = {
     "eval": ("tinystories.cli.eval", "mean loss per token of a model on a text file"),
     "bench": ("tinystories.bench", "tokens/s of the C engine, against llama2.c"),
     "volume": ("tinystories.cli.volume", "list, upload and download files on the Modal volume"),
+    "convert": ("tinystories.cli.convert", "model.bin <-> Hugging Face / GGUF; v0/v1 -> v2"),
 }
 COMMANDS = ("generate", "download", "serve", *DELEGATED)
 

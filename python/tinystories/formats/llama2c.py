@@ -82,20 +82,49 @@ def random_weights(config: ModelConfig, seed: int = 0, scale: float = 0.2) -> di
     return weights
 
 
-def _check_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _check_weights(config: ModelConfig, weights: dict, quantized: bool = False) -> dict:
+    """The weights as contiguous fp32 arrays of the right shapes. With ``quantized`` (v2),
+    matrices may also be :class:`QuantizedTensor` s, layer matrices lists of per-layer
+    arrays or ``QuantizedTensor`` s, which are kept as they are."""
     checked = {}
     for name, shape in config.shapes().items():
         if name not in weights:
             raise ValueError(f"missing weight {name!r}")
-        array = np.ascontiguousarray(weights[name], dtype=np.float32)
-        if array.shape != shape:
-            raise ValueError(f"weight {name!r} has shape {array.shape}, expected {shape}")
-        checked[name] = array
+        value = weights[name]
+        if quantized and name in LAYER_MATRICES and isinstance(value, (list, tuple)):
+            if len(value) != config.n_layers:
+                raise ValueError(f"weight {name!r} has {len(value)} layers, expected {shape[0]}")
+            checked[name] = [
+                _check_matrix(f"{name}[{i}]", m, shape[1:]) for i, m in enumerate(value)
+            ]
+        elif quantized and name not in ("rms_att", "rms_ffn", "rms_final"):
+            checked[name] = _check_matrix(name, value, shape)
+        else:
+            array = np.ascontiguousarray(value, dtype=np.float32)
+            if array.shape != shape:
+                raise ValueError(f"weight {name!r} has shape {array.shape}, expected {shape}")
+            checked[name] = array
     return checked
 
 
-def _rope_tables(config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    # Legacy v0 files carry precomputed RoPE tables; readers skip them.
+def _check_matrix(name: str, value, shape: tuple[int, ...]):
+    if isinstance(value, QuantizedTensor):
+        n = int(np.prod(shape))
+        if tuple(value.shape) != shape or value.values.size != n or value.group_size <= 0:
+            raise ValueError(f"weight {name!r} has shape {value.shape}, expected {shape}")
+        if n % value.group_size or value.scales.size != n // value.group_size:
+            raise ValueError(f"weight {name!r}: {value.scales.size} scales for {n} values")
+        return value
+    array = np.ascontiguousarray(value, dtype=np.float32)
+    if array.shape != shape:
+        raise ValueError(f"weight {name!r} has shape {array.shape}, expected {shape}")
+    return array
+
+
+def rope_tables(config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The cos and sin tables (``[seq_len, head_size / 2]``) :func:`write_model` puts in a
+    v0 file. Legacy v0 files carry precomputed RoPE tables; readers skip them (llama2.c's
+    ``train.py`` computes them with torch, whose last bits can differ)."""
     half = config.head_size // 2
     freqs = 1.0 / (10000.0 ** (np.arange(0, config.head_size, 2)[:half] / config.head_size))
     angles = np.outer(np.arange(config.seq_len), freqs)
@@ -156,17 +185,31 @@ def write_model(
     weights: dict[str, np.ndarray],
     version: int = 0,
     group_size: int | None = None,
+    rope: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
-    """Writes ``weights`` (names and shapes from ``ModelConfig.shapes``) as a model file."""
-    w = _check_weights(config, weights)
+    """Writes ``weights`` (names and shapes from ``ModelConfig.shapes``) as a model file.
+
+    For v2, matrices may be :class:`QuantizedTensor` s (layer matrices: a list with one
+    per layer, as ``read_model(keep_quantized=True)`` returns them); those of group size
+    ``group_size`` are written as they are, the others quantized. ``rope`` replaces a v0
+    file's legacy RoPE tables (``rope_tables(config)`` by default).
+    """
+    w = _check_weights(config, weights, quantized=version == 2)
     path = Path(path)
+    if rope is None:
+        rope = rope_tables(config)
+    else:
+        rope = tuple(np.ascontiguousarray(t, dtype=np.float32) for t in rope)
+        expected = (config.seq_len, config.head_size // 2)
+        if len(rope) != 2 or any(t.shape != expected for t in rope):
+            raise ValueError(f"the RoPE tables must be two arrays of shape {expected}")
     dims = (config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.n_kv_heads)
     with open(path, "wb") as out:
         if version == 0:
             vocab = config.vocab_size if config.shared_classifier else -config.vocab_size
             out.write(struct.pack("<7i", *dims, vocab, config.seq_len))
             body = [w["token_embedding"], w["rms_att"], w["wq"], w["wk"], w["wv"], w["wo"]]
-            body += [w["rms_ffn"], w["w1"], w["w2"], w["w3"], w["rms_final"], *_rope_tables(config)]
+            body += [w["rms_ffn"], w["w1"], w["w2"], w["w3"], w["rms_final"], *rope]
             if not config.shared_classifier:
                 body.append(w["wcls"])
             _write_arrays(out, body)
@@ -185,8 +228,13 @@ def write_model(
             if not config.shared_classifier:
                 matrices.append(w["wcls"])
             for matrix in matrices:
-                values, scales = quantize_q80(matrix, group_size)
-                out.write(values.tobytes())
+                if isinstance(matrix, QuantizedTensor) and matrix.group_size == group_size:
+                    values, scales = matrix.values, matrix.scales
+                elif isinstance(matrix, QuantizedTensor):
+                    values, scales = quantize_q80(matrix.dequantize(), group_size)
+                else:
+                    values, scales = quantize_q80(matrix, group_size)
+                out.write(np.ascontiguousarray(values, dtype=np.int8).tobytes())
                 out.write(scales.astype("<f4").tobytes())
         else:
             raise ValueError(f"unknown model file version {version} (expected 0, 1 or 2)")
@@ -270,6 +318,28 @@ def read_model(
     if offset != len(data):
         raise ValueError(f"{path}: file is {len(data)} bytes, layout implies {offset}")
     return config, version, w
+
+
+def read_rope_tables(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The legacy RoPE tables of a v0 file (cos, sin), as stored."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+        config, version, _, _ = parse_header(head, path)
+        if version != 0:
+            raise ValueError(f"{path}: a v{version} file has no RoPE tables")
+        c = config
+        weights = c.vocab_size * c.dim + c.n_layers * (
+            2 * c.dim + c.dim * (2 * c.dim + 2 * c.kv_dim)
+        )
+        weights += c.n_layers * 3 * c.dim * c.hidden_dim + c.dim
+        shape = (c.seq_len, c.head_size // 2)
+        f.seek(V0_HEADER_BYTES + 4 * weights)
+        raw = f.read(8 * shape[0] * shape[1])
+    if len(raw) != 8 * shape[0] * shape[1]:
+        raise FormatError(f"{path}: file ends inside the RoPE tables")
+    tables = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(2, *shape)
+    return tables[0], tables[1]
 
 
 def parse_header(data: bytes, path: str | Path = "model") -> tuple[ModelConfig, int, int, int]:
