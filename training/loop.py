@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .checkpoint import export_model, read_checkpoint, save_checkpoint
-from .config import ModelArgs, TrainConfig, TrainResult
+from .config import ConfigError, ModelArgs, TrainConfig, TrainResult
 from .corpus import prepare_data
 from .model import Transformer
 from .shards import BatchSampler, Prefetcher, TokenStream, eval_batches
@@ -52,6 +52,9 @@ def train(
     nothing that was checkpointed.
     """
     # --- set-up: files, data, model, optimizer --------------------------------------
+    config.validate()
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
@@ -62,11 +65,17 @@ def train(
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         checkpoint = read_checkpoint(ckpt_path, ("model", "optimizer", "model_args", "iter"))
+        args = ModelArgs(**checkpoint["model_args"])
+        config = config.resumed(checkpoint.get("config", {}), args)
     _, vocab_bin, train_shards, val_shards = prepare_data(config, log)
-    args = model_args(config, checkpoint, ckpt_path)
+    if checkpoint is None:
+        args = config.model_args(config.resolved_vocab_size())
+    elif checkpoint.get("tokenizer_bin", vocab_bin.read_bytes()) != vocab_bin.read_bytes():
+        raise ConfigError(
+            f"{vocab_bin} is not the vocabulary {ckpt_path} was trained with: give the "
+            "--data-dir it was trained from"
+        )
 
-    device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device)
     torch.manual_seed(config.seed)
     model = Transformer(args).to(device)
     optimizer = make_optimizer(model, config)
@@ -194,17 +203,6 @@ def train(
 # --- what train() calls --------------------------------------------------------------
 
 
-def model_args(config: TrainConfig, checkpoint: dict | None, ckpt_path: Path) -> ModelArgs:
-    """The shape to train: the checkpoint's when resuming (its vocabulary must match)."""
-    vocab_size = config.resolved_vocab_size()
-    if checkpoint is None:
-        return config.model_args(vocab_size)
-    args = ModelArgs(**checkpoint["model_args"])
-    if args.vocab_size != vocab_size:
-        raise ValueError(f"{ckpt_path} has vocab size {args.vocab_size}, this run {vocab_size}")
-    return args
-
-
 def learning_rate(config: TrainConfig, it: int) -> float:
     """Linear warmup to the peak, then cosine decay to ``min_lr_ratio`` of it at max_iters."""
     peak, floor = config.learning_rate, config.learning_rate * config.min_lr_ratio
@@ -218,11 +216,16 @@ def learning_rate(config: TrainConfig, it: int) -> float:
 
 
 def pick_device(requested: str) -> torch.device:
+    """The device of ``--device``; one that is not here is a ConfigError."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} was asked for but CUDA is not available")
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {requested}: CUDA is not available here")
+    if (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: there are {torch.cuda.device_count()} GPU(s) here")
     return device
 
 
@@ -239,9 +242,13 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     """The autocast dtype: bf16 where the hardware runs it fast, fp16 (with a GradScaler)
     on GPUs without bf16 such as a T4, fp32 otherwise. Weights stay fp32 either way."""
     if requested != "auto":
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            requested
-        ]
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if requested == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(
+                f"--dtype bfloat16: {torch.cuda.get_device_name(device)} does not support it; "
+                "give --dtype float16 (with loss scaling) or auto"
+            )
+        return dtype[requested]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16_matmul() else torch.float32

@@ -3,7 +3,8 @@
 Flags map one-to-one onto :class:`tinystories.training.config.TrainConfig`, whose
 defaults they show; the work happens in :func:`tinystories.training.loop.train`, here
 or, with ``--modal``, in a Modal container (:mod:`tinystories.modal.app`) from the same
-config.
+config. A flag that cannot work is refused before any work, with one ``tinystories:
+error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -13,8 +14,15 @@ import sys
 from collections.abc import Sequence
 
 from ..formats.llama2c import VERSIONS
-from ..modal.settings import DEFAULT_GPU, DEFAULT_TRAIN_TIMEOUT, DEFAULT_VOLUME, MAX_TIMEOUT
-from ..training.config import DTYPES, PRESETS, TrainConfig
+from ..modal.settings import (
+    DEFAULT_GPU,
+    DEFAULT_TRAIN_TIMEOUT,
+    DEFAULT_VOLUME,
+    GPU_TYPES,
+    MAX_TIMEOUT,
+    check_gpu,
+)
+from ..training.config import DEFAULT_PRESET, DTYPES, PRESETS, ConfigError, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -47,12 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=DEFAULTS.out_dir, help=f"output directory (default: {DEFAULTS.out_dir})"
     )
     p.add_argument("--data-dir", help="vocabulary and shards (default: OUT/data)")
-    preset = DEFAULTS.preset
-    p.add_argument("--preset", default=preset, help=f"model preset (default: {preset})")
+    p.add_argument("--preset", help=f"model preset (default: {DEFAULT_PRESET})")
     p.add_argument(
         "--vocab-size",
         type=int,
-        help=f"vocabulary size (default: the preset's, {PRESETS[preset].vocab_size})",
+        help=f"vocabulary size (default: the preset's, {PRESETS[DEFAULT_PRESET].vocab_size})",
     )
     for name in ("dim", "n-layers", "n-heads", "n-kv-heads", "hidden-dim", "seq-len"):
         p.add_argument(f"--{name}", type=int, help="override the preset")
@@ -77,12 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation batches per eval",
     )
     p.add_argument("--log-interval", type=int, default=DEFAULTS.log_interval)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     p.add_argument(
-        "--format", default=DEFAULTS.export_format, choices=list(VERSIONS), help="model.bin format"
+        "--resume",
+        action="store_true",
+        help="continue from OUT/ckpt.pt, with its architecture, vocabulary and data",
+    )
+    p.add_argument(
+        "--format",
+        default=DEFAULTS.export_format,
+        help=f"model.bin format: {', '.join(VERSIONS)} (default: {DEFAULTS.export_format})",
     )
     p.add_argument("--device", default=DEFAULTS.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default=DEFAULTS.dtype, choices=list(DTYPES))
+    p.add_argument(
+        "--dtype",
+        default=DEFAULTS.dtype,
+        help=f"autocast dtype: {' | '.join(DTYPES)} (default: {DEFAULTS.dtype})",
+    )
     compile_group = p.add_mutually_exclusive_group()
     compile_group.add_argument(
         "--compile", dest="compile", action="store_true", default=DEFAULTS.compile
@@ -97,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         "see the README's 'Train on Modal'",
     )
     m.add_argument("--modal", action="store_true", help="train on Modal instead of here")
-    m.add_argument("--gpu", default=DEFAULT_GPU, help=f"Modal GPU type (default: {DEFAULT_GPU})")
+    m.add_argument(
+        "--gpu",
+        default=DEFAULT_GPU,
+        help=f"Modal GPU type, with :N for several: {', '.join(GPU_TYPES)} "
+        f"(default: {DEFAULT_GPU})",
+    )
     m.add_argument(
         "--volume",
         default=DEFAULT_VOLUME,
@@ -189,6 +211,13 @@ def _main_modal(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    config = TrainConfig(**config_kwargs(args))
+    try:
+        config.validate()
+        if args.modal or args.dry_run:
+            check_gpu(args.gpu)
+    except ValueError as err:
+        return usage_error(err)
     if args.modal or args.dry_run:
         return _main_modal(args)
     from ..training import require
@@ -196,15 +225,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     require(what="training")
     from ..training.loop import train
 
-    config = TrainConfig(**config_kwargs(args))
     try:
         result = train(config)
+    except ConfigError as err:
+        return usage_error(err)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
     print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
     return 0
+
+
+def usage_error(error: object) -> int:
+    """A flag that cannot work: one line, and argparse's exit status for bad usage."""
+    print(f"tinystories: error: {error}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
