@@ -7,7 +7,7 @@ import pytest
 from support.training import TINY_FLAGS, train_command, write_corpus
 from tinystories.cli.train import main as train_main
 from tinystories.modal.settings import GPU_TYPES, check_gpu
-from tinystories.training.config import ConfigError, ModelArgs, TrainConfig
+from tinystories.training.config import ConfigError, ModelArgs, TrainConfig, parse_interval
 
 BAD_FLAGS = {
     "--seq-len 0": "--seq-len must be a positive integer, not 0",
@@ -28,6 +28,9 @@ BAD_FLAGS = {
     "--dtype float8": "--dtype must be one of auto, float32, bfloat16, float16, not 'float8'",
     "--format v9": "--format must be one of v0, v1, v2, not 'v9'",
     "--preset huge": "unknown --preset 'huge' (known: tok105)",
+    "--checkpoint-interval 0": "--checkpoint-interval '0' must be more than 0",
+    "--checkpoint-interval 5s": "--checkpoint-interval '5s': give iterations (e.g. 500) or "
+    "minutes (e.g. 5m)",
     "--modal --dry-run --gpu V100": "--gpu 'V100': the GPU types are T4, L4, A10G",
     "--modal --dry-run --gpu T4:9": "--gpu 'T4:9': the count after ':' must be 1 to 8",
 }
@@ -80,6 +83,15 @@ def test_gpu_values():
     for gpu in ("V100", "T4:0", "T4:x", "A100:", ""):
         with pytest.raises(ValueError):
             check_gpu(gpu)
+
+
+def test_checkpoint_interval_values():
+    assert parse_interval("500") == (500, None)
+    assert parse_interval("5m") == (None, 5.0)
+    assert parse_interval("0.5min") == (None, 0.5)
+    for text in ("0", "0m", "-5", "5 minutes", "1.5", ""):
+        with pytest.raises(ConfigError):
+            parse_interval(text)
 
 
 # --- --resume -----------------------------------------------------------------------

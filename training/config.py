@@ -105,12 +105,29 @@ FLAGS = {
     "num_threads": "--threads",
     "export_format": "--format",
     "shared_classifier": "--untied",
+    "tensorboard_dir": "--tensorboard",
 }
 
 
 def flag_name(name: str) -> str:
     """The command-line flag of TrainConfig field ``name``; errors name settings by it."""
     return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def parse_interval(text: str) -> tuple[int | None, float | None]:
+    """``--checkpoint-interval``: ``"200"`` is every 200 iterations, ``"5m"`` every 5
+    minutes; returns ``(iterations, minutes)``, one of them None."""
+    match = re.fullmatch(r"(\d+)|(\d+(?:\.\d+)?)m(?:in)?", text.strip())
+    if match is None:
+        raise ConfigError(
+            f"--checkpoint-interval {text!r}: give iterations (e.g. 500) or minutes (e.g. 5m)"
+        )
+    iterations, minutes = match.groups()
+    if iterations is not None and int(iterations) >= 1:
+        return int(iterations), None
+    if minutes is not None and float(minutes) > 0:
+        return None, float(minutes)
+    raise ConfigError(f"--checkpoint-interval {text!r} must be more than 0")
 
 
 @dataclass
@@ -147,8 +164,10 @@ class TrainConfig:
     eval_interval: int | None = None  # None = about 10 evaluations per run
     eval_iters: int = 20
     log_interval: int = 1
+    checkpoint_interval: str = "5m"  # see parse_interval; also at each evaluation and the end
     stop_iter: int | None = None  # end this run after this iteration (resume continues)
     resume: bool = False  # continue from out_dir/ckpt.pt; see resumed()
+    tensorboard_dir: str | None = None  # also write the metrics as TensorBoard events there
     export_format: str = "v0"  # one of VERSIONS: v0, v1, v2 (Q8_0)
     # system
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -181,6 +200,10 @@ class TrainConfig:
 
     def eval_every(self) -> int:
         return self.eval_interval or max(1, self.max_iters // 10)
+
+    def checkpoint_every(self) -> tuple[int | None, float | None]:
+        """``(iterations, minutes)`` between checkpoints, one of them None."""
+        return parse_interval(self.checkpoint_interval)
 
     def validate(self) -> None:
         """Raises a ConfigError naming (by its flag) every setting that cannot work, before
@@ -238,6 +261,10 @@ class TrainConfig:
             problems.append(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             problems.append(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        try:
+            parse_interval(self.checkpoint_interval)
+        except ConfigError as err:
+            problems.append(str(err))
         if problems:
             raise ConfigError("; ".join(problems))
 

@@ -10,18 +10,24 @@ continues from it), ``metrics.jsonl`` (one JSON object per logged step),
 ``model.bin``, ``tokenizer.bin``, and ``data/`` (vocabulary and shards) unless
 ``data_dir`` points elsewhere.
 
+SIGINT and SIGTERM stop training after the current iteration with a checkpoint
+(:class:`StopSignals`); :func:`train` then raises :class:`TrainingInterrupted`.
+
 :func:`train` reads top to bottom: set-up, the loop, the export. What it calls is
 below it in this module (device, precision, optimizer, one step's loss) or in
-:mod:`.corpus` (data), :mod:`.shards` (batches) and :mod:`.checkpoint` (files).
+:mod:`.corpus` (data), :mod:`.shards` (batches), :mod:`.checkpoint` (files) and
+:mod:`.runlog` (metrics).
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -29,15 +35,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..hub.download import progress_bar
+from . import require
 from .checkpoint import export_model, read_checkpoint, save_checkpoint
 from .config import ConfigError, ModelArgs, TrainConfig, TrainResult
 from .corpus import prepare_data
 from .model import Transformer
+from .runlog import RunLog
 from .shards import BatchSampler, Prefetcher, TokenStream, eval_batches
 
 # CPU runs at least this long are compiled: about a minute of compiling on 2 cores
 # is repaid by the faster steps.
 CPU_COMPILE_MIN_ITERS = 500
+# The signals that stop training with a checkpoint.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training at ``iteration``, after writing a checkpoint
+    there (in the main process). ``exit_status`` is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint_path: Path, main_process: bool):
+        name = signal.Signals(signum).name
+        super().__init__(f"{name}: stopped at iteration {iteration}; checkpoint {checkpoint_path}")
+        self.signum, self.iteration = signum, iteration
+        self.checkpoint_path, self.main_process = checkpoint_path, main_process
+        self.exit_status = 128 + signum
 
 
 def train(
@@ -51,8 +74,11 @@ def train(
     after the export); ``--modal`` commits the volume there so a lost container loses
     nothing that was checkpointed.
     """
-    # --- set-up: files, data, model, optimizer --------------------------------------
     config.validate()
+    if config.tensorboard_dir:
+        require(("tensorboard",), what="--tensorboard")
+
+    # --- set-up: files, data, model, optimizer --------------------------------------
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
     out_dir = Path(config.out_dir)
@@ -82,13 +108,15 @@ def train(
     use_scaler = dtype == torch.float16  # fp16 needs loss scaling; bf16 and fp32 do not
     scaler = make_grad_scaler(device, use_scaler)
     autocast = autocast_context(device, dtype)
-    start_iter = 0
+    start_iter, tokens_seen = 0, 0
+    tokens_per_iter = config.batch_size * config.grad_accum_steps * args.seq_len
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         if use_scaler and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         start_iter = int(checkpoint["iter"])
+        tokens_seen = int(checkpoint.get("tokens", start_iter * tokens_per_iter))
         log(f"resuming from {ckpt_path} at iteration {start_iter}")
         checkpoint = None  # the tensors are in the model and optimizer now; free the copy
     last_iter = min(config.max_iters, config.stop_iter or config.max_iters)
@@ -99,26 +127,25 @@ def train(
     val_stream = TokenStream(val_shards.paths, args.seq_len, args.vocab_size)
     sampler = BatchSampler(train_stream, config.batch_size, config.seed)
     val_batches = eval_batches(val_stream, config.batch_size, config.eval_iters, config.seed)
-    tokens_per_iter = config.batch_size * config.grad_accum_steps * args.seq_len
     n_params = sum(p.numel() for p in model.parameters())
     log(
         f"model {n_params:,} parameters; {train_stream.n_tokens:,} train tokens; "
         f"{tokens_per_iter:,} tokens per iteration; {device} {str(dtype)[6:]}"
         f"{' compiled' if compiled else ''}"
     )
-    metrics = metrics_up_to(metrics_path, start_iter)  # a resumed run drops later rows
-    metrics_path.write_text("".join(json.dumps(row) + "\n" for row in metrics))
+    runlog = RunLog(metrics_path, start_iter, config.tensorboard_dir)
+    checkpoint_iters, checkpoint_minutes = config.checkpoint_every()
 
     # --- the loop ---------------------------------------------------------------------
     batches = partial(sampler.step_batches, micro_steps=config.grad_accum_steps)
     prefetch = Prefetcher(batches, start_iter, last_iter)
-    bar = progress(config, start_iter)
+    bar = progress_bar(config.max_iters, start_iter, "train", config.progress, "it")
     model.train()
     loss_value, val_loss, tokens_per_sec = float("nan"), None, 0.0
-    it = start_iter
+    it, stop_signal, last_save = start_iter, None, time.monotonic()
     try:
-        with open(metrics_path, "a") as metrics_file:
-            while it < last_iter:
+        with StopSignals(announce=True, under_torchrun=False) as signals:
+            while it < last_iter and stop_signal is None:
                 t0 = time.perf_counter()
                 lr = learning_rate(config, it)
                 for group in optimizer.param_groups:
@@ -137,15 +164,27 @@ def train(
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 it += 1
+                tokens_seen += tokens_per_iter
 
                 loss_value = float(loss_sum)  # syncs with the device, so the timing is real
                 tokens_per_sec = tokens_per_iter / (time.perf_counter() - t0)
+                stop_signal = signals.received
                 evaluate = it % config.eval_every() == 0 or it == config.max_iters
-                save = evaluate or it == last_iter
+                save = (
+                    evaluate
+                    or it == last_iter
+                    or stop_signal is not None
+                    or (checkpoint_iters is not None and it % checkpoint_iters == 0)
+                    or (
+                        checkpoint_minutes is not None
+                        and time.monotonic() - last_save >= 60 * checkpoint_minutes
+                    )
+                )
                 row = None
                 if it % config.log_interval == 0 or evaluate:
                     row = {
                         "iter": it,
+                        "tokens": tokens_seen,
                         "loss": round(loss_value, 6),
                         "lr": lr,
                         "tokens_per_sec": round(tokens_per_sec, 1),
@@ -161,31 +200,36 @@ def train(
                         "scaler": scaler.state_dict() if use_scaler else None,
                         "model_args": args.to_dict(),
                         "iter": it,
+                        "tokens": tokens_seen,
                         "config": asdict(config),
                         "tokenizer_bin": vocab_bin.read_bytes(),
                     }
                     save_checkpoint(ckpt_path, state)
+                    last_save = time.monotonic()
                 if row is not None:
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
-                    metrics.append(row)
-                if save and on_checkpoint is not None:
-                    on_checkpoint(ckpt_path)  # after the metrics row, which it covers
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
-                    bar.update(1)
+                    runlog.write(row)
+                if save:
+                    runlog.flush()
+                    if on_checkpoint is not None:
+                        on_checkpoint(ckpt_path)  # after the metrics row, which it covers
+                bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
+                bar.update(1)
     finally:
         prefetch.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
+        runlog.close()
 
     # --- export -----------------------------------------------------------------------
-    model_path, tokenizer_path = export_model(
-        model, out_dir / "model.bin", vocab_bin, fmt=config.export_format
-    )
-    log(f"wrote {model_path} and {tokenizer_path}")
-    if on_checkpoint is not None:
-        on_checkpoint(model_path)
+    model_path, tokenizer_path = out_dir / "model.bin", out_dir / "tokenizer.bin"
+    if stop_signal is None:
+        model_path, tokenizer_path = export_model(
+            model, model_path, vocab_bin, fmt=config.export_format
+        )
+        log(f"wrote {model_path} and {tokenizer_path}")
+        if on_checkpoint is not None:
+            on_checkpoint(model_path)
+    if stop_signal is not None:
+        raise TrainingInterrupted(stop_signal, it, ckpt_path, main_process=True)
     return TrainResult(
         out_dir=out_dir,
         model_path=model_path,
@@ -196,7 +240,7 @@ def train(
         final_loss=loss_value,
         final_val_loss=val_loss,
         tokens_per_sec=tokens_per_sec,
-        metrics=metrics,
+        metrics=runlog.rows,
     )
 
 
@@ -322,18 +366,40 @@ def estimate_loss(
     return float(np.mean(losses))
 
 
-def metrics_up_to(path: Path, last_iter: int) -> list[dict]:
-    """The rows of ``metrics.jsonl`` up to ``last_iter`` (a resumed run's history)."""
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row for row in rows if row["iter"] <= last_iter]
+class StopSignals:
+    """SIGINT and SIGTERM while training: the first asks the loop to stop after the
+    current iteration (``received`` is set), a second one exits at once (status 128 +
+    signal). Under torchrun a repeat within ``REPEAT_GRACE`` seconds is taken as the same
+    request: a machine being shut down signals every process, and torchrun forwards its
+    own signal to its workers too. Handlers can only be set in the main thread; elsewhere
+    this does nothing."""
 
+    REPEAT_GRACE = 1.0
 
-def progress(config: TrainConfig, start_iter: int):
-    """A tqdm bar over the iterations, or None without ``config.progress``."""
-    if not config.progress:
-        return None
-    from tqdm import tqdm
+    def __init__(self, announce: bool, under_torchrun: bool):
+        self.announce = announce
+        self.grace = self.REPEAT_GRACE if under_torchrun else 0.0
+        self.received: int | None = None
+        self._first_at = 0.0
+        self._previous: dict = {}
 
-    return tqdm(total=config.max_iters, initial=start_iter, desc="train", unit="it")
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._receive) for s in STOP_SIGNALS}
+        return self
+
+    def _receive(self, signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if self.received is None:
+            self.received, self._first_at = signum, now
+            if self.announce:  # os.write: print could re-enter a write it interrupted
+                name = signal.Signals(signum).name
+                message = f"\n{name}: stopping after this iteration with a checkpoint"
+                with suppress(OSError):  # no stderr to tell: stop all the same
+                    os.write(2, f"{message} (again to quit at once)\n".encode())
+        elif now - self._first_at > self.grace:
+            os._exit(128 + signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

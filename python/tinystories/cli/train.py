@@ -10,6 +10,7 @@ error:`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -85,10 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-interval", type=int, default=DEFAULTS.log_interval)
     p.add_argument(
+        "--checkpoint-interval",
+        default=DEFAULTS.checkpoint_interval,
+        help="write OUT/ckpt.pt every N iterations (500) or minutes (10m), besides every "
+        f"evaluation and the end (default: {DEFAULTS.checkpoint_interval})",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue from OUT/ckpt.pt, with its architecture, vocabulary and data",
     )
+    p.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard events to DIR")
     p.add_argument(
         "--format",
         default=DEFAULTS.export_format,
@@ -170,7 +178,9 @@ def config_kwargs(args: argparse.Namespace) -> dict:
         eval_interval=args.eval_interval,
         eval_iters=args.eval_iters,
         log_interval=args.log_interval,
+        checkpoint_interval=args.checkpoint_interval,
         resume=args.resume,
+        tensorboard_dir=args.tensorboard,
         export_format=args.format,
         device=args.device,
         dtype=args.dtype,
@@ -210,6 +220,7 @@ def _main_modal(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     config = TrainConfig(**config_kwargs(args))
     try:
@@ -223,15 +234,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..training import require
 
     require(what="training")
-    from ..training.loop import train
+    from ..training.loop import TrainingInterrupted, train
 
     try:
         result = train(config)
     except ConfigError as err:
         return usage_error(err)
+    except TrainingInterrupted as stop:
+        if stop.main_process:
+            print(f"{stop}\nto resume: {resume_command(argv)}", file=sys.stderr)
+        return stop.exit_status
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the loop, which stops with a checkpoint instead
+        print(file=sys.stderr)
+        return 130
     val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
     print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
     return 0
@@ -241,6 +259,12 @@ def usage_error(error: object) -> int:
     """A flag that cannot work: one line, and argparse's exit status for bad usage."""
     print(f"tinystories: error: {error}", file=sys.stderr)
     return 2
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this run: the same flags with ``--resume``."""
+    words = [*argv, "--resume"] if "--resume" not in argv else list(argv)
+    return shlex.join(["python", "-m", "tinystories.train", *words])
 
 
 if __name__ == "__main__":
