@@ -3,7 +3,8 @@
 One call runs the whole pipeline: vocabulary (when missing), pretokenized
 shards (when missing), training with AdamW + warmup/cosine schedule, periodic
 validation, checkpoints, and the export of ``model.bin`` + ``tokenizer.bin``.
-``python -m tinystories.train`` only turns flags into a TrainConfig.
+``python -m tinystories.train`` only turns flags into a TrainConfig; under
+``torchrun`` every process runs this same function (see the distributed block).
 
 Files in ``out_dir``: ``ckpt.pt`` (model, optimizer, iteration; ``resume=True``
 continues from it), ``metrics.jsonl`` (one JSON object per logged step),
@@ -21,6 +22,7 @@ below it in this module (device, precision, optimizer, one step's loss) or in
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import signal
@@ -34,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..hub.download import progress_bar
 from . import require
@@ -47,7 +51,8 @@ from .shards import BatchSampler, Prefetcher, TokenStream, eval_batches
 # CPU runs at least this long are compiled: about a minute of compiling on 2 cores
 # is repaid by the faster steps.
 CPU_COMPILE_MIN_ITERS = 500
-# The signals that stop training with a checkpoint.
+# The signals that stop training with a checkpoint, the first one winning when the
+# processes of a distributed run received different ones.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -78,9 +83,40 @@ def train(
     if config.tensorboard_dir:
         require(("tensorboard",), what="--tensorboard")
 
-    # --- set-up: files, data, model, optimizer --------------------------------------
-    device = pick_device(config.device)
+    # --- distributed set-up --------------------------------------------------------------
+    # torchrun starts one process per device and sets RANK, LOCAL_RANK and WORLD_SIZE.
+    # Each process trains its share of every iteration's micro-batches (micro-batch m
+    # goes to process m % WORLD_SIZE), so N processes see exactly the batches one process
+    # would; the main process (rank 0) alone logs, evaluates, checkpoints and exports.
+    distributed = "RANK" in os.environ
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    master_process = rank == 0
+    device = pick_device(config.device, int(os.environ["LOCAL_RANK"]) if distributed else None)
     dtype = pick_dtype(config.dtype, device)
+    if config.grad_accum_steps < world_size:
+        raise ConfigError(
+            f"--grad-accum {config.grad_accum_steps} is fewer than the {world_size} processes: "
+            f"each trains whole micro-batches of --batch-size, so give --grad-accum "
+            f"{world_size} or a multiple of it (and a smaller --batch-size to keep the "
+            "tokens per iteration)"
+        )
+    micro_steps = range(rank, config.grad_accum_steps, world_size)  # this process's share
+    if distributed:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not master_process:
+        log = _quiet
+    if config.grad_accum_steps % world_size:
+        most = -(-config.grad_accum_steps // world_size)
+        log(
+            f"--grad-accum {config.grad_accum_steps} over {world_size} processes: "
+            f"{config.grad_accum_steps % world_size} of them train {most} micro-batches per "
+            f"iteration, the others {most - 1} and wait (a multiple of {world_size} wastes nothing)"
+        )
+
+    # --- set-up: files, data, model, optimizer --------------------------------------
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
@@ -93,7 +129,12 @@ def train(
         checkpoint = read_checkpoint(ckpt_path, ("model", "optimizer", "model_args", "iter"))
         args = ModelArgs(**checkpoint["model_args"])
         config = config.resumed(checkpoint.get("config", {}), args)
+    # the main process makes the vocabulary and shards; the others wait, then find them
+    if distributed and not master_process:
+        dist.barrier()
     _, vocab_bin, train_shards, val_shards = prepare_data(config, log)
+    if distributed and master_process:
+        dist.barrier()
     if checkpoint is None:
         args = config.model_args(config.resolved_vocab_size())
     elif checkpoint.get("tokenizer_bin", vocab_bin.read_bytes()) != vocab_bin.read_bytes():
@@ -121,7 +162,11 @@ def train(
         checkpoint = None  # the tensors are in the model and optimizer now; free the copy
     last_iter = min(config.max_iters, config.stop_iter or config.max_iters)
     compiled = should_compile(config, device, last_iter - start_iter)
-    step_model = torch.compile(model) if compiled else model
+    eval_model = torch.compile(model) if compiled else model
+    step_model = eval_model
+    if distributed:
+        step_model = data_parallel(eval_model, device)
+        torch.manual_seed(config.seed + rank)  # dropout masks differ between processes
 
     train_stream = TokenStream(train_shards.paths, args.seq_len, args.vocab_size)
     val_stream = TokenStream(val_shards.paths, args.seq_len, args.vocab_size)
@@ -132,30 +177,37 @@ def train(
         f"model {n_params:,} parameters; {train_stream.n_tokens:,} train tokens; "
         f"{tokens_per_iter:,} tokens per iteration; {device} {str(dtype)[6:]}"
         f"{' compiled' if compiled else ''}"
+        f"{f'; {world_size} processes' if distributed else ''}"
     )
-    runlog = RunLog(metrics_path, start_iter, config.tensorboard_dir)
+    runlog = RunLog(metrics_path, start_iter, config.tensorboard_dir) if master_process else None
     checkpoint_iters, checkpoint_minutes = config.checkpoint_every()
 
     # --- the loop ---------------------------------------------------------------------
-    batches = partial(sampler.step_batches, micro_steps=config.grad_accum_steps)
+    batches = partial(sampler.step_batches, micro_steps=micro_steps)
     prefetch = Prefetcher(batches, start_iter, last_iter)
-    bar = progress_bar(config.max_iters, start_iter, "train", config.progress, "it")
+    bar = progress_bar(
+        config.max_iters, start_iter, "train", master_process and config.progress, "it"
+    )
     model.train()
     loss_value, val_loss, tokens_per_sec = float("nan"), None, 0.0
     it, stop_signal, last_save = start_iter, None, time.monotonic()
     try:
-        with StopSignals(announce=True, under_torchrun=False) as signals:
+        with StopSignals(announce=master_process, under_torchrun=distributed) as signals:
             while it < last_iter and stop_signal is None:
                 t0 = time.perf_counter()
                 lr = learning_rate(config, it)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 loss_sum = torch.zeros((), device=device)
-                for batch in prefetch.get():
-                    x, y = to_device(batch, device)
-                    with autocast:
-                        loss = batch_loss(step_model, x, y) / config.grad_accum_steps
-                    scaler.scale(loss).backward()
+                for micro, batch in enumerate(prefetch.get()):
+                    last_micro = micro == len(micro_steps) - 1
+                    # under DDP, only the last backward of the iteration syncs gradients
+                    with nullcontext() if last_micro or not distributed else step_model.no_sync():
+                        x, y = to_device(batch, device)
+                        with autocast:
+                            loss = batch_loss(step_model, x, y) / config.grad_accum_steps
+                        # DDP averages over the processes; times world_size makes it the sum
+                        scaler.scale(loss * world_size).backward()
                     loss_sum += loss.detach()
                 if config.grad_clip > 0:
                     scaler.unscale_(optimizer)
@@ -166,9 +218,11 @@ def train(
                 it += 1
                 tokens_seen += tokens_per_iter
 
-                loss_value = float(loss_sum)  # syncs with the device, so the timing is real
+                # syncs with the device (and the other processes), so the timing is real
+                loss_value, stop_signal = agree(loss_sum, signals.received, distributed)
                 tokens_per_sec = tokens_per_iter / (time.perf_counter() - t0)
-                stop_signal = signals.received
+                if not master_process:
+                    continue
                 evaluate = it % config.eval_every() == 0 or it == config.max_iters
                 save = (
                     evaluate
@@ -190,7 +244,7 @@ def train(
                         "tokens_per_sec": round(tokens_per_sec, 1),
                     }
                 if evaluate:
-                    val_loss = estimate_loss(model, step_model, val_batches, device, autocast)
+                    val_loss = estimate_loss(model, eval_model, val_batches, device, autocast)
                     row["val_loss"] = round(val_loss, 6)
                     log(f"iter {it}: train loss {loss_value:.4f}, val loss {val_loss:.4f}")
                 if save:
@@ -217,19 +271,23 @@ def train(
     finally:
         prefetch.close()
         bar.close()
-        runlog.close()
+        if runlog is not None:
+            runlog.close()
 
     # --- export -----------------------------------------------------------------------
     model_path, tokenizer_path = out_dir / "model.bin", out_dir / "tokenizer.bin"
-    if stop_signal is None:
+    if master_process and stop_signal is None:
         model_path, tokenizer_path = export_model(
             model, model_path, vocab_bin, fmt=config.export_format
         )
         log(f"wrote {model_path} and {tokenizer_path}")
         if on_checkpoint is not None:
             on_checkpoint(model_path)
+    if distributed:
+        dist.barrier()  # the processes leave together (gloo aborts one that leaves early)
+        dist.destroy_process_group()
     if stop_signal is not None:
-        raise TrainingInterrupted(stop_signal, it, ckpt_path, main_process=True)
+        raise TrainingInterrupted(stop_signal, it, ckpt_path, master_process)
     return TrainResult(
         out_dir=out_dir,
         model_path=model_path,
@@ -240,11 +298,23 @@ def train(
         final_loss=loss_value,
         final_val_loss=val_loss,
         tokens_per_sec=tokens_per_sec,
-        metrics=runlog.rows,
+        metrics=runlog.rows if runlog is not None else [],
     )
 
 
 # --- what train() calls --------------------------------------------------------------
+
+
+def data_parallel(model: torch.nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``model`` under DDP, which averages the gradients over the processes in the last
+    micro-batch's backward. Buffers are not synced before each forward: the only ones (the
+    RoPE tables) are equal everywhere, and processes may run different numbers of
+    micro-batches, so a collective per forward would not pair up."""
+    unsynced = {"broadcast_buffers": False}  # torch 2.13 renamed it forward_sync_buffers
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:
+        unsynced = {"forward_sync_buffers": False}
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, **unsynced)
 
 
 def learning_rate(config: TrainConfig, it: int) -> float:
@@ -259,8 +329,9 @@ def learning_rate(config: TrainConfig, it: int) -> float:
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
 
 
-def pick_device(requested: str) -> torch.device:
-    """The device of ``--device``; one that is not here is a ConfigError."""
+def pick_device(requested: str, local_rank: int | None = None) -> torch.device:
+    """The device of ``--device``; under torchrun (``local_rank`` given) a GPU run puts
+    each process on ``cuda:LOCAL_RANK``. A device that is not here is a ConfigError."""
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
@@ -268,6 +339,13 @@ def pick_device(requested: str) -> torch.device:
         return device
     if not torch.cuda.is_available():
         raise ConfigError(f"--device {requested}: CUDA is not available here")
+    if local_rank is not None:
+        if device.index is not None:
+            raise ConfigError(
+                f"--device {requested}: under torchrun each process takes the GPU of its "
+                "LOCAL_RANK; give --device cuda (or auto)"
+            )
+        device = torch.device("cuda", local_rank)
     if (device.index or 0) >= torch.cuda.device_count():
         raise ConfigError(f"--device {device}: there are {torch.cuda.device_count()} GPU(s) here")
     return device
@@ -366,6 +444,22 @@ def estimate_loss(
     return float(np.mean(losses))
 
 
+def agree(
+    loss_sum: torch.Tensor, received: int | None, distributed: bool
+) -> tuple[float, int | None]:
+    """The iteration's loss (summed over the processes) and the signal that stops training
+    after it, if any process received one: one all-reduce, so every process stops at the
+    same iteration."""
+    if not distributed:
+        return float(loss_sum), received
+    flags = [float(received == signum) for signum in STOP_SIGNALS]
+    values = torch.cat([loss_sum.reshape(1), torch.tensor(flags, device=loss_sum.device)])
+    dist.all_reduce(values)
+    loss, *counts = values.tolist()
+    stop = next((signum for signum, count in zip(STOP_SIGNALS, counts, strict=True) if count), None)
+    return loss, stop
+
+
 class StopSignals:
     """SIGINT and SIGTERM while training: the first asks the loop to stop after the
     current iteration (``received`` is set), a second one exits at once (status 128 +
@@ -403,3 +497,7 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _quiet(*args: object) -> None:
+    pass

@@ -2,14 +2,15 @@
 
 Flags map one-to-one onto :class:`tinystories.training.config.TrainConfig`, whose
 defaults they show; the work happens in :func:`tinystories.training.loop.train`, here
-or, with ``--modal``, in a Modal container (:mod:`tinystories.modal.app`) from the same
-config. A flag that cannot work is refused before any work, with one ``tinystories:
-error:`` line and exit status 2.
+(under ``torchrun``, in every process) or, with ``--modal``, in a Modal container
+(:mod:`tinystories.modal.app`) from the same config. A flag that cannot work is refused
+before any work, with one ``tinystories: error:`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
       --max-iters 1200 --threads 1 --out out
   python -m tinystories.train --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
   python -m tinystories.train --out out --resume
+  torchrun --nproc_per_node 2 -m tinystories.train --data train.txt --grad-accum 2
   python -m tinystories.train --data train.txt --modal --gpu T4 --dry-run
 """,
     )
@@ -250,8 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the loop, which stops with a checkpoint instead
         print(file=sys.stderr)
         return 130
-    val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
-    print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the main process reports
+        val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
+        print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
     return 0
 
 
@@ -262,9 +265,17 @@ def usage_error(error: object) -> int:
 
 
 def resume_command(argv: Sequence[str]) -> str:
-    """The command that continues this run: the same flags with ``--resume``."""
+    """The command that continues this run: the same flags with ``--resume``, under
+    torchrun with the same number of processes per node."""
     words = [*argv, "--resume"] if "--resume" not in argv else list(argv)
-    return shlex.join(["python", "-m", "tinystories.train", *words])
+    if "LOCAL_WORLD_SIZE" not in os.environ:
+        return shlex.join(["python", "-m", "tinystories.train", *words])
+    per_node, world = os.environ["LOCAL_WORLD_SIZE"], os.environ["WORLD_SIZE"]
+    command = shlex.join(["torchrun", f"--nproc_per_node={per_node}", "-m", "tinystories.train"])
+    command += " " + shlex.join(words)
+    if per_node != world:
+        command += "  (with the same --nnodes and rendezvous options, on every node)"
+    return command
 
 
 if __name__ == "__main__":
