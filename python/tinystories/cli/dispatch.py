@@ -25,6 +25,7 @@ DELEGATED = {
     "eval": ("tinystories.cli.eval", "mean loss per token of a model on a text file"),
     "bench": ("tinystories.bench", "tokens/s of the C engine, against llama2.c"),
     "volume": ("tinystories.cli.volume", "list, upload and download files on the Modal volume"),
+    "plot": ("tinystories.cli.plot", "loss curves of training runs (metrics.jsonl) as a PNG"),
 }
 COMMANDS = ("generate", "download", "serve", *DELEGATED)
 
