@@ -44,7 +44,7 @@ DEFAULT_TRAIN_TIMEOUT = 6 * 3600  # seconds; --timeout-hours
 # Files written by the model runs that downloads bring back to --out.
 RESULT_FILES = ("model.bin", "tokenizer.bin", "metrics.jsonl")
 # The TrainConfig fields that are paths: relative to the volume root on the client side.
-PATH_FIELDS = ("data", "val_data", "out_dir", "data_dir")
+PATH_FIELDS = ("data", "val_data", "out_dir", "data_dir", "tensorboard_dir")
 
 
 class SourceNotFound(FileNotFoundError):
