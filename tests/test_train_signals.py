@@ -88,15 +88,13 @@ HANDLERS = """
 import os, signal, sys, time
 from tinystories.training.loop import StopSignals
 with StopSignals(announce=False, under_torchrun={torchrun}) as signals:
-    os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGINT)  # the handler runs before the next line
     print("stop asked:", signals.received == signal.SIGINT, flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.2)
     print("still here", flush=True)
     time.sleep(1.5)  # past the grace for a repeat under torchrun
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(0.2)
+    time.sleep(1)
     print("not reached", flush=True)
 """
 

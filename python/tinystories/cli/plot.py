@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..training import require
 from ..training.runlog import read_metrics
+from .common import add_debug_argument
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,6 +37,7 @@ def build_parser(prog: str = "tinystories plot") -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("loss.png"), help="the PNG to write")
     p.add_argument("--x", choices=list(X_AXES), default="iter", help="the horizontal axis")
     p.add_argument("--title", help="a title above the plot")
+    add_debug_argument(p)
     return p
 
 
@@ -103,6 +105,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "tinystories plot") -> i
             runs.append((label, rows))
         plot_runs(runs, x=args.x, title=args.title).savefig(args.output, dpi=120)
     except (OSError, ValueError) as err:
+        if getattr(args, "debug", False):
+            raise
         print(f"tinystories: error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}")
