@@ -1,11 +1,15 @@
 """torchrun: 2 processes on CPU (gloo) train the batches one process trains, so the loss
-curve matches a single-process run within 1e-4 in fp32, and --resume works with another
-number of processes."""
+curve matches a single-process run within 1e-4 in fp32; --resume works with another
+number of processes; a signal stops every process at the same iteration."""
 
 from __future__ import annotations
 
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -77,3 +81,41 @@ def test_resume_with_another_number_of_processes(tmp_path):
     assert "resuming from" in done.stdout and "at iteration 4" in done.stdout
     rows = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
     assert largest_difference(rows, one.metrics) < 1e-4
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_signal_to_one_process_stops_every_process_at_one_iteration(tmp_path):
+    """The two processes started as torchrun starts them (its environment), so that each
+    one's exit status is seen; SIGTERM reaches rank 1 only."""
+    corpus = str(write_corpus(tmp_path / "stories.txt"))
+    out = tmp_path / "out"
+    flags = [*TINY_FLAGS, "--grad-accum", "2", "--max-iters", "1000000", "--no-progress"]
+    flags += ["--data", corpus, "--out", str(out), "--eval-interval", "1000000"]
+    env = {**quiet_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tinystories.train", *flags],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"rank{rank}.txt", "w"),
+            stdin=subprocess.DEVNULL,
+        )
+        for rank in (0, 1)
+    ]
+    deadline = time.monotonic() + 240
+    while not (out / "metrics.jsonl").exists() or len(read_metrics(out / "metrics.jsonl")) < 3:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in ranks)
+        time.sleep(0.05)
+    ranks[1].send_signal(signal.SIGTERM)
+    assert [p.wait(timeout=120) for p in ranks] == [143, 143]
+    err = (tmp_path / "rank0.txt").read_text()
+    at = int(re.search(r"SIGTERM: stopped at iteration (\d+)", err).group(1))
+    assert torch.load(out / "ckpt.pt", weights_only=False)["iter"] == at
+    assert "to resume: torchrun --nproc_per_node=2 -m tinystories.train " in err
+    assert "to resume" not in (tmp_path / "rank1.txt").read_text()  # rank 0 reports
