@@ -12,6 +12,7 @@ from support.http_mirror import Mirror
 from support.stories import make_corpus, write_txt
 from tinystories.formats.corpus import DataError, load_documents, read_documents
 from tinystories.hub.download import DownloadError, download
+from tinystories.training.config import ConfigError
 from tinystories.training.shards import load_shards, pretokenize
 from tinystories.training.vocab import corpus_characters, train_vocab
 
@@ -144,5 +145,5 @@ def test_vocab_byte_fallback_rule(stories, tmp_path):
     pytest.importorskip("sentencepiece")
     docs = [s.strip() for s in stories]
     n_chars = len(corpus_characters(docs))
-    with pytest.raises(DataError, match=f"need at least {n_chars + 3 + 256}"):
+    with pytest.raises(ConfigError, match=f"need at least {n_chars + 3 + 256}"):
         train_vocab(docs, 100, tmp_path, byte_fallback=True)

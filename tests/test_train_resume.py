@@ -12,7 +12,7 @@ pytest.importorskip("sentencepiece")
 from support.stories import make_corpus, write_txt  # noqa: E402
 from tinystories.formats.corpus import DataError  # noqa: E402
 from tinystories.training.checkpoint import export_checkpoint  # noqa: E402
-from tinystories.training.config import TrainConfig  # noqa: E402
+from tinystories.training.config import ConfigError, TrainConfig  # noqa: E402
 from tinystories.training.loop import learning_rate, train  # noqa: E402
 
 SMALL = dict(
@@ -107,7 +107,7 @@ def test_empty_data(tmp_path, content):
 
 def test_vocab_too_small(corpus, tmp_path):
     config = TrainConfig(data=str(corpus), out_dir=str(tmp_path), **{**SMALL, "vocab_size": 20})
-    with pytest.raises(DataError, match=r"vocab size 20 is too small.*43 pieces"):
+    with pytest.raises(ConfigError, match=r"vocab size 20 is too small.*43 pieces"):
         train(config, log=quiet)
 
 

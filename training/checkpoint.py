@@ -26,10 +26,21 @@ def _version(fmt: str | int) -> int:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Writes ``state`` to ``path`` atomically (a ``.tmp`` beside it, then a rename)."""
+    """Writes ``state`` to ``path`` atomically: a ``.tmp`` beside it, flushed to the disk,
+    then renamed over the old file (and the rename itself flushed), so a process killed
+    at any moment, or a machine losing power, leaves the previous checkpoint whole."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(tmp, path)
+    if hasattr(os, "O_DIRECTORY"):  # POSIX: the directory entry is what the rename changed
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def export_model(

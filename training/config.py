@@ -7,12 +7,21 @@ plan read the defaults from here without the ``train`` extra.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from ..formats.llama2c import ModelConfig
+from ..formats.llama2c import VERSIONS, ModelConfig
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+MAX_VOCAB_SIZE = 65_536  # the shards store token ids as uint16
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work: a flag's value, or a flag that contradicts the checkpoint
+    being resumed. The command line reports it as a usage error (exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,51 @@ class ModelArgs:
 PRESETS: dict[str, ModelArgs] = {
     "tok105": ModelArgs(dim=128, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=105, seq_len=256),
 }
+DEFAULT_PRESET = "tok105"
+
+# What --resume takes from the checkpoint: the shape of the saved weights. A flag may
+# repeat the checkpoint's value but not contradict it.
+ARCHITECTURE = (
+    "dim",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "hidden_dim",
+    "vocab_size",
+    "seq_len",
+    "shared_classifier",
+)
+# TrainConfig fields whose command-line flag is not --field-name.
+FLAGS = {
+    "out_dir": "--out",
+    "grad_accum_steps": "--grad-accum",
+    "learning_rate": "--lr",
+    "num_threads": "--threads",
+    "export_format": "--format",
+    "shared_classifier": "--untied",
+    "tensorboard_dir": "--tensorboard",
+}
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of TrainConfig field ``name``; errors name settings by it."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def parse_interval(text: str) -> tuple[int | None, float | None]:
+    """``--checkpoint-interval``: ``"200"`` is every 200 iterations, ``"5m"`` every 5
+    minutes; returns ``(iterations, minutes)``, one of them None."""
+    match = re.fullmatch(r"(\d+)|(\d+(?:\.\d+)?)m(?:in)?", text.strip())
+    if match is None:
+        raise ConfigError(
+            f"--checkpoint-interval {text!r}: give iterations (e.g. 500) or minutes (e.g. 5m)"
+        )
+    iterations, minutes = match.groups()
+    if iterations is not None and int(iterations) >= 1:
+        return int(iterations), None
+    if minutes is not None and float(minutes) > 0:
+        return None, float(minutes)
+    raise ConfigError(f"--checkpoint-interval {text!r} must be more than 0")
 
 
 @dataclass
@@ -84,8 +138,8 @@ class TrainConfig:
     val_fraction: float = 0.05
     out_dir: str = "out"
     data_dir: str | None = None  # vocabulary and shards; None = <out_dir>/data
-    # model: a preset, then any of these overrides
-    preset: str = "tok105"
+    # model: a preset (None: DEFAULT_PRESET, or the checkpoint's), then any of these overrides
+    preset: str | None = None
     vocab_size: int | None = None
     dim: int | None = None
     n_layers: int | None = None
@@ -110,8 +164,10 @@ class TrainConfig:
     eval_interval: int | None = None  # None = about 10 evaluations per run
     eval_iters: int = 20
     log_interval: int = 1
+    checkpoint_interval: str = "5m"  # see parse_interval; also at each evaluation and the end
     stop_iter: int | None = None  # end this run after this iteration (resume continues)
-    resume: bool = False
+    resume: bool = False  # continue from out_dir/ckpt.pt; see resumed()
+    tensorboard_dir: str | None = None  # also write the metrics as TensorBoard events there
     export_format: str = "v0"  # one of VERSIONS: v0, v1, v2 (Q8_0)
     # system
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -123,18 +179,19 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # free-form, stored in the checkpoint
 
     def model_args(self, vocab_size: int) -> ModelArgs:
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
+        preset = self.preset or DEFAULT_PRESET
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown --preset {preset!r} (known: {', '.join(PRESETS)})")
         overrides = {
             f.name: getattr(self, f.name)
             for f in fields(ModelArgs)
             if hasattr(self, f.name) and getattr(self, f.name) is not None
         }
         overrides["vocab_size"] = vocab_size
-        return replace(PRESETS[self.preset], **overrides)
+        return replace(PRESETS[preset], **overrides)
 
     def resolved_vocab_size(self) -> int:
-        return self.vocab_size or PRESETS[self.preset].vocab_size
+        return self.vocab_size or PRESETS[self.preset or DEFAULT_PRESET].vocab_size
 
     def warmup(self) -> int:
         if self.warmup_iters is not None:
@@ -143,6 +200,108 @@ class TrainConfig:
 
     def eval_every(self) -> int:
         return self.eval_interval or max(1, self.max_iters // 10)
+
+    def checkpoint_every(self) -> tuple[int | None, float | None]:
+        """``(iterations, minutes)`` between checkpoints, one of them None."""
+        return parse_interval(self.checkpoint_interval)
+
+    def validate(self) -> None:
+        """Raises a ConfigError naming (by its flag) every setting that cannot work, before
+        any work is done. What needs torch (is the device here, does it run the dtype) is
+        checked by the loop's ``pick_device`` and ``pick_dtype``."""
+        problems = []
+        positive = (*ARCHITECTURE[:-1], "batch_size", "grad_accum_steps", "max_iters")
+        positive += ("eval_interval", "eval_iters", "log_interval", "stop_iter", "num_threads")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                problems.append(f"{flag_name(name)} must be a positive integer, not {value}")
+        if self.vocab_size is not None and self.vocab_size > MAX_VOCAB_SIZE:
+            problems.append(
+                f"--vocab-size must be at most {MAX_VOCAB_SIZE:,} (the shards store uint16 "
+                f"ids), not {self.vocab_size:,}"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            problems.append(f"--lr must be more than 0, not {self.learning_rate}")
+        if self.warmup_iters is not None and not self.warmup_iters >= 0:
+            problems.append(f"--warmup-iters must be 0 or more, not {self.warmup_iters}")
+        for name, low, high in (  # low <= value < high
+            ("weight_decay", 0, math.inf),
+            ("grad_clip", 0, math.inf),
+            ("beta1", 0, 1),
+            ("beta2", 0, 1),
+            ("dropout", 0, 1),
+            ("val_fraction", 0, 1),
+        ):
+            value = getattr(self, name)
+            if not low <= value < high:
+                problems.append(f"{flag_name(name)} must be in [{low}, {high}), not {value}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"--min-lr-ratio must be in [0, 1], not {self.min_lr_ratio}")
+        preset = self.preset or DEFAULT_PRESET
+        if preset not in PRESETS:
+            problems.append(f"unknown --preset {preset!r} (known: {', '.join(PRESETS)})")
+        elif not problems:  # the shape the preset and the overrides give
+            base = PRESETS[preset]
+            dim, heads = self.dim or base.dim, self.n_heads or base.n_heads
+            kv_heads = self.n_kv_heads or base.n_kv_heads
+            if dim % heads:
+                problems.append(f"--n-heads {heads} does not divide --dim {dim}")
+            elif heads % kv_heads:
+                problems.append(f"--n-kv-heads {kv_heads} does not divide --n-heads {heads}")
+            elif (dim // heads) % 2:
+                problems.append(
+                    f"the head size --dim / --n-heads = {dim // heads} must be even (rotary "
+                    "embeddings turn pairs of numbers)"
+                )
+        if self.export_format not in VERSIONS:
+            known = ", ".join(VERSIONS)
+            problems.append(f"--format must be one of {known}, not {self.export_format!r}")
+        if self.dtype not in DTYPES:
+            problems.append(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            problems.append(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        try:
+            parse_interval(self.checkpoint_interval)
+        except ConfigError as err:
+            problems.append(str(err))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def resumed(self, checkpoint_config: dict, checkpoint_args: ModelArgs) -> TrainConfig:
+        """This config continuing a checkpoint: the architecture, the vocabulary, the preset
+        and the data (directory and corpus) are the checkpoint's, and a flag here that
+        contradicts them is a ConfigError naming each. Everything else (max_iters, the
+        learning-rate schedule, the intervals, the batch size, ...) is this config's."""
+        contradictions = []
+        for name in ARCHITECTURE:
+            given, saved = getattr(self, name), getattr(checkpoint_args, name)
+            if name == "hidden_dim":
+                saved = checkpoint_args.ffn_dim
+            if given is None or given == saved:
+                continue
+            if name == "shared_classifier":
+                contradictions.append("--untied (the checkpoint's classifier is shared)")
+            else:
+                contradictions.append(f"{flag_name(name)} {given} (the checkpoint's: {saved})")
+        saved_preset = checkpoint_config.get("preset")
+        if self.preset is not None and self.preset != (saved_preset or DEFAULT_PRESET):
+            saved = saved_preset or DEFAULT_PRESET
+            contradictions.append(f"--preset {self.preset} (the checkpoint's: {saved})")
+        if contradictions:
+            raise ConfigError(
+                "--resume continues the checkpoint's model, and these flags contradict it: "
+                + ", ".join(contradictions)
+                + "; leave them out, or train a new model into another --out"
+            )
+        return replace(
+            self,
+            preset=saved_preset,
+            vocab_size=checkpoint_args.vocab_size,
+            data=self.data or checkpoint_config.get("data") or "",
+            val_data=self.val_data or checkpoint_config.get("val_data"),
+            data_dir=self.data_dir or checkpoint_config.get("data_dir"),
+        )
 
 
 @dataclass

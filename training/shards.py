@@ -183,9 +183,10 @@ class BatchSampler:
         rng = np.random.default_rng((self.seed, step, micro_step))
         return self.stream.random_batch(rng, self.batch_size)
 
-    def step_batches(self, step: int, micro_steps: int = 1) -> list[np.ndarray]:
-        """The batches of training step ``step``, one per gradient accumulation step."""
-        return [self.batch(step, micro) for micro in range(micro_steps)]
+    def step_batches(self, step: int, micro_steps: Sequence[int] = (0,)) -> list[np.ndarray]:
+        """The batches of training step ``step``, one per gradient accumulation step in
+        ``micro_steps`` (a distributed process draws only its share of them)."""
+        return [self.batch(step, micro) for micro in micro_steps]
 
 
 def eval_batches(stream: TokenStream, batch_size: int, n_batches: int, seed: int) -> list:

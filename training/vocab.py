@@ -6,14 +6,15 @@ Needs sentencepiece (the ``train`` extra); torch is not involved.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..formats.constants import N_BYTE_TOKENS, N_SPECIAL
-from ..formats.corpus import DataError
 from ..formats.tokenizer_bin import sentencepiece_pieces, write_tokenizer
+from .config import ConfigError
 
 
 def vocab_paths(data_dir: str | Path, vocab_size: int) -> tuple[Path, Path]:
@@ -58,7 +59,7 @@ def train_vocab(
         needed += N_BYTE_TOKENS
     if vocab_size < needed:
         extra = " plus 256 byte pieces" if byte_fallback else ""
-        raise DataError(
+        raise ConfigError(
             f"vocab size {vocab_size} is too small for this corpus: its {len(chars)} distinct "
             f"characters, <unk>, <s> and </s>{extra} need at least {needed} pieces"
         )
@@ -69,7 +70,7 @@ def train_vocab(
         with open(text_file, "w", encoding="utf-8") as out:
             for doc in docs:
                 out.write(doc + "\n")
-        spm.SentencePieceTrainer.train(
+        trainer_options = dict(
             input=str(text_file),
             model_prefix=str(Path(tmp) / "tok"),
             model_type="bpe",
@@ -84,6 +85,17 @@ def train_vocab(
             normalization_rule_name="identity",
             minloglevel=2,
         )
+        try:
+            spm.SentencePieceTrainer.train(**trainer_options)
+        except RuntimeError as err:
+            # sentencepiece: "Vocabulary size too high (N). Please set it to a value <= M."
+            most = re.search(r"Vocabulary size too high.*<= (\d+)", str(err))
+            if most is None:
+                raise
+            raise ConfigError(
+                f"vocab size {vocab_size} is too large for this corpus: sentencepiece can make "
+                f"at most {int(most.group(1)):,} pieces from it (add stories, or ask for fewer)"
+            ) from None
         shutil.move(str(Path(tmp) / "tok.model"), model_path)
     pieces, scores = sentencepiece_pieces(model_path)
     write_tokenizer(bin_path, pieces, scores)

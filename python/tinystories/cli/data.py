@@ -15,13 +15,13 @@ from pathlib import Path
 from ..formats.corpus import load_documents
 from ..hub.download import DownloadError
 from ..training import require
-from ..training.config import PRESETS, TrainConfig
+from ..training.config import DEFAULT_PRESET, PRESETS
 from ..training.corpus import fetch
 from ..training.shards import pretokenize
 from ..training.vocab import train_vocab, vocab_paths
 from .common import add_debug_argument, fail
 
-DEFAULT_VOCAB_SIZE = PRESETS[TrainConfig.preset].vocab_size
+DEFAULT_VOCAB_SIZE = PRESETS[DEFAULT_PRESET].vocab_size
 
 
 def build_parser(prog: str = "python -m tinystories.data") -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ DELEGATED = {
     "bench": ("tinystories.bench", "tokens/s of the C engine, against llama2.c"),
     "volume": ("tinystories.cli.volume", "list, upload and download files on the Modal volume"),
     "convert": ("tinystories.cli.convert", "model.bin <-> Hugging Face / GGUF; v0/v1 -> v2"),
+    "plot": ("tinystories.cli.plot", "loss curves of training runs (metrics.jsonl) as a PNG"),
 }
 COMMANDS = ("generate", "download", "serve", *DELEGATED)
 

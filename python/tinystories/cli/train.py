@@ -2,20 +2,30 @@
 
 Flags map one-to-one onto :class:`tinystories.training.config.TrainConfig`, whose
 defaults they show; the work happens in :func:`tinystories.training.loop.train`, here
-or, with ``--modal``, in a Modal container (:mod:`tinystories.modal.app`) from the same
-config.
+(under ``torchrun``, in every process) or, with ``--modal``, in a Modal container
+(:mod:`tinystories.modal.app`) from the same config. A flag that cannot work is refused
+before any work, with one ``tinystories: error:`` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 from ..formats.llama2c import VERSIONS
-from ..modal.settings import DEFAULT_GPU, DEFAULT_TRAIN_TIMEOUT, DEFAULT_VOLUME, MAX_TIMEOUT
-from ..training.config import DTYPES, PRESETS, TrainConfig
-from .common import add_debug_argument, fail
+from ..modal.settings import (
+    DEFAULT_GPU,
+    DEFAULT_TRAIN_TIMEOUT,
+    DEFAULT_VOLUME,
+    GPU_TYPES,
+    MAX_TIMEOUT,
+    check_gpu,
+)
+from ..training.config import DEFAULT_PRESET, DTYPES, PRESETS, ConfigError, TrainConfig
+from .common import add_debug_argument, fail, print_error
 
 DEFAULTS = TrainConfig()
 
@@ -31,6 +41,7 @@ def build_parser(prog: str = "python -m tinystories.train") -> argparse.Argument
       --max-iters 1200 --threads 1 --out out
   {prog} --data TinyStories_all_data.tar.gz --max-iters 5000 --out out
   {prog} --out out --resume
+  torchrun --nproc_per_node 2 -m tinystories.train --data train.txt --grad-accum 2
   {prog} --data train.txt --modal --gpu T4 --dry-run
 """,
     )
@@ -49,12 +60,11 @@ def build_parser(prog: str = "python -m tinystories.train") -> argparse.Argument
         "--out", default=DEFAULTS.out_dir, help=f"output directory (default: {DEFAULTS.out_dir})"
     )
     p.add_argument("--data-dir", help="vocabulary and shards (default: OUT/data)")
-    preset = DEFAULTS.preset
-    p.add_argument("--preset", default=preset, help=f"model preset (default: {preset})")
+    p.add_argument("--preset", help=f"model preset (default: {DEFAULT_PRESET})")
     p.add_argument(
         "--vocab-size",
         type=int,
-        help=f"vocabulary size (default: the preset's, {PRESETS[preset].vocab_size})",
+        help=f"vocabulary size (default: the preset's, {PRESETS[DEFAULT_PRESET].vocab_size})",
     )
     for name in ("dim", "n-layers", "n-heads", "n-kv-heads", "hidden-dim", "seq-len"):
         p.add_argument(f"--{name}", type=int, help="override the preset")
@@ -79,12 +89,29 @@ def build_parser(prog: str = "python -m tinystories.train") -> argparse.Argument
         help="validation batches per eval",
     )
     p.add_argument("--log-interval", type=int, default=DEFAULTS.log_interval)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     p.add_argument(
-        "--format", default=DEFAULTS.export_format, choices=list(VERSIONS), help="model.bin format"
+        "--checkpoint-interval",
+        default=DEFAULTS.checkpoint_interval,
+        help="write OUT/ckpt.pt every N iterations (500) or minutes (10m), besides every "
+        f"evaluation and the end (default: {DEFAULTS.checkpoint_interval})",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/ckpt.pt, with its architecture, vocabulary and data",
+    )
+    p.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard events to DIR")
+    p.add_argument(
+        "--format",
+        default=DEFAULTS.export_format,
+        help=f"model.bin format: {', '.join(VERSIONS)} (default: {DEFAULTS.export_format})",
     )
     p.add_argument("--device", default=DEFAULTS.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default=DEFAULTS.dtype, choices=list(DTYPES))
+    p.add_argument(
+        "--dtype",
+        default=DEFAULTS.dtype,
+        help=f"autocast dtype: {' | '.join(DTYPES)} (default: {DEFAULTS.dtype})",
+    )
     compile_group = p.add_mutually_exclusive_group()
     compile_group.add_argument(
         "--compile", dest="compile", action="store_true", default=DEFAULTS.compile
@@ -99,7 +126,12 @@ def build_parser(prog: str = "python -m tinystories.train") -> argparse.Argument
         "see the README's 'Train on Modal'",
     )
     m.add_argument("--modal", action="store_true", help="train on Modal instead of here")
-    m.add_argument("--gpu", default=DEFAULT_GPU, help=f"Modal GPU type (default: {DEFAULT_GPU})")
+    m.add_argument(
+        "--gpu",
+        default=DEFAULT_GPU,
+        help=f"Modal GPU type, with :N for several: {', '.join(GPU_TYPES)} "
+        f"(default: {DEFAULT_GPU})",
+    )
     m.add_argument(
         "--volume",
         default=DEFAULT_VOLUME,
@@ -151,7 +183,9 @@ def config_kwargs(args: argparse.Namespace) -> dict:
         eval_interval=args.eval_interval,
         eval_iters=args.eval_iters,
         log_interval=args.log_interval,
+        checkpoint_interval=args.checkpoint_interval,
         resume=args.resume,
+        tensorboard_dir=args.tensorboard,
         export_format=args.format,
         device=args.device,
         dtype=args.dtype,
@@ -190,22 +224,59 @@ def _main_modal(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.train") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
+    config = TrainConfig(**config_kwargs(args))
+    try:
+        config.validate()
+        if args.modal or args.dry_run:
+            check_gpu(args.gpu)
+    except ValueError as err:
+        return usage_error(err)
     if args.modal or args.dry_run:
         return _main_modal(args)
     from ..training import require
 
     require(what="training")
-    from ..training.loop import train
+    from ..training.loop import TrainingInterrupted, train
 
-    config = TrainConfig(**config_kwargs(args))
     try:
         result = train(config)
+    except ConfigError as err:
+        return usage_error(err)
+    except TrainingInterrupted as stop:
+        if stop.main_process:
+            print(f"{stop}\nto resume: {resume_command(argv)}", file=sys.stderr)
+        return stop.exit_status
     except (FileNotFoundError, ValueError) as err:
         return fail(err, args.debug)
-    val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
-    print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
+    except KeyboardInterrupt:  # before the loop, which stops with a checkpoint instead
+        print(file=sys.stderr)
+        return 130
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the main process reports
+        val = f", val loss {result.final_val_loss:.4f}" if result.final_val_loss is not None else ""
+        print(f"done: {result.iters} iterations{val}; {result.model_path}, {result.tokenizer_path}")
     return 0
+
+
+def usage_error(error: object) -> int:
+    """A flag that cannot work: one line, and argparse's exit status for bad usage."""
+    print_error(error)
+    return 2
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this run: the same flags with ``--resume``, under
+    torchrun with the same number of processes per node."""
+    words = [*argv, "--resume"] if "--resume" not in argv else list(argv)
+    if "LOCAL_WORLD_SIZE" not in os.environ:
+        return shlex.join(["python", "-m", "tinystories.train", *words])
+    per_node, world = os.environ["LOCAL_WORLD_SIZE"], os.environ["WORLD_SIZE"]
+    command = shlex.join(["torchrun", f"--nproc_per_node={per_node}", "-m", "tinystories.train"])
+    command += " " + shlex.join(words)
+    if per_node != world:
+        command += "  (with the same --nnodes and rendezvous options, on every node)"
+    return command
 
 
 if __name__ == "__main__":

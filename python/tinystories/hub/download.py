@@ -7,13 +7,15 @@ bar (:func:`progress_bar`). Standard library only (tqdm, when installed, draws t
 
 from __future__ import annotations
 
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["DownloadError", "ProgressBar", "download", "progress_bar"]
+__all__ = ["DownloadError", "ProgressBar", "ProgressLines", "download", "progress_bar"]
 
 
 class DownloadError(RuntimeError):
@@ -23,14 +25,18 @@ class DownloadError(RuntimeError):
 def progress_bar(
     total: int | None, initial: int, desc: str, enabled: bool, unit: str = "B"
 ) -> ProgressBar:
-    """A tqdm bar (in bytes, scaled by 1024, unless ``unit`` says otherwise), or a no-op
-    with the same ``update`` when disabled or tqdm is missing. A context manager."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # the progress bar is a nicety; everything works without tqdm
-        enabled = False
+    """A tqdm bar (in bytes, scaled by 1024, unless ``unit`` says otherwise) when stderr is
+    a terminal; plain lines (:class:`ProgressLines`) when it is not, where tqdm's
+    carriage-return frames would pile up in a log; a no-op with the same methods when
+    disabled. A context manager."""
     if not enabled:
         return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the progress bar is a nicety; plain lines need nothing
+        tqdm = None
+    if tqdm is None or not sys.stderr.isatty():
+        return ProgressLines(total, initial, desc, unit)
     in_bytes = unit == "B"
     return tqdm(
         total=total,
@@ -44,12 +50,58 @@ def progress_bar(
 
 class ProgressBar(Protocol):
     def update(self, n: int) -> object: ...
+    def set_postfix(self, **values: object) -> object: ...
+    def close(self) -> object: ...
     def __enter__(self) -> ProgressBar: ...
     def __exit__(self, *exc: object) -> object: ...
 
 
 class _NoProgress:
     def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **values: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class ProgressLines:
+    """A progress bar as plain lines on stderr: one each time another tenth of ``total``
+    is done, and at least every ``PERIOD`` seconds while it moves; with the values of
+    ``set_postfix`` (tqdm's methods, so the callers need not care which they have)."""
+
+    PERIOD = 60.0
+
+    def __init__(self, total: int | None, initial: int, desc: str, unit: str):
+        self.total, self.n, self.desc, self.unit = total, initial, desc, unit
+        self.postfix = ""
+        self._tenth = self._tenths(initial)
+        self._shown_at = time.monotonic()
+
+    def _tenths(self, n: int) -> int:
+        return 10 * n // self.total if self.total else 0
+
+    def set_postfix(self, **values: object) -> None:
+        self.postfix = " ".join(f"{key}={value}" for key, value in values.items())
+
+    def update(self, n: int) -> None:
+        self.n += n
+        tenth, now = self._tenths(self.n), time.monotonic()
+        if tenth > self._tenth or now - self._shown_at >= self.PERIOD:
+            self._tenth, self._shown_at = tenth, now
+            of = f"/{self.total:,}" if self.total else ""
+            line = f"{self.desc}: {self.n:,}{of} {self.unit} {self.postfix}".rstrip()
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
         pass
 
     def __enter__(self):

@@ -15,6 +15,9 @@ from pathlib import Path, PurePosixPath
 
 APP_NAME = "tinystories"
 DEFAULT_GPU = "T4"
+# Modal's GPU types (any case); "T4:2" asks for two.
+GPU_TYPES = ("T4", "L4", "A10G", "A100", "A100-80GB", "L40S", "H100", "H200", "B200")
+MAX_GPU_COUNT = 8
 DEFAULT_VOLUME = "tinystories-volume"
 MOUNT = "/data"
 ROOT_ENV = "TINYSTORIES_VOLUME_ROOT"  # where the bodies find the volume (tests: a temp dir)
@@ -42,7 +45,7 @@ DEFAULT_TRAIN_TIMEOUT = 6 * 3600  # seconds; --timeout-hours
 # Files written by the model runs that downloads bring back to --out.
 RESULT_FILES = ("model.bin", "tokenizer.bin", "metrics.jsonl")
 # The TrainConfig fields that are paths: relative to the volume root on the client side.
-PATH_FIELDS = ("data", "val_data", "out_dir", "data_dir")
+PATH_FIELDS = ("data", "val_data", "out_dir", "data_dir", "tensorboard_dir")
 
 
 class SourceNotFound(FileNotFoundError):
@@ -65,6 +68,7 @@ class Settings:
     torch: str = TORCH_SPEC
 
     def __post_init__(self) -> None:
+        check_gpu(self.gpu)
         for name in ("train_timeout", "prepare_timeout", "sample_timeout"):
             value = getattr(self, name)
             if not 10 <= value <= MAX_TIMEOUT:
@@ -98,6 +102,16 @@ class ServeSettings:
             )
         if not 2 <= self.scaledown_window <= 3600:
             raise ValueError(f"scaledown_window must be 2 s to 1 h, got {self.scaledown_window}")
+
+
+def check_gpu(spec: str) -> None:
+    """Raises ValueError unless ``spec`` is one of GPU_TYPES, optionally with ``:N`` GPUs
+    (1 to MAX_GPU_COUNT)."""
+    name, colon, count = spec.partition(":")
+    if name.upper() not in GPU_TYPES:
+        raise ValueError(f"--gpu {spec!r}: the GPU types are {', '.join(GPU_TYPES)}")
+    if colon and not (count.isdigit() and 1 <= int(count) <= MAX_GPU_COUNT):
+        raise ValueError(f"--gpu {spec!r}: the count after ':' must be 1 to {MAX_GPU_COUNT}")
 
 
 def _is_checkout(path: Path) -> bool:
