@@ -718,3 +718,33 @@ def test_fan_out_dry_run_shows_the_split(tmp_path):
     bad = subprocess.run([*command[:-2], str(2**64 - 2), "Tom"], capture_output=True,
                          text=True, env=env, cwd=REPO, timeout=120)  # fmt: skip
     assert bad.returncode == 1 and "2**64 - 1" in bad.stderr
+
+
+# --- multi-GPU training ----------------------------------------------------------------
+
+
+def test_multi_gpu_train_runs_under_torchrun(corpus, local_volume, monkeypatch):
+    """--gpu TYPE:N: the train function's torchrun path, here with 2 CPU processes (gloo):
+    the same losses as one process (DDP deals out one process's micro-batches)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sentencepiece")
+    root, _ = local_volume
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    app = ma_app.build_app(ma_settings.Settings(source=REPO))
+    plan = _plan(corpus, "--grad-accum", "2")
+    ma_volume.upload(mf.LocalVolume(root), corpus, plan.data[0].dest, skip_existing=True)
+    app.prepare.local(plan.config, plan.fetch)
+    one = ma_jobs.train_body({**plan.config, "out_dir": "one"}, root=root)
+    two = ma_jobs.distributed_train_body({**plan.config, "out_dir": "two"}, 2, root=root,
+                                         volume="")  # fmt: skip
+    assert two["iters"] == one["iters"] == 12 and two["model"] == "two/model.bin"
+    assert two["final_loss"] == pytest.approx(one["final_loss"], abs=1e-4)
+    assert two["final_val_loss"] == pytest.approx(one["final_val_loss"], abs=1e-4)
+    assert (root / "two" / "model.bin").is_file()
+    command = ma_jobs.torchrun_command(4, "c.json", "r.json", "vol")
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert command[5:] == ["-m", "tinystories.modal.worker", "c.json", "r.json", "vol"]
+    with mf.no_network():
+        four = ma_app.build_app(ma_settings.Settings(source=REPO, gpu="A100:4"))
+    plan_text = ma_plan.describe_plan(four)
+    assert "with 4 GPUs, in 4 processes" in plan_text and "--nproc_per_node=4" in plan_text

@@ -49,6 +49,7 @@ def build_app(settings: Settings) -> ModalApp:
     volume = modal.Volume.from_name(settings.volume, create_if_missing=True)
     mounts = {MOUNT: volume}
     volume_name = settings.volume
+    processes = jobs.gpu_count(settings.gpu)
 
     @app.function(
         image=image,
@@ -74,6 +75,8 @@ def build_app(settings: Settings) -> ModalApp:
     def train(config: dict) -> dict:
         root = jobs.volume_root()
         config = jobs.resume_if_rescheduled(config, root)
+        if processes > 1:  # --gpu TYPE:N: one torchrun process per GPU
+            return jobs.distributed_train_body(config, processes, root=root, volume=volume_name)
         return jobs.train_body(config, root=root, commit=jobs.committer(volume_name))
 
     @app.function(

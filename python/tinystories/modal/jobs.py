@@ -17,7 +17,9 @@ the volume root.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -180,3 +182,35 @@ def sample_batch_body(
          "finish_reason": c.finish_reason}
         for c in completions
     ]  # fmt: skip
+
+
+def gpu_count(gpu: str | None) -> int:
+    """The GPUs a ``--gpu`` value asks for: ``A100:4`` is 4, ``T4`` is 1."""
+    _, colon, count = (gpu or "").partition(":")
+    return int(count) if colon else 1
+
+
+def torchrun_command(processes: int, config_path: str, result_path: str, volume: str) -> list[str]:
+    """The torchrun command a multi-GPU ``train`` call runs: one process per GPU."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={processes}", "-m", "tinystories.modal.worker",
+        config_path, result_path, volume,
+    ]  # fmt: skip
+
+
+def distributed_train_body(config: dict, processes: int, *, root: Path, volume: str) -> dict:
+    """:func:`train_body` in ``processes`` torchrun processes (DistributedDataParallel,
+    NCCL on the GPUs); the summary is rank 0's."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config_path, result_path = Path(scratch, "config.json"), Path(scratch, "result.json")
+        config_path.write_text(json.dumps(config))
+        command = torchrun_command(processes, str(config_path), str(result_path), volume)
+        env = {**os.environ, ROOT_ENV: str(root)}
+        done = subprocess.run(command, env=env)
+        if done.returncode != 0 or not result_path.exists():
+            raise RuntimeError(f"torchrun exited with status {done.returncode}")
+        return json.loads(result_path.read_text())

@@ -141,7 +141,8 @@ def describe_plan(ma: ModalApp, training: TrainingPlan | None = None) -> str:
         "missing (tinystories.training.corpus.prepare_data); commits the volume",
         f"  train    GPU {s.gpu}, timeout {_fmt_time(s.train_timeout)}: "
         "tinystories.training.loop.train(TrainConfig) on the volume, committing after every "
-        "checkpoint; a restarted (preempted) call resumes from its checkpoint",
+        "checkpoint; a restarted (preempted) call resumes from its checkpoint"
+        + _torchrun_note(s.gpu, s.volume),
         f"  sample   no GPU, timeout {_fmt_time(s.sample_timeout)}: "
         "tinystories.Generator(model, tokenizer).stream(prompt) on the volume, piece by piece",
         f"  sample_batch  no GPU, timeout {_fmt_time(s.sample_timeout)}: "
@@ -193,3 +194,14 @@ def split_seeds(seed: int, samples: int, containers: int) -> list[list[int]]:
         runs.append(list(range(start, start + size)))
         start += size
     return runs
+
+
+def _torchrun_note(gpu: str, volume: str) -> str:
+    """For ``--gpu TYPE:N``: the torchrun command the train function runs."""
+    from .jobs import gpu_count, torchrun_command
+
+    n = gpu_count(gpu)
+    if n == 1:
+        return ""
+    command = torchrun_command(n, "CONFIG.json", "RESULT.json", volume)
+    return f"; with {n} GPUs, in {n} processes (DDP, NCCL): " + " ".join(["python", *command[1:]])
