@@ -459,7 +459,8 @@ def test_the_wheel_ships_the_checkout_sources():
 @pytest.mark.parametrize(
     "command",
     [["-m", "tinystories.train", "--modal", "--dry-run", "--data", "volume:corpus.txt"],
-     ["-m", "tinystories", "serve", "--modal", "--dry-run"]],
+     ["-m", "tinystories", "serve", "--modal", "--dry-run"],
+     ["-m", "tinystories", "generate", "--modal", "--dry-run", "--samples", "64", "Tom"]],
 )  # fmt: skip
 def test_dry_runs_from_an_empty_directory_use_the_shipped_sources(command, tmp_path):
     env = env_without_modal_credentials(tmp_path)

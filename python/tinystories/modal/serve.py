@@ -73,6 +73,8 @@ def describe_serve_plan(sa: ServeApp) -> str:
         f"{v.parallel} sequences batched per container, {v.concurrent} requests per container "
         f"at once; {v.min_containers} to {v.max_containers} containers, each stopping after "
         f"{v.scaledown_window} s idle",
+        f"url:      https://WORKSPACE--{SERVE_APP_NAME}-web.modal.run (Modal's label for the "
+        "web function; printed after the deploy)",
     ]
     return "\n".join(lines)
 
