@@ -358,17 +358,14 @@ class _Job:
                 "seed": self.seed}  # fmt: skip
 
     async def _stream(self, shape: _Shape) -> AsyncIterator[str]:
+        # every chunk's fixed fields, encoded once: a chunk per token adds up
+        fixed = json.dumps({"id": self.id, "object": shape.chunk_object,
+                            "created": self.created, "model": self.served.name,
+                            "seed": self.seed})[:-1]  # fmt: skip
+
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
-            body = {
-                "id": self.id,
-                "object": shape.chunk_object,
-                "created": self.created,
-                "model": self.served.name,
-                "choices": choices,
-                "seed": self.seed,
-                **extra,
-            }
-            return f"data: {json.dumps(body)}\n\n"  # fmt: skip
+            body = json.dumps({"choices": choices, **extra})[1:]
+            return f"data: {fixed}, {body}\n\n"
 
         for i in range(len(self.tasks)):
             first = shape.first_delta(i)
