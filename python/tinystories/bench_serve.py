@@ -13,15 +13,10 @@ The clients share the machine with the server, as on any loopback benchmark.
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from .bench import Row
@@ -93,7 +88,11 @@ def measure_serve(
     """The rows for one model file."""
     generator = Generator(model, tokenizer)
     rows: list[Row] = []
-    with serve_process(model, tokenizer, parallel=max(clients)) as url:
+    from .server import serve_in_subprocess
+
+    n = str(max(clients))
+    args = ["--model", str(model), "--tokenizer", str(tokenizer), "--parallel", n, "--max-queue", n]
+    with serve_in_subprocess(args) as (url, _):
         for n in clients:
             prompts = [("Once upon a time", "Lily and Ben", "The dog", "Tom went")[i % 4]
                        for i in range(n)]  # fmt: skip
@@ -119,36 +118,3 @@ def measure_serve(
                     1e3 * statistics.median(gaps) if gaps else float("nan"), "ms"),
             ]  # fmt: skip
     return rows
-
-
-@contextmanager
-def serve_process(model: Path, tokenizer: Path, parallel: int) -> Iterator[str]:
-    """``tinystories serve`` on a free loopback port; yields its URL, then stops it."""
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "tinystories", "serve", "--port", str(port),
-               "--model", str(model), "--tokenizer", str(tokenizer),
-               "--parallel", str(parallel), "--max-queue", str(parallel)]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tinystories serve did not start: {server.stderr.read()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
