@@ -57,6 +57,8 @@ class ProgressBar(Protocol):
 
 
 class _NoProgress:
+    """tqdm's methods doing nothing; the plain-lines bar below shows what it must."""
+
     def update(self, n: int) -> None:
         pass
 
@@ -73,7 +75,7 @@ class _NoProgress:
         pass
 
 
-class ProgressLines:
+class ProgressLines(_NoProgress):
     """A progress bar as plain lines on stderr: one each time another tenth of ``total``
     is done, and at least every ``PERIOD`` seconds while it moves; with the values of
     ``set_postfix`` (tqdm's methods, so the callers need not care which they have)."""
@@ -100,15 +102,6 @@ class ProgressLines:
             of = f"/{self.total:,}" if self.total else ""
             line = f"{self.desc}: {self.n:,}{of} {self.unit} {self.postfix}".rstrip()
             print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
 
 def download(
