@@ -234,7 +234,7 @@ class Generator:
     ) -> Generation:
         """A :class:`Generation` of ``prompt``, its arguments checked, nothing sampled yet."""
         params = SamplingParams.of(sampling, **options).with_seed()
-        prompt_ids, steps = self._prompt_steps(prompt, params)
+        prompt_ids, steps = self.prompt_steps(prompt, params)
         native = _core.Generation(
             self._model,
             self.tokenizer._native,
@@ -355,13 +355,11 @@ class Generator:
             seeds = [clock_seed()] * len(prompts)
         if not prompts:
             return BatchGeneration(None)
-        native = _core.BatchGeneration(
-            self._model, self.tokenizer._native, min(max_batch, len(prompts)), self.n_threads
-        )
+        native = self.engine_batch(min(max_batch, len(prompts)))
         all_params, prompt_tokens = [], []
         for prompt, prompt_seed in zip(prompts, seeds, strict=True):
             prompt_params = SamplingParams.of(params, seed=prompt_seed)
-            prompt_ids, steps = self._prompt_steps(prompt, prompt_params)
+            prompt_ids, steps = self.prompt_steps(prompt, prompt_params)
             native.add(prompt_ids, steps, engine_options(prompt_params, logprobs))
             all_params.append(prompt_params)
             prompt_tokens.append(len(prompt_ids))
@@ -381,10 +379,17 @@ class Generator:
         session = _core.Session(self._model, self.n_threads)
         return session.eval(np.asarray(ids, dtype=np.int32), 0, True)
 
-    # -------------------------------------------------------------- internal
+    # ------------------------------------------------- for engine-level callers
 
-    def _prompt_steps(self, prompt: str, params: SamplingParams) -> tuple[list[int], int]:
-        """The prompt's ids and the positions to run (run.c's ``steps``)."""
+    def engine_batch(self, max_batch: int) -> _core.BatchGeneration:
+        """An empty engine batch on this model with ``max_batch`` slots, for a caller that
+        adds requests and steps it itself (the server's scheduler); see :meth:`prompt_steps`
+        and :func:`tinystories.inference.sampling.engine_options` for what ``add`` takes."""
+        return _core.BatchGeneration(self._model, self.tokenizer._native, max_batch, self.n_threads)
+
+    def prompt_steps(self, prompt: str, params: SamplingParams) -> tuple[list[int], int]:
+        """The prompt's ids and the positions to run (run.c's ``steps``) for ``params``;
+        ValueError when the prompt does not fit the context."""
         prompt_ids = self.encode(prompt)
         seq_len = self.config.seq_len
         if len(prompt_ids) > seq_len:

@@ -289,7 +289,7 @@ class _Job:
             for i in range(body.n):
                 params = SamplingParams.of(base, seed=seed + i)
                 try:
-                    prompt_ids, steps = generator._prompt_steps(prompt, params)
+                    prompt_ids, steps = generator.prompt_steps(prompt, params)
                 except ValueError as error:
                     raise ApiError(400, str(error), param="prompt",
                                    code="context_length_exceeded") from None  # fmt: skip

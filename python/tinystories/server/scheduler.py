@@ -175,12 +175,7 @@ class Scheduler:
                 self._finish(task, "cancelled")
                 continue
             if self._native is None:
-                self._native = _core.BatchGeneration(
-                    self.generator._model,
-                    self.generator.tokenizer._native,
-                    self.parallel,
-                    self.generator.n_threads,
-                )
+                self._native = self.generator.engine_batch(self.parallel)
             options = engine_options(task.params, task.logprobs)
             task.native_id = self._native.add(task.prompt_ids, task.steps, options)
             task._stop = StopText(task.params.stop)
