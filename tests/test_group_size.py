@@ -35,3 +35,30 @@ def test_writer_and_quantize_on_load_pick_the_same_groups(tmp_path):
     assert from_file.config.group_size == default_group_size(config) == 16
     ids = [1] + list(range(3, 30))
     np.testing.assert_array_equal(on_load.logits(ids), from_file.logits(ids))
+
+
+def test_the_trainers_v2_files_keep_every_weight(tmp_path, tok105):
+    """The tok105 shape (dim 128, hidden 352): export.py's rule gives 64, which leaves w2's
+    last 32 inputs out of runq's products (as the seed's model5000_q80.bin has it); the
+    trainer's export picks 32, and its Q8_0 logits stay near the fp32 file's."""
+    pytest.importorskip("torch")
+    from tinystories.formats.llama2c import full_group_size, parse_header, read_model
+    from tinystories.training.checkpoint import export_model
+    from tinystories.training.model import from_numpy_weights
+
+    config, _, weights = read_model(tok105["model"])
+    assert (default_group_size(config), full_group_size(config)) == (64, 32)
+    q80, _ = export_model(from_numpy_weights(config, weights), tmp_path / "model.bin", fmt="v2")
+    assert parse_header(q80.read_bytes()[:256])[2] == 32
+    ids = Generator(tok105["model"], tok105["tokenizer"]).encode(
+        "Once upon a time, there was a little girl named Lily. She loved to play outside."
+    )
+
+    def loss(path) -> float:
+        logits = np.asarray(Generator(path, tok105["tokenizer"]).logits(ids[:-1]), np.float64)
+        top = logits.max(-1, keepdims=True)
+        lse = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
+        return float((lse - logits[np.arange(len(ids) - 1), ids[1:]]).mean())
+
+    exact, kept, dropped = loss(tok105["model"]), loss(q80), loss(tok105["model_q80"])
+    assert abs(kept - exact) < 0.02 < dropped - exact

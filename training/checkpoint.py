@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..formats.llama2c import VERSIONS, default_group_size, write_model
+from ..formats.llama2c import VERSIONS, full_group_size, write_model
 from .config import ModelArgs
 from .model import Transformer, to_numpy_weights
 
@@ -51,13 +51,15 @@ def export_model(
     fmt: str | int = "v0",
     group_size: int | None = None,
 ) -> tuple[Path, Path | None]:
-    """Writes ``model_path`` and, given a tokenizer (path or bytes), ``tokenizer.bin`` beside it."""
+    """Writes ``model_path`` and, given a tokenizer (path or bytes), ``tokenizer.bin`` beside it.
+    A v2 file's group size defaults to one that divides every matrix's rows
+    (:func:`~tinystories.formats.llama2c.full_group_size`), so no weight is left out."""
     version = _version(fmt)
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
     config, weights = to_numpy_weights(model)
     if version == 2:
-        group_size = group_size or default_group_size(config)
+        group_size = group_size or full_group_size(config)
     write_model(model_path, config, weights, version=version, group_size=group_size)
     tokenizer_path = None
     if tokenizer is not None:

@@ -167,6 +167,7 @@ class TrainConfig:
     checkpoint_interval: str = "5m"  # see parse_interval; also at each evaluation and the end
     stop_iter: int | None = None  # end this run after this iteration (resume continues)
     resume: bool = False  # continue from out_dir/ckpt.pt; see resumed()
+    init_from: str | None = None  # a model file whose weights start the run; see initialized()
     tensorboard_dir: str | None = None  # also write the metrics as TensorBoard events there
     export_format: str = "v0"  # one of VERSIONS: v0, v1, v2 (Q8_0)
     # system
@@ -261,6 +262,8 @@ class TrainConfig:
             problems.append(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             problems.append(f"--device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.init_from is not None and not self.resume and not Path(self.init_from).is_file():
+            problems.append(f"--init-from {self.init_from}: no such file")
         try:
             parse_interval(self.checkpoint_interval)
         except ConfigError as err:
@@ -268,22 +271,59 @@ class TrainConfig:
         if problems:
             raise ConfigError("; ".join(problems))
 
+    def _contradictions(self, saved_args: ModelArgs, whose: str, names=ARCHITECTURE) -> list[str]:
+        """The architecture flags given here that differ from ``saved_args``, each as
+        ``--flag value (whose: saved value)``."""
+        contradictions = []
+        for name in names:
+            given, saved = getattr(self, name), getattr(saved_args, name)
+            if name == "hidden_dim":
+                saved = saved_args.ffn_dim
+            if given is None or given == saved:
+                continue
+            if name == "shared_classifier":
+                contradictions.append(f"--untied ({whose} classifier is shared)")
+            else:
+                contradictions.append(f"{flag_name(name)} {given} ({whose}: {saved})")
+        return contradictions
+
+    def initialized(self, file_config: ModelConfig) -> TrainConfig:
+        """This config starting from the weights of ``--init-from``'s file: the
+        architecture and the vocabulary size are the file's (a flag that contradicts them
+        is a ConfigError naming each), except ``--seq-len``, which may differ: the rotary
+        positions are computed, not learned, so a model trained on short windows can be
+        trained further on longer ones. The preset is not used."""
+        saved = ModelArgs(
+            dim=file_config.dim,
+            n_layers=file_config.n_layers,
+            n_heads=file_config.n_heads,
+            n_kv_heads=file_config.n_kv_heads,
+            vocab_size=file_config.vocab_size,
+            seq_len=file_config.seq_len,
+            hidden_dim=file_config.hidden_dim,
+            shared_classifier=file_config.shared_classifier,
+        )
+        names = tuple(name for name in ARCHITECTURE if name != "seq_len")
+        contradictions = self._contradictions(saved, "the file's", names)
+        if contradictions:
+            raise ConfigError(
+                f"--init-from {self.init_from} has its own architecture, and these flags "
+                "contradict it: " + ", ".join(contradictions) + "; leave them out"
+            )
+        return replace(
+            self,
+            **{name: getattr(saved, name) for name in names if name != "hidden_dim"},
+            hidden_dim=saved.ffn_dim,
+            seq_len=self.seq_len or saved.seq_len,
+        )
+
     def resumed(self, checkpoint_config: dict, checkpoint_args: ModelArgs) -> TrainConfig:
         """This config continuing a checkpoint: the architecture, the vocabulary, the preset
         and the data (directory and corpus) are the checkpoint's, and a flag here that
         contradicts them is a ConfigError naming each. Everything else (max_iters, the
-        learning-rate schedule, the intervals, the batch size, ...) is this config's."""
-        contradictions = []
-        for name in ARCHITECTURE:
-            given, saved = getattr(self, name), getattr(checkpoint_args, name)
-            if name == "hidden_dim":
-                saved = checkpoint_args.ffn_dim
-            if given is None or given == saved:
-                continue
-            if name == "shared_classifier":
-                contradictions.append("--untied (the checkpoint's classifier is shared)")
-            else:
-                contradictions.append(f"{flag_name(name)} {given} (the checkpoint's: {saved})")
+        learning-rate schedule, the intervals, the batch size, ...) is this config's.
+        ``--init-from`` is dropped: the checkpoint's weights began from it."""
+        contradictions = self._contradictions(checkpoint_args, "the checkpoint's")
         saved_preset = checkpoint_config.get("preset")
         if self.preset is not None and self.preset != (saved_preset or DEFAULT_PRESET):
             saved = saved_preset or DEFAULT_PRESET
@@ -297,6 +337,7 @@ class TrainConfig:
         return replace(
             self,
             preset=saved_preset,
+            init_from=None,
             vocab_size=checkpoint_args.vocab_size,
             data=self.data or checkpoint_config.get("data") or "",
             val_data=self.val_data or checkpoint_config.get("val_data"),

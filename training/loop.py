@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -39,14 +39,16 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..formats.llama2c import read_model
 from ..hub.download import progress_bar
 from . import require
 from .checkpoint import export_model, read_checkpoint, save_checkpoint
 from .config import ConfigError, ModelArgs, TrainConfig, TrainResult
 from .corpus import prepare_data
-from .model import Transformer
+from .model import Transformer, from_numpy_weights
 from .runlog import RunLog
 from .shards import BatchSampler, Prefetcher, TokenStream, eval_batches
+from .vocab import vocab_paths
 
 # CPU runs at least this long are compiled: about a minute of compiling on 2 cores
 # is repaid by the faster steps.
@@ -129,6 +131,17 @@ def train(
         checkpoint = read_checkpoint(ckpt_path, ("model", "optimizer", "model_args", "iter"))
         args = ModelArgs(**checkpoint["model_args"])
         config = config.resumed(checkpoint.get("config", {}), args)
+    init_weights = None
+    if config.init_from:  # a model file's weights start the run (config.initialized)
+        file_config, _, init_weights = read_model(config.init_from)
+        config = config.initialized(file_config)
+        vocab_files = vocab_paths(config.data_dir or out_dir / "data", file_config.vocab_size)
+        if not all(path.exists() for path in vocab_files):
+            raise ConfigError(
+                f"--init-from {config.init_from}: its vocabulary ({vocab_files[0].name} and "
+                f"{vocab_files[1].name}) must be in {vocab_files[0].parent}: a new one would "
+                "not match the model's token ids"
+            )
     # the main process makes the vocabulary and shards; the others wait, then find them
     if distributed and not master_process:
         dist.barrier()
@@ -144,7 +157,13 @@ def train(
         )
 
     torch.manual_seed(config.seed)
-    model = Transformer(args).to(device)
+    model = Transformer(args)
+    if init_weights is not None:
+        start = from_numpy_weights(replace(file_config, seq_len=args.seq_len), init_weights)
+        model.load_state_dict(start.state_dict())
+        log(f"starting from the weights of {config.init_from} (seq_len {args.seq_len})")
+        init_weights = start = None
+    model = model.to(device)
     optimizer = make_optimizer(model, config)
     use_scaler = dtype == torch.float16  # fp16 needs loss scaling; bf16 and fp32 do not
     scaler = make_grad_scaler(device, use_scaler)

@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.e
     p.add_argument(
         "--group-size",
         type=int,
-        help=f"Q8_0 group size for v2 (default: up to {MAX_GROUP_SIZE})",
+        help=f"Q8_0 group size for v2 (default: the largest power of two up to {MAX_GROUP_SIZE} "
+        "dividing dim and hidden_dim, so that no weight is left out)",
     )
     p.add_argument("--tokenizer", help="tokenizer.bin to copy (default: the checkpoint's)")
     add_debug_argument(p)

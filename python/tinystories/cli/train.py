@@ -80,6 +80,7 @@ def build_parser(prog: str = "python -m tinystories.train") -> argparse.Argument
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="peak learning rate")
     p.add_argument("--warmup-iters", type=int, help="default: 5%% of --max-iters, at most 1000")
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    p.add_argument("--dropout", type=float, default=DEFAULTS.dropout)
     p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip)
     p.add_argument("--eval-interval", type=int, help="default: max-iters / 10")
     p.add_argument(
@@ -99,6 +100,12 @@ def build_parser(prog: str = "python -m tinystories.train") -> argparse.Argument
         "--resume",
         action="store_true",
         help="continue from OUT/ckpt.pt, with its architecture, vocabulary and data",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from the weights of a model file (v0, v1 or v2): its architecture and "
+        "vocabulary (which must be in the data directory); --seq-len may differ",
     )
     p.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard events to DIR")
     p.add_argument(
@@ -179,12 +186,14 @@ def config_kwargs(args: argparse.Namespace) -> dict:
         learning_rate=args.lr,
         warmup_iters=args.warmup_iters,
         weight_decay=args.weight_decay,
+        dropout=args.dropout,
         grad_clip=args.grad_clip,
         eval_interval=args.eval_interval,
         eval_iters=args.eval_iters,
         log_interval=args.log_interval,
         checkpoint_interval=args.checkpoint_interval,
         resume=args.resume,
+        init_from=args.init_from,
         tensorboard_dir=args.tensorboard,
         export_format=args.format,
         device=args.device,
