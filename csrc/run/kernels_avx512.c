@@ -154,12 +154,15 @@ static inline __mmask16 lane_range(int lo, int hi) {
  * panel p to store. */
 static inline __attribute__((always_inline)) void tile_f32(float *out, int d, const float *x, int n,
                                                            const float *w, const __mmask16 *keep,
+                                                           const char *pf, int pf_lines,
                                                            const int P, const int T) {
     const size_t stride = (size_t)n * 16; /* one panel */
     __m512 acc[4][6];
     for (int p = 0; p < P; p++) {
         for (int t = 0; t < T; t++) acc[p][t] = _mm512_setzero_ps();
     }
+    /* pf_lines cache lines from pf (the next panels), spread over the columns */
+    const int pf_per_quad = pf_lines > 0 ? (pf_lines + n / 4 - 1) / (n / 4 > 0 ? n / 4 : 1) : 0;
     int j = 0;
     for (; j + 4 <= n; j += 4) {
         if (T == 1) {
@@ -168,6 +171,9 @@ static inline __attribute__((always_inline)) void tile_f32(float *out, int d, co
                 const char *ahead = (const char *)(w + p * stride + (size_t)j * 16) + TS_PANEL_PREFETCH;
                 for (int c = 0; c < 4; c++) _mm_prefetch(ahead + 64 * c, _MM_HINT_T0);
             }
+        }
+        for (int k = 0; k < pf_per_quad && pf_lines > 0; k++, pf_lines--, pf += 64) {
+            _mm_prefetch(pf, _MM_HINT_T1);
         }
         for (int c = 0; c < 4; c++) {
             __m512 wv[4];
@@ -193,21 +199,40 @@ static inline __attribute__((always_inline)) void tile_f32(float *out, int d, co
     }
 }
 
-/* Tokens of one group of P panels, T at a time. */
+/* Tokens of one group of P panels, T at a time. The first tile reads the
+ * panels from memory, the others from the cache; while those run, the next
+ * group's `next_panels` panels are prefetched into L2, so that its first
+ * tile does not wait on memory either (batches of 32 tokens re-read all the
+ * weights every step). */
 static inline __attribute__((always_inline)) void panels_f32(float *out, int d, const float *x,
                                                              int nt, int n, const float *w,
-                                                             const __mmask16 *keep, const int P) {
+                                                             const __mmask16 *keep, const int P,
+                                                             int next_panels) {
+    const int tiles = nt / 6 + (nt % 6 >= 4) + (nt % 6 % 4 >= 2) + (nt % 2);
+    const char *pf = (const char *)(w + (size_t)P * n * 16);
+    int pf_total = tiles > 1 ? next_panels * n : 0; /* lines: a panel is n lines of 16 floats */
+    int pf_each = tiles > 1 ? (pf_total + tiles - 2) / (tiles - 1) : 0;
+    int tile = 0;
+#define TS_F32_TILE(T)                                                                        \
+    do {                                                                                      \
+        int lines = tile > 0 ? (pf_each < pf_total ? pf_each : pf_total) : 0;                 \
+        tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, pf, lines, P, T);     \
+        pf += (size_t)lines * 64;                                                             \
+        pf_total -= lines;                                                                    \
+        tile++;                                                                               \
+    } while (0)
     int t = 0;
-    for (; t + 6 <= nt; t += 6) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 6);
+    for (; t + 6 <= nt; t += 6) TS_F32_TILE(6);
     if (nt - t >= 4) {
-        tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 4);
+        TS_F32_TILE(4);
         t += 4;
     }
     if (nt - t >= 2) {
-        tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 2);
+        TS_F32_TILE(2);
         t += 2;
     }
-    if (t < nt) tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, P, 1);
+    if (t < nt) TS_F32_TILE(1);
+#undef TS_F32_TILE
 }
 
 static void matmul_f32_panels(float *out, const float *x, int nt, const float *wp, int n, int d,
@@ -223,12 +248,13 @@ static void matmul_f32_panels(float *out, const float *x, int nt, const float *w
         /* a masked store writes lanes lo..hi-1 of each panel only */
         float *o = out + (size_t)p * 16;
         const float *w = wp + (size_t)p * (size_t)n * 16;
+        int rest = p1 - p - P, next = rest >= 4 ? 4 : rest;
         if (P == 4) {
-            panels_f32(o, d, x, nt, n, w, keep, 4);
+            panels_f32(o, d, x, nt, n, w, keep, 4, next);
         } else if (P == 2) {
-            panels_f32(o, d, x, nt, n, w, keep, 2);
+            panels_f32(o, d, x, nt, n, w, keep, 2, next);
         } else {
-            panels_f32(o, d, x, nt, n, w, keep, 1);
+            panels_f32(o, d, x, nt, n, w, keep, 1, next);
         }
         p += P;
     }
@@ -238,11 +264,17 @@ static inline __attribute__((always_inline)) void panel_q8(float *out, int d, co
                                                            const float *xs, const int32_t *xsum,
                                                            int n, const uint8_t *w,
                                                            const float *s, int gs,
-                                                           __mmask16 keep, const int T) {
+                                                           __mmask16 keep, const char *pf,
+                                                           int pf_lines, const int T) {
     int ng = n / gs, quads = gs / 4;
     __m512 val[8];
     for (int t = 0; t < T; t++) val[t] = _mm512_setzero_ps();
+    /* pf_lines cache lines from pf (the next panel), spread over the groups */
+    const int pf_per_group = pf_lines > 0 ? (pf_lines + ng - 1) / ng : 0;
     for (int g = 0; g < ng; g++) {
+        for (int k = 0; k < pf_per_group && pf_lines > 0; k++, pf_lines--, pf += 64) {
+            _mm_prefetch(pf, _MM_HINT_T1);
+        }
         const uint8_t *wg = w + (size_t)g * quads * 64;
         const int8_t *xg = x + (size_t)g * gs;
         /* T == 1: two chains (even and odd quads; integer sums in any order are exact) */
@@ -296,10 +328,22 @@ static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, cons
         const uint8_t *w = wp + (size_t)p * ng * (size_t)gs * 16;
         const float *s = sp + (size_t)p * ng * 16;
         float *o = out + r0;
-        int t = 0;
+        /* the tiles after the first (from the cache) prefetch the next panel
+         * into L2 (its weights; its scales are few) */
+        const int tiles = nt / 8 + (nt % 8 >= 4) + (nt % 4 >= 2) + (nt % 2);
+        const char *pf = (const char *)(w + ng * (size_t)gs * 16);
+        int pf_total = tiles > 1 && (p + 1) * 16 < i1 ? n / 4 : 0; /* n * 16 bytes */
+        const int pf_each = tiles > 1 ? (pf_total + tiles - 2) / (tiles - 1) : 0;
+        int t = 0, tile = 0;
 #define TS_Q8_TILE(T)                                                                          \
-    panel_q8(o + (size_t)t * d, d, xq + (size_t)t * n, xs + (size_t)t * ng, xsum + (size_t)t * ng, \
-             n, w, s, gs, keep, T)
+    do {                                                                                       \
+        int lines = tile > 0 ? (pf_each < pf_total ? pf_each : pf_total) : 0;                  \
+        panel_q8(o + (size_t)t * d, d, xq + (size_t)t * n, xs + (size_t)t * ng,                \
+                 xsum + (size_t)t * ng, n, w, s, gs, keep, pf, lines, T);                      \
+        pf += (size_t)lines * 64;                                                              \
+        pf_total -= lines;                                                                     \
+        tile++;                                                                                \
+    } while (0)
         for (; t + 8 <= nt; t += 8) TS_Q8_TILE(8);
         for (; t + 4 <= nt; t += 4) TS_Q8_TILE(4);
         for (; t + 2 <= nt; t += 2) TS_Q8_TILE(2);
