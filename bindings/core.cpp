@@ -7,9 +7,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -98,12 +100,27 @@ struct Options {
     }
 };
 
-// A sampled token's log-probabilities for Python: (logprob, [(id, logprob), ...]), or None.
+// A sampled token's log-probabilities, copied out of its event (whose arrays
+// last until the next step), so that they can be kept without the GIL.
+struct LogprobsCopy {
+    float logprob = 0.0f;
+    std::vector<std::pair<int32_t, float>> top;
+
+    explicit LogprobsCopy(const ts_token_event &e) : logprob(e.logprob) {
+        for (int k = 0; k < e.n_top; k++) top.emplace_back(e.top_tokens[k], e.top_logprobs[k]);
+    }
+    // For Python: (logprob, [(id, logprob), ...]).
+    py::object to_python() const {
+        py::list ranked;
+        for (const auto &[id, value] : top) ranked.append(py::make_tuple(id, value));
+        return py::make_tuple(logprob, ranked);
+    }
+};
+
+// A sampled token's log-probabilities for Python, or None.
 py::object token_logprobs(const ts_token_event &e, bool wanted) {
     if (!wanted || e.is_prompt) return py::none();
-    py::list top;
-    for (int k = 0; k < e.n_top; k++) top.append(py::make_tuple(e.top_tokens[k], e.top_logprobs[k]));
-    return py::make_tuple(e.logprob, top);
+    return LogprobsCopy(e).to_python();
 }
 
 struct Sampler {
@@ -365,6 +382,7 @@ struct BatchGeneration {
     std::vector<int> finish;         // per request: TS_FINISH_*, 0 while running
     std::vector<bool> logprobs;      // per request: whether its events carry them
     long long n_generated = 0;       // tokens printed after the prompts, all requests
+    std::atomic<bool> interrupted{false}; // set by interrupt(), read between advance()'s steps
 
     BatchGeneration(const Model &m, const Tokenizer &t, int max_batch, int n_threads)
         : model(m.model), tokenizer(t.tokenizer), max_batch(max_batch) {
@@ -435,6 +453,74 @@ struct BatchGeneration {
         }
         return out;
     }
+
+    // Several steps, as one step() per request: for each request with events,
+    // (id, token ids, their pieces' bytes joined, each piece's length, logprobs
+    // per token or None, finish_reason: > 0 when it ended in these steps).
+    // Returns after max_steps, after max_seconds, after a step in which a request
+    // sampled its first token or ended (its slot is free for a queued one), or
+    // after the step during which interrupt() was called: a server takes many
+    // tokens per call into Python, not one.
+    py::list advance(int max_steps, double max_seconds) {
+        struct Pending {
+            std::vector<int32_t> tokens;
+            std::string text;
+            std::vector<int> lengths;
+            std::vector<LogprobsCopy> logprobs; // only for requests that asked for them
+            int finish = 0;
+        };
+        std::vector<ts_batch_event> events(static_cast<size_t>(max_batch));
+        std::map<int, Pending> pending;  // by id: the order requests report in
+        ts_error err{};
+        ts_status code = TS_OK;
+        {
+            py::gil_scoped_release release;
+            using clock = std::chrono::steady_clock;
+            const auto deadline =
+                clock::now() + std::chrono::duration_cast<clock::duration>(
+                                   std::chrono::duration<double>(max_seconds));
+            bool report = false;  // a request started or ended: Python should know now
+            for (int step = 0; step < max_steps && !report; step++) {
+                size_t n = 0;
+                int active = 0;
+                code = ts_batch_generation_step(batch.get(), events.data(), &n, &active, &err);
+                if (code != TS_OK) break;
+                for (size_t i = 0; i < n; i++) {
+                    const ts_batch_event &e = events[i];
+                    record(e);
+                    Pending &p = pending[e.id];
+                    if (e.event.done) {
+                        p.finish = e.event.finish_reason;
+                        report = true;
+                    } else {
+                        report = report || ids[static_cast<size_t>(e.id)].size() == 1;
+                        p.tokens.push_back(e.event.token);
+                        p.text.append(e.event.piece, e.event.len);
+                        p.lengths.push_back(static_cast<int>(e.event.len));
+                        if (logprobs[static_cast<size_t>(e.id)]) p.logprobs.emplace_back(e.event);
+                    }
+                }
+                // an interrupt() that came between two advances ends the next after one step
+                if (active == 0 || interrupted.exchange(false) || clock::now() >= deadline) break;
+            }
+        }
+        check(code, err);
+        py::list out;
+        for (auto &[id, p] : pending) {
+            py::object lp = py::none();
+            if (logprobs[static_cast<size_t>(id)]) {
+                py::list per_token;
+                for (const LogprobsCopy &copy : p.logprobs) per_token.append(copy.to_python());
+                lp = per_token;
+            }
+            out.append(py::make_tuple(id, py::cast(p.tokens), py::bytes(p.text), py::cast(p.lengths),
+                                      lp, p.finish));
+        }
+        return out;
+    }
+
+    // Makes a running advance() return after its current step (any thread).
+    void interrupt() { interrupted.store(true); }
 
     // Steps until every request is done; returns each request's completion.
     // Pending signals (Ctrl-C) are checked every few milliseconds.
@@ -573,6 +659,12 @@ PYBIND11_MODULE(_core, m) {
         .def("step", &BatchGeneration::step,
              "One step: [(id, token, piece bytes, is_prompt, logprobs, finish_reason)]; a done "
              "event has token -1 and its finish_reason.")
+        .def("advance", &BatchGeneration::advance, py::arg("max_steps"), py::arg("max_seconds"),
+             "Up to `max_steps` steps (fewer after `max_seconds`, once a request starts or ends, "
+             "or after interrupt()): [(id, token ids, bytes, piece lengths, logprobs per token "
+             "or None, finish_reason)], one entry per request with events.")
+        .def("interrupt", &BatchGeneration::interrupt,
+             "Makes a running advance() return after its current step; safe from any thread.")
         .def("run", &BatchGeneration::run,
              "Steps until every request is done; each request's completion bytes.")
         .def_readonly("token_ids", &BatchGeneration::ids, "Per request: the tokens sampled so far.")

@@ -78,3 +78,69 @@ def test_concurrent_batches_share_the_generator(story):
     for t in threads:
         t.join()
     assert results == [want] * 3
+
+
+def _engine_batch(story, prompts, seeds, logprobs=None, **options):
+    from tinystories.inference.sampling import SamplingParams, engine_options
+
+    native = story.engine_batch(4)
+    for prompt, seed in zip(prompts, seeds, strict=True):
+        params = SamplingParams(**{"max_new_tokens": 40, "temperature": 0.9, **options}, seed=seed)
+        ids, steps = story.prompt_steps(prompt, params)
+        native.add(ids, steps, engine_options(params, logprobs))
+    return native
+
+
+def test_advance_gives_what_step_gives_many_tokens_at_a_time(story):
+    """The server's call: several steps per call, the same tokens, bytes and ends."""
+    prompts, seeds = PROMPTS, [1, 2, 3, 4, 5]
+    stepped = _engine_batch(story, prompts, seeds, logprobs=2)
+    by_step: dict[int, list] = {i: [] for i in range(len(prompts))}
+    while True:
+        events = stepped.step()
+        if not events:
+            break
+        for native_id, token, piece, _, logprobs, finish in events:
+            by_step[native_id].append((token, piece, logprobs, finish))
+    advanced = _engine_batch(story, prompts, seeds, logprobs=2)
+    by_advance: dict[int, list] = {i: [] for i in range(len(prompts))}
+    calls = 0
+    while True:
+        results = advanced.advance(64, 1.0)
+        if not results:
+            break
+        calls += 1
+        for native_id, tokens, data, lengths, logprobs, finish in results:
+            assert len(tokens) == len(lengths) == len(logprobs) and sum(lengths) == len(data)
+            start = 0
+            for token, length, lp in zip(tokens, lengths, logprobs, strict=True):
+                by_advance[native_id].append((token, data[start : start + length], lp, 0))
+                start += length
+            if finish:
+                by_advance[native_id].append((-1, b"", None, finish))
+    assert by_advance == by_step
+    assert advanced.token_ids == stepped.token_ids
+    steps = max(len(events) for events in by_step.values())
+    assert calls < steps / 2  # many steps per call
+
+
+def test_advance_returns_when_a_request_starts_or_ends_or_is_interrupted(story):
+    native = _engine_batch(story, ["Tom"], [7], max_new_tokens=50)
+    first = native.advance(1000, 10.0)
+    assert [len(tokens) for _, tokens, *_ in first] == [1]  # its first token: at once
+    native.interrupt()  # before the call: it still returns after one step
+    assert [len(tokens) for _, tokens, *_ in native.advance(1000, 10.0)] == [1]
+    rest = native.advance(1000, 10.0)  # then on to the end, which returns too
+    assert len(rest[0][1]) == 48 and rest[0][5] > 0
+    assert native.advance(1000, 10.0) == []
+
+
+def test_interrupt_from_another_thread_ends_a_long_advance(story):
+    forever = dict(max_new_tokens=10**7, context_shift=True, stop_token_ids=[])
+    native = _engine_batch(story, ["Tom"], [7], **forever)
+    native.advance(1000, 10.0)  # the first token
+    timer = threading.Timer(0.002, native.interrupt)
+    timer.start()
+    results = native.advance(10**9, 60.0)
+    timer.join()
+    assert results and not results[0][5]  # it returned, long before the sequence could end

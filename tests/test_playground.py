@@ -76,4 +76,6 @@ def test_prompt_generate_and_the_story_grows(browser, tok105):
         assert text.startswith("Lily and her cat") and len(text) > 300
         assert "tokens/s" in browser.find_element(By.ID, "stats").text
         updates = browser.execute_script("return window.updates")
-        assert len(updates) > 100 and updates == sorted(updates), "the story grew piece by piece"
+        # the server sends what a stream sampled in up to 10 ms as one chunk: 3,000 tokens
+        # take over 100 ms on any machine, so the page takes them in many pieces
+        assert len(updates) > 5 and updates == sorted(updates), "the story grew piece by piece"

@@ -111,26 +111,7 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
                            allow_methods=["*"], allow_headers=["*"])  # fmt: skip
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        path = request.url.path
-        status = 500
-        try:
-            if api_key and path not in OPEN_PATHS and request.method != "OPTIONS":
-                given = request.headers.get("authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                    raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY",
-                                   "authentication_error", code="invalid_api_key")  # fmt: skip
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-                raise ApiError(413, f"the body is over {max_body_bytes} bytes")
-            response = await call_next(request)
-        except ApiError as error:
-            response = _error_response(error)
-        status = response.status_code
-        metrics.requests.inc(endpoint=path if path in KNOWN_PATHS else "other", status=str(status))
-        return response
-
+    app.add_middleware(_Guard, api_key=api_key, max_body_bytes=max_body_bytes, metrics=metrics)
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
     app.add_exception_handler(ApiError, lambda _, e: _error_response(e))
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -191,6 +172,47 @@ KNOWN_PATHS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions",
 
 
 # ----------------------------------------------------------------------- errors
+
+
+class _Guard:
+    """The API key, the declared body size, and the requests counter by endpoint and
+    status. Plain ASGI rather than ``@app.middleware("http")``, whose wrapper passes every
+    chunk of a streamed response through another task."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app, self.api_key, self.limit, self.metrics = app, api_key, max_body_bytes, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        status = 500  # unless a response starts
+
+        async def counted_send(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            error = None
+            if self.api_key and path not in OPEN_PATHS and scope["method"] != "OPTIONS":
+                given = headers.get("authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+                    error = ApiError(401, "a valid API key is needed: Authorization: Bearer KEY",
+                                     "authentication_error", code="invalid_api_key")  # fmt: skip
+            length = headers.get("content-length")
+            if error is None and length is not None:
+                if not length.isdigit() or int(length) > self.limit:
+                    error = ApiError(413, f"the body is over {self.limit} bytes")
+            if error is not None:
+                await _error_response(error)(scope, receive, counted_send)
+            else:
+                await self.app(scope, receive, counted_send)
+        finally:
+            endpoint = path if path in KNOWN_PATHS else "other"
+            self.metrics.requests.inc(endpoint=endpoint, status=str(status))
 
 
 class _BodyLimit:

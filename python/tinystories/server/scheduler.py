@@ -27,6 +27,12 @@ from .metrics import Metrics
 # A native batch keeps a little state per request it ever ran: renew it when idle
 # after this many.
 RENEW_AFTER = 4096
+# One call into the engine runs up to this many steps, or this long, before Python takes
+# the tokens (it returns sooner when a request starts or ends, or one arrives or leaves):
+# a stream's tokens go out in chunks of up to 10 ms, so that a model fast enough to
+# sample a token in microseconds is not held up by Python's work per token.
+ADVANCE_STEPS = 256
+ADVANCE_SECONDS = 0.010
 
 
 class QueueFull(Exception):
@@ -35,7 +41,10 @@ class QueueFull(Exception):
 
 @dataclass(frozen=True)
 class TokenEvent:
-    text: str  # the text this token adds (may be empty: held back or incomplete UTF-8)
+    """The text one token adds, or several in a row where no logprobs or stop strings
+    need each token (``token_id`` is then the last one's)."""
+
+    text: str  # the text the token(s) add (may be empty: held back or incomplete UTF-8)
     token_id: int  # -1 for a final tail of held-back text
     logprobs: tuple[float, list[tuple[int, float]]] | None = None
     piece: bytes = b""  # the token's own bytes, for logprobs' token strings
@@ -103,18 +112,28 @@ class Scheduler:
                 raise QueueFull(f"{self.parallel} slots and a queue of {self.max_queue} are full")
             self._incoming.extend(tasks)
             self._lock.notify()
+        self._interrupt()
 
     def cancel(self, task: Task) -> None:
         """Frees the task's slot at the next step (a client that went away)."""
         with self._lock:
             task.cancelled = True
             self._lock.notify()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Ends the engine's current advance after its step, so that a new or abandoned
+        task is seen at the next one."""
+        native = self._native
+        if native is not None:
+            native.interrupt()
 
     def stop(self) -> None:
         """Cancels everything and ends the thread."""
         with self._lock:
             self._stopping = True
             self._lock.notify()
+        self._interrupt()
         self._thread.join(timeout=10)
 
     @property
@@ -190,33 +209,54 @@ class Scheduler:
 
     def _step(self) -> None:
         assert self._native is not None
-        for native_id, token, piece, _, logprobs, finish in self._native.step():
+        advanced = self._native.advance(ADVANCE_STEPS, ADVANCE_SECONDS)
+        for native_id, tokens, data, lengths, logprobs, finish in advanced:
             task = self._running.get(native_id)
             if task is None:
                 continue
-            if token < 0:
-                tail = task._stop.feed(task._decoder.decode(b"", final=True)) + task._stop.flush()
-                if tail:
-                    self._emit(task, TokenEvent(tail, -1))
-                reason = FINISH_REASONS.get(finish, "length")
-                if task._stop.stopped:
-                    reason = "stop"
-                elif task.cancelled:
-                    reason = "cancelled"
-                del self._running[native_id]
-                self._finish(task, reason)
+            if tokens and not task._stop.stopped:
+                self._take(task, tokens, data, lengths, logprobs)
+            if not finish:
                 continue
+            tail = task._stop.feed(task._decoder.decode(b"", final=True)) + task._stop.flush()
+            if tail:
+                self._emit(task, TokenEvent(tail, -1))
+            reason = FINISH_REASONS.get(finish, "length")
             if task._stop.stopped:
-                continue  # cancelled at the stop string; its end comes next step
-            now = time.perf_counter()
-            if task.first_token_at is None:
-                task.first_token_at = now
-                self.metrics.time_to_first_token.observe(now - task.created)
+                reason = "stop"
+            elif task.cancelled:
+                reason = "cancelled"
+            del self._running[native_id]
+            self._finish(task, reason)
+
+    def _take(
+        self,
+        task: Task,
+        tokens: list[int],
+        data: bytes,
+        lengths: list[int],
+        logprobs: list | None,
+    ) -> None:
+        """The tokens a task sampled in one advance: one event for all of them, or, where
+        stop strings or logprobs need each token's place, one per token up to a stop."""
+        now = time.perf_counter()
+        if task.first_token_at is None:
+            task.first_token_at = now
+            self.metrics.time_to_first_token.observe(now - task.created)
+        if logprobs is None and not task.params.stop:
+            task.n_generated += len(tokens)
+            self._emit(task, TokenEvent(task._decoder.decode(data), tokens[-1]))
+            return
+        start = 0
+        for i, (token, length) in enumerate(zip(tokens, lengths, strict=True)):
+            piece = data[start : start + length]
+            start += length
             task.n_generated += 1
             text = task._stop.feed(task._decoder.decode(piece))
-            self._emit(task, TokenEvent(text, token, logprobs, piece))
-            if task._stop.stopped:
-                self._native.cancel(native_id)
+            self._emit(task, TokenEvent(text, token, logprobs[i] if logprobs else None, piece))
+            if task._stop.stopped:  # what the engine sampled past the stop is dropped
+                self._native.cancel(task.native_id)
+                return
 
     def _finish(self, task: Task, reason: str) -> None:
         task.finished = True
