@@ -10,6 +10,9 @@ from ..inference.sampling import SamplingParams
 
 SAMPLING_DEFAULTS = SamplingParams()
 PROG = "tinystories"
+# Without -n, the most tokens a story may take: TinyStories stories run to about 800
+# tok105 tokens, and few past 2,000.
+WHOLE_STORY_TOKENS = 4096
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +47,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         "-n",
         type=int,
         default=d.max_new_tokens,
-        help="tokens to sample (default: until BOS or the end of the context)",
+        help="tokens to sample, stopping at the end of the context unless --context-shift "
+        "(default: a whole story, see --context-shift)",
     )
     parser.add_argument(
         "--min-p",
@@ -90,15 +94,25 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--context-shift",
-        action="store_true",
-        default=d.context_shift,
-        help="past the context, drop the oldest tokens (keeping BOS) and go on; needs -n",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="past the context, drop the oldest tokens (keeping BOS) and go on (default: "
+        f"on without -n, which then means a whole story: until the model ends it, at "
+        f"most {WHOLE_STORY_TOKENS:,} tokens)",
     )
 
 
 def sampling_options(args: argparse.Namespace, **overrides: object) -> dict:
-    """The :class:`SamplingParams` keyword arguments the flags give."""
+    """The :class:`SamplingParams` keyword arguments the flags give. Without ``-n`` the
+    command tells a whole story: until the model samples BOS, past the end of a short
+    context with a context shift, at most WHOLE_STORY_TOKENS."""
     options = {f.name: getattr(args, f.name) for f in fields(SamplingParams)}
+    if options["context_shift"] is None:
+        options["context_shift"] = options["max_new_tokens"] is None
+        if options["context_shift"]:
+            options["max_new_tokens"] = WHOLE_STORY_TOKENS
+    elif options["context_shift"] and options["max_new_tokens"] is None:
+        options["max_new_tokens"] = WHOLE_STORY_TOKENS
     if options["stop_token_ids"] is None:  # append's default stays None: the params' default
         options["stop_token_ids"] = SAMPLING_DEFAULTS.stop_token_ids
     return {**options, **overrides}
