@@ -142,6 +142,12 @@ static inline __mmask16 lane_range(int lo, int hi) {
 #ifndef TS_Q8_PREFETCH
 #define TS_Q8_PREFETCH 8192
 #endif
+/* Matrices smaller than this (tok105's are 13-45 KB) are read without the
+ * decode's software prefetch: they stay in the cache, where the prefetches
+ * are pure cost (tok105 Q8_0 decode: about 7%). */
+#ifndef TS_Q8_PREFETCH_MIN_BYTES
+#define TS_Q8_PREFETCH_MIN_BYTES 65536
+#endif
 #ifndef TS_PANEL_PREFETCH
 #define TS_PANEL_PREFETCH 1024
 #endif
@@ -265,7 +271,7 @@ static inline __attribute__((always_inline)) void panel_q8(float *out, int d, co
                                                            int n, const uint8_t *w,
                                                            const float *s, int gs,
                                                            __mmask16 keep, const char *pf,
-                                                           int pf_lines, const int T) {
+                                                           int pf_lines, int stream, const int T) {
     int ng = n / gs, quads = gs / 4;
     __m512 val[8];
     for (int t = 0; t < T; t++) val[t] = _mm512_setzero_ps();
@@ -284,9 +290,13 @@ static inline __attribute__((always_inline)) void panel_q8(float *out, int d, co
         if (T == 1) {
             for (; c + 2 <= quads; c += 2) {
                 /* decode reads every weight once, as one stream: keep it
-                 * far enough ahead to cover a trip to memory */
-                _mm_prefetch((const char *)(wg + (size_t)c * 64) + TS_Q8_PREFETCH, _MM_HINT_T0);
-                _mm_prefetch((const char *)(wg + (size_t)c * 64) + TS_Q8_PREFETCH + 64, _MM_HINT_T0);
+                 * far enough ahead to cover a trip to memory (not for small
+                 * matrices, which stay in the cache and only pay for it) */
+                if (stream) {
+                    _mm_prefetch((const char *)(wg + (size_t)c * 64) + TS_Q8_PREFETCH, _MM_HINT_T0);
+                    _mm_prefetch((const char *)(wg + (size_t)c * 64) + TS_Q8_PREFETCH + 64,
+                                 _MM_HINT_T0);
+                }
                 int32_t xa, xb;
                 memcpy(&xa, xg + 4 * c, 4);
                 memcpy(&xb, xg + 4 * c + 4, 4);
@@ -321,6 +331,7 @@ static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, cons
                              int nt, const uint8_t *wp, const float *sp, int n, int d, int gs,
                              int i0, int i1) {
     size_t ng = (size_t)(n / gs);
+    const int stream = (size_t)n * (size_t)d >= TS_Q8_PREFETCH_MIN_BYTES;
     for (int p = i0 / 16; p * 16 < i1; p++) {
         int r0 = p * 16;
         int lo = i0 > r0 ? i0 - r0 : 0, hi = i1 - r0 < 16 ? i1 - r0 : 16;
@@ -339,7 +350,7 @@ static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, cons
     do {                                                                                       \
         int lines = tile > 0 ? (pf_each < pf_total ? pf_each : pf_total) : 0;                  \
         panel_q8(o + (size_t)t * d, d, xq + (size_t)t * n, xs + (size_t)t * ng,                \
-                 xsum + (size_t)t * ng, n, w, s, gs, keep, pf, lines, T);                      \
+                 xsum + (size_t)t * ng, n, w, s, gs, keep, pf, lines, stream, T);              \
         pf += (size_t)lines * 64;                                                              \
         pf_total -= lines;                                                                     \
         tile++;                                                                                \
