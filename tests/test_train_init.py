@@ -10,20 +10,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
 from support.stories import make_corpus, write_txt  # noqa: E402
+from support.training import TINY_RUN, TINY_SHAPE  # noqa: E402
 from tinystories.cli.train import main as train_main  # noqa: E402
 from tinystories.formats.llama2c import read_model  # noqa: E402
 from tinystories.training.config import ConfigError, TrainConfig  # noqa: E402
 from tinystories.training.loop import train  # noqa: E402
 
-SHAPE = dict(vocab_size=80, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, seq_len=32)
-RUN = dict(
-    batch_size=4,
-    eval_iters=2,
-    dtype="float32",
-    compile=False,
-    progress=False,
-    seed=7,
-)
+RUN = {**TINY_RUN, "seed": 7}
 
 
 def quiet(*args):
@@ -42,7 +35,7 @@ def base(tmp_path_factory):
         data_dir=str(root / "data"),
         max_iters=120,
         learning_rate=1e-2,
-        **SHAPE,
+        **TINY_SHAPE,
         **RUN,
     )
     return corpus, root / "data", train(config, log=quiet)
@@ -56,7 +49,7 @@ def test_a_run_starts_from_the_files_weights_with_a_longer_context(base, tmp_pat
             out_dir=str(tmp_path / "fresh"),
             data_dir=str(data_dir),
             max_iters=1,
-            **{**SHAPE, "seq_len": 64},
+            **{**TINY_SHAPE, "seq_len": 64},
             **RUN,
         ),
         log=quiet,

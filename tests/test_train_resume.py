@@ -10,28 +10,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
 from support.stories import make_corpus, write_txt  # noqa: E402
+from support.training import TINY_CONFIG  # noqa: E402
 from tinystories.formats.corpus import DataError  # noqa: E402
 from tinystories.training.checkpoint import export_checkpoint  # noqa: E402
 from tinystories.training.config import ConfigError, TrainConfig  # noqa: E402
 from tinystories.training.loop import learning_rate, train  # noqa: E402
 
-SMALL = dict(
-    vocab_size=80,
-    dim=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    seq_len=32,
-    batch_size=4,
-    grad_accum_steps=2,
-    max_iters=12,
-    eval_interval=4,
-    eval_iters=2,
-    dtype="float32",
-    compile=False,
-    progress=False,
-    seed=7,
-)
+SMALL = {**TINY_CONFIG, "grad_accum_steps": 2, "max_iters": 12, "eval_interval": 4, "seed": 7}
 
 
 def quiet(*args):

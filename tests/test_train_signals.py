@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentencepiece")
 
-from support.training import TINY_FLAGS, TRAIN, quiet_env, write_corpus  # noqa: E402
+from support.training import TINY_CONFIG, TINY_FLAGS, TRAIN, quiet_env, write_corpus  # noqa: E402
 from tinystories.training.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
 from tinystories.training.config import TrainConfig  # noqa: E402
 from tinystories.training.loop import train  # noqa: E402
@@ -148,20 +148,7 @@ def test_a_write_that_fails_leaves_the_previous_checkpoint(tmp_path, monkeypatch
     assert torch.load(path, weights_only=False) == {"iter": 1}
 
 
-TINY = dict(
-    vocab_size=80,
-    dim=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    seq_len=32,
-    batch_size=4,
-    eval_iters=2,
-    dtype="float32",
-    compile=False,
-    progress=False,
-    num_threads=1,
-)
+TINY = {**TINY_CONFIG, "num_threads": 1}
 
 
 def quiet(*args):

@@ -78,6 +78,20 @@ class ModelArgs:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of_file(cls, config: ModelConfig) -> ModelArgs:
+        """The shape a model file's header describes (the inverse of :meth:`file_config`)."""
+        return cls(
+            dim=config.dim,
+            n_layers=config.n_layers,
+            n_heads=config.n_heads,
+            n_kv_heads=config.n_kv_heads,
+            vocab_size=config.vocab_size,
+            seq_len=config.seq_len,
+            hidden_dim=config.hidden_dim,
+            shared_classifier=config.shared_classifier,
+        )
+
 
 # The seed's configuration: llama2.c's train.py with a 105-token vocabulary.
 PRESETS: dict[str, ModelArgs] = {
@@ -191,6 +205,10 @@ class TrainConfig:
         overrides["vocab_size"] = vocab_size
         return replace(PRESETS[preset], **overrides)
 
+    def data_path(self) -> Path:
+        """Where the vocabulary and shards are: ``data_dir``, else ``out_dir/data``."""
+        return Path(self.data_dir or Path(self.out_dir) / "data")
+
     def resolved_vocab_size(self) -> int:
         return self.vocab_size or PRESETS[self.preset or DEFAULT_PRESET].vocab_size
 
@@ -293,16 +311,7 @@ class TrainConfig:
         is a ConfigError naming each), except ``--seq-len``, which may differ: the rotary
         positions are computed, not learned, so a model trained on short windows can be
         trained further on longer ones. The preset is not used."""
-        saved = ModelArgs(
-            dim=file_config.dim,
-            n_layers=file_config.n_layers,
-            n_heads=file_config.n_heads,
-            n_kv_heads=file_config.n_kv_heads,
-            vocab_size=file_config.vocab_size,
-            seq_len=file_config.seq_len,
-            hidden_dim=file_config.hidden_dim,
-            shared_classifier=file_config.shared_classifier,
-        )
+        saved = ModelArgs.of_file(file_config)
         names = tuple(name for name in ARCHITECTURE if name != "seq_len")
         contradictions = self._contradictions(saved, "the file's", names)
         if contradictions:
@@ -312,8 +321,7 @@ class TrainConfig:
             )
         return replace(
             self,
-            **{name: getattr(saved, name) for name in names if name != "hidden_dim"},
-            hidden_dim=saved.ffn_dim,
+            **{name: getattr(saved, name) for name in names},
             seq_len=self.seq_len or saved.seq_len,
         )
 

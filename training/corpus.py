@@ -59,7 +59,7 @@ def prepare_data(
     Returns ``(tokN.model, tokN.bin, train shards, val shards)``.
     """
     vocab_size = config.resolved_vocab_size()
-    data_dir = Path(config.data_dir or Path(config.out_dir) / "data")
+    data_dir = config.data_path()
     model_path, bin_path = vocab_paths(data_dir, vocab_size)
     shard_dir = data_dir / f"tok{vocab_size}"
     docs = None

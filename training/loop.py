@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext, suppress
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -45,7 +45,7 @@ from . import require
 from .checkpoint import export_model, read_checkpoint, save_checkpoint
 from .config import ConfigError, ModelArgs, TrainConfig, TrainResult
 from .corpus import prepare_data
-from .model import Transformer, from_numpy_weights
+from .model import Transformer, load_numpy_weights
 from .runlog import RunLog
 from .shards import BatchSampler, Prefetcher, TokenStream, eval_batches
 from .vocab import vocab_paths
@@ -135,7 +135,7 @@ def train(
     if config.init_from:  # a model file's weights start the run (config.initialized)
         file_config, _, init_weights = read_model(config.init_from)
         config = config.initialized(file_config)
-        vocab_files = vocab_paths(config.data_dir or out_dir / "data", file_config.vocab_size)
+        vocab_files = vocab_paths(config.data_path(), file_config.vocab_size)
         if not all(path.exists() for path in vocab_files):
             raise ConfigError(
                 f"--init-from {config.init_from}: its vocabulary ({vocab_files[0].name} and "
@@ -159,10 +159,9 @@ def train(
     torch.manual_seed(config.seed)
     model = Transformer(args)
     if init_weights is not None:
-        start = from_numpy_weights(replace(file_config, seq_len=args.seq_len), init_weights)
-        model.load_state_dict(start.state_dict())
+        load_numpy_weights(model, init_weights)
         log(f"starting from the weights of {config.init_from} (seq_len {args.seq_len})")
-        init_weights = start = None
+        init_weights = None  # the weights are in the model now; free the copy
     model = model.to(device)
     optimizer = make_optimizer(model, config)
     use_scaler = dtype == torch.float16  # fp16 needs loss scaling; bf16 and fp32 do not

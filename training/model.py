@@ -220,17 +220,14 @@ def to_numpy_weights(model: Transformer) -> tuple[ModelConfig, dict[str, np.ndar
 
 def from_numpy_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> Transformer:
     """A Transformer holding ``weights`` (as read by ``formats.llama2c.read_model``)."""
-    args = ModelArgs(
-        dim=config.dim,
-        n_layers=config.n_layers,
-        n_heads=config.n_heads,
-        n_kv_heads=config.n_kv_heads,
-        vocab_size=config.vocab_size,
-        seq_len=config.seq_len,
-        hidden_dim=config.hidden_dim,
-        shared_classifier=config.shared_classifier,
-    )
-    model = Transformer(args)
+    model = Transformer(ModelArgs.of_file(config))
+    load_numpy_weights(model, weights)
+    return model
+
+
+def load_numpy_weights(model: Transformer, weights: dict[str, np.ndarray]) -> None:
+    """Copies a model file's ``weights`` into ``model``, whose shape must be theirs (its
+    ``seq_len`` may differ: the rotary tables are the model's own)."""
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -247,9 +244,8 @@ def from_numpy_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> T
             w13 = np.concatenate([weights["w1"][i], weights["w3"][i]])
             layer.feed_forward.w13.weight.copy_(t(w13))
             layer.feed_forward.w2.weight.copy_(t(weights["w2"][i]))
-        if not config.shared_classifier:
+        if not model.args.shared_classifier:
             model.output.weight.copy_(t(weights["wcls"]))
-    return model
 
 
 def load_model_file(path: str | Path) -> Transformer:

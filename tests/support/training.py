@@ -17,6 +17,10 @@ TINY_FLAGS = [
     "--dtype", "float32", "--no-compile", "--seed", "7", "--threads", "1",
 ]  # fmt: skip
 TRAIN = [sys.executable, "-m", "tinystories.train"]
+# The same for train(TrainConfig(...)) in-process: the shape, and how to run it.
+TINY_SHAPE = dict(vocab_size=80, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, seq_len=32)
+TINY_RUN = dict(batch_size=4, eval_iters=2, dtype="float32", compile=False, progress=False)
+TINY_CONFIG = {**TINY_SHAPE, **TINY_RUN}
 
 
 def write_corpus(path: Path, n_stories: int = 200) -> Path:

@@ -109,9 +109,7 @@ def sampling_options(args: argparse.Namespace, **overrides: object) -> dict:
     options = {f.name: getattr(args, f.name) for f in fields(SamplingParams)}
     if options["context_shift"] is None:
         options["context_shift"] = options["max_new_tokens"] is None
-        if options["context_shift"]:
-            options["max_new_tokens"] = WHOLE_STORY_TOKENS
-    elif options["context_shift"] and options["max_new_tokens"] is None:
+    if options["context_shift"] and options["max_new_tokens"] is None:
         options["max_new_tokens"] = WHOLE_STORY_TOKENS
     if options["stop_token_ids"] is None:  # append's default stays None: the params' default
         options["stop_token_ids"] = SAMPLING_DEFAULTS.stop_token_ids
