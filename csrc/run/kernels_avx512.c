@@ -152,6 +152,43 @@ static inline __mmask16 lane_range(int lo, int hi) {
 #define TS_PANEL_PREFETCH 1024
 #endif
 
+/* Batches and prefill: the first token tile of a panel group reads the
+ * panels from memory, the later tiles from the cache; while those run, the
+ * next group's panels are prefetched into L2, so that its first tile does
+ * not wait on memory either (a 32-token batch re-reads every weight each
+ * step). `left` cache lines from `at`, `each` per tile after the first. */
+typedef struct next_panels {
+    const char *at;
+    int left, each;
+} next_panels;
+
+/* How many tiles a loop of tiles of `widest` tokens, then 4, 2 and 1, takes
+ * for nt tokens. */
+static inline int tile_count(int nt, int widest) {
+    int r = nt % widest;
+    return nt / widest + (r >= 4) + (r % 4 >= 2) + (r % 2);
+}
+
+static inline next_panels next_panels_start(const void *at, int lines, int tiles) {
+    next_panels np = {(const char *)at, tiles > 1 ? lines : 0, 0};
+    np.each = tiles > 1 ? (np.left + tiles - 2) / (tiles - 1) : 0;
+    return np;
+}
+
+/* The share of tile number `tile` (none for the first): its lines, from *at. */
+static inline int next_panels_take(next_panels *np, int tile, const char **at) {
+    int lines = tile > 0 ? (np->each < np->left ? np->each : np->left) : 0;
+    *at = np->at;
+    np->at += (size_t)lines * 64;
+    np->left -= lines;
+    return lines;
+}
+
+/* Up to `count` of a tile's *lines lines from *at: one loop iteration's part. */
+static inline void prefetch_part(const char **at, int *lines, int count) {
+    for (int k = 0; k < count && *lines > 0; k++, (*lines)--, *at += 64) _mm_prefetch(*at, _MM_HINT_T1);
+}
+
 /* P consecutive panels times T tokens: P * T accumulators, one per
  * output, each a single chain of fused multiply-adds over the columns in
  * order. Per column, P weight loads and T broadcasts feed P * T FMAs, so
@@ -178,9 +215,7 @@ static inline __attribute__((always_inline)) void tile_f32(float *out, int d, co
                 for (int c = 0; c < 4; c++) _mm_prefetch(ahead + 64 * c, _MM_HINT_T0);
             }
         }
-        for (int k = 0; k < pf_per_quad && pf_lines > 0; k++, pf_lines--, pf += 64) {
-            _mm_prefetch(pf, _MM_HINT_T1);
-        }
+        prefetch_part(&pf, &pf_lines, pf_per_quad);
         for (int c = 0; c < 4; c++) {
             __m512 wv[4];
             for (int p = 0; p < P; p++) wv[p] = _mm512_load_ps(w + p * stride + (size_t)(j + c) * 16);
@@ -205,27 +240,20 @@ static inline __attribute__((always_inline)) void tile_f32(float *out, int d, co
     }
 }
 
-/* Tokens of one group of P panels, T at a time. The first tile reads the
- * panels from memory, the others from the cache; while those run, the next
- * group's `next_panels` panels are prefetched into L2, so that its first
- * tile does not wait on memory either (batches of 32 tokens re-read all the
- * weights every step). */
+/* Tokens of one group of P panels, T at a time, prefetching the next group's
+ * n_next panels (see next_panels). */
 static inline __attribute__((always_inline)) void panels_f32(float *out, int d, const float *x,
                                                              int nt, int n, const float *w,
                                                              const __mmask16 *keep, const int P,
-                                                             int next_panels) {
-    const int tiles = nt / 6 + (nt % 6 >= 4) + (nt % 6 % 4 >= 2) + (nt % 2);
-    const char *pf = (const char *)(w + (size_t)P * n * 16);
-    int pf_total = tiles > 1 ? next_panels * n : 0; /* lines: a panel is n lines of 16 floats */
-    int pf_each = tiles > 1 ? (pf_total + tiles - 2) / (tiles - 1) : 0;
+                                                             int n_next) {
+    /* a panel is n lines of 16 floats */
+    next_panels ahead = next_panels_start(w + (size_t)P * n * 16, n_next * n, tile_count(nt, 6));
     int tile = 0;
 #define TS_F32_TILE(T)                                                                        \
     do {                                                                                      \
-        int lines = tile > 0 ? (pf_each < pf_total ? pf_each : pf_total) : 0;                 \
+        const char *pf;                                                                       \
+        int lines = next_panels_take(&ahead, tile++, &pf);                                    \
         tile_f32(out + (size_t)t * d, d, x + (size_t)t * n, n, w, keep, pf, lines, P, T);     \
-        pf += (size_t)lines * 64;                                                             \
-        pf_total -= lines;                                                                    \
-        tile++;                                                                               \
     } while (0)
     int t = 0;
     for (; t + 6 <= nt; t += 6) TS_F32_TILE(6);
@@ -278,9 +306,7 @@ static inline __attribute__((always_inline)) void panel_q8(float *out, int d, co
     /* pf_lines cache lines from pf (the next panel), spread over the groups */
     const int pf_per_group = pf_lines > 0 ? (pf_lines + ng - 1) / ng : 0;
     for (int g = 0; g < ng; g++) {
-        for (int k = 0; k < pf_per_group && pf_lines > 0; k++, pf_lines--, pf += 64) {
-            _mm_prefetch(pf, _MM_HINT_T1);
-        }
+        prefetch_part(&pf, &pf_lines, pf_per_group);
         const uint8_t *wg = w + (size_t)g * quads * 64;
         const int8_t *xg = x + (size_t)g * gs;
         /* T == 1: two chains (even and odd quads; integer sums in any order are exact) */
@@ -339,21 +365,17 @@ static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, cons
         const uint8_t *w = wp + (size_t)p * ng * (size_t)gs * 16;
         const float *s = sp + (size_t)p * ng * 16;
         float *o = out + r0;
-        /* the tiles after the first (from the cache) prefetch the next panel
-         * into L2 (its weights; its scales are few) */
-        const int tiles = nt / 8 + (nt % 8 >= 4) + (nt % 4 >= 2) + (nt % 2);
-        const char *pf = (const char *)(w + ng * (size_t)gs * 16);
-        int pf_total = tiles > 1 && (p + 1) * 16 < i1 ? n / 4 : 0; /* n * 16 bytes */
-        const int pf_each = tiles > 1 ? (pf_total + tiles - 2) / (tiles - 1) : 0;
+        /* prefetch the next panel's weights (n * 16 bytes: n / 4 lines; its
+         * scales are few) while the tiles after the first run */
+        int next = (p + 1) * 16 < i1 ? n / 4 : 0;
+        next_panels ahead = next_panels_start(w + ng * (size_t)gs * 16, next, tile_count(nt, 8));
         int t = 0, tile = 0;
 #define TS_Q8_TILE(T)                                                                          \
     do {                                                                                       \
-        int lines = tile > 0 ? (pf_each < pf_total ? pf_each : pf_total) : 0;                  \
+        const char *pf;                                                                        \
+        int lines = next_panels_take(&ahead, tile++, &pf);                                     \
         panel_q8(o + (size_t)t * d, d, xq + (size_t)t * n, xs + (size_t)t * ng,                \
                  xsum + (size_t)t * ng, n, w, s, gs, keep, pf, lines, stream, T);              \
-        pf += (size_t)lines * 64;                                                              \
-        pf_total -= lines;                                                                     \
-        tile++;                                                                                \
     } while (0)
         for (; t + 8 <= nt; t += 8) TS_Q8_TILE(8);
         for (; t + 4 <= nt; t += 4) TS_Q8_TILE(4);
