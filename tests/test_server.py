@@ -288,3 +288,47 @@ def test_scheduler_survives_an_engine_error(generator):
         assert reason == "length" and text == generator.generate("Tom", max_new_tokens=5, seed=1)
     finally:
         scheduler.stop()
+
+
+def test_a_stream_sends_its_first_token_at_once_then_once_per_interval(generator, monkeypatch):
+    """Between its first token and its end a stream's text goes out at most once per
+    stream interval: with an interval longer than the request, the first token comes alone
+    and everything else with the end, and the text is still generate()'s."""
+    import asyncio
+
+    from tinystories import SamplingParams
+    from tinystories.server import scheduler as scheduling
+    from tinystories.server.metrics import Metrics
+    from tinystories.server.scheduler import DoneEvent, Scheduler, Task, TokenEvent
+
+    assert scheduling.stream_interval(1) == scheduling.ADVANCE_SECONDS
+    assert scheduling.stream_interval(32) > scheduling.stream_interval(8)
+    assert scheduling.stream_interval(10**6) == scheduling.MAX_STREAM_INTERVAL
+    monkeypatch.setattr(scheduling, "ADVANCE_STEPS", 1)  # one engine call per token
+
+    async def deliveries(prompt_ids: list[int], new_tokens: int) -> list[list]:
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        params = SamplingParams(seed=3, max_new_tokens=new_tokens)
+        steps = len(prompt_ids) - 1 + new_tokens
+        scheduler.submit([Task(prompt_ids, steps, params, None, loop, queue)])
+        batches: list[list] = []
+        while not batches or not isinstance(batches[-1][-1], DoneEvent):
+            batch = [(await queue.get())[1]]
+            while not queue.empty():  # what one delivery put
+                batch.append(queue.get_nowait()[1])
+            batches.append(batch)
+        return batches
+
+    scheduler = Scheduler(generator, 2, 2, Metrics())
+    try:
+        monkeypatch.setattr(scheduling, "stream_interval", lambda streams: 0.0)
+        assert len(asyncio.run(deliveries(generator.encode("Tom"), 150))) > 10
+        monkeypatch.setattr(scheduling, "stream_interval", lambda streams: 3600.0)
+        first, rest = asyncio.run(deliveries(generator.encode("Tom"), 150))
+    finally:
+        scheduler.stop()
+    assert len(first) == 1 and isinstance(first[0], TokenEvent)
+    assert all(isinstance(e, TokenEvent) for e in rest[:-1]) and len(rest) >= 2
+    assert rest[-1].finish_reason == "length"
+    text = "".join(e.text for e in first + rest[:-1])
+    assert text == generator.generate("Tom", max_new_tokens=150, seed=3)

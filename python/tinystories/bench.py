@@ -630,14 +630,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.b
         models = Path(args.models)
         new_tokens = 32 if args.quick else 200
         clients = (1, 4) if args.quick else bench_serve.CLIENTS
+        repeats = args.repeats or (1 if args.quick else 5)
         rows = bench_serve.measure_serve(
-            models / "model5000.bin", models / "tok105.bin", "tok105", new_tokens, clients
-        )
+            models / "model5000.bin", models / "tok105.bin", "tok105", new_tokens, clients,
+            repeats,
+        )  # fmt: skip
         for name in [n.strip() for n in (args.shapes or "").split(",") if n.strip()]:
             shape = bench_shapes.make_shape(name, Path(args.shapes_dir))
             rows += bench_serve.measure_serve(
-                shape.models["fp32"], shape.tokenizer, f"{name} fp32", new_tokens, clients
-            )
+                shape.models["fp32"], shape.tokenizer, f"{name} fp32", new_tokens, clients,
+                repeats,
+            )  # fmt: skip
         info = machine_info()
     elif args.shapes:
         from . import bench_shapes

@@ -2,12 +2,12 @@
 
 For each client count, that many threads each stream one completion (``max_tokens``
 new tokens, its own seed) from ``tinystories serve`` on 127.0.0.1 (its own process, as a
-deployment runs), all at once. Reported: the aggregate tokens/s (every token over the wall
-time from the first
-request to the last token), the median and 99th-percentile time to first token, the
-median gap between a stream's chunks, and the aggregate as a fraction of
-``Generator.generate_batch`` on the same prompts, seeds and lengths (the engine alone).
-The clients share the machine with the server, as on any loopback benchmark.
+deployment runs), all at once, for ``--repeats`` rounds (default 5). Reported: the
+aggregate tokens/s (every token over the wall time from the first request to the last
+token), the median and 99th-percentile time to first token, the median gap between a
+stream's chunks, and the aggregate as a fraction of ``Generator.generate_batch`` on the
+same prompts, seeds and lengths (the engine alone). The clients share the machine with the
+server, as on any loopback benchmark.
 """
 
 from __future__ import annotations
@@ -92,9 +92,17 @@ def stream_clients(url: str, prompts: Sequence[str], seeds: Sequence[int], new_t
 
 
 def measure_serve(
-    model: Path, tokenizer: Path, label: str, new_tokens: int, clients: Sequence[int] = CLIENTS
+    model: Path,
+    tokenizer: Path,
+    label: str,
+    new_tokens: int,
+    clients: Sequence[int] = CLIENTS,
+    repeats: int = 1,
 ) -> list[Row]:
-    """The rows for one model file."""
+    """The rows for one model file: for each client count, ``repeats`` rounds of the
+    streaming clients, each followed by ``generate_batch`` on the same work; the rates and
+    the ratio are the rounds' medians (the ratio is taken round by round, so a slower
+    moment of the machine slows both sides of it), the latencies are over every round."""
     generator = Generator(model, tokenizer)
     rows: list[Row] = []
     from .server import serve_in_subprocess
@@ -107,18 +115,29 @@ def measure_serve(
                        for i in range(n)]  # fmt: skip
             seeds = list(range(1, n + 1))
             stream_clients(url, prompts[:1], seeds[:1], 8)  # warm
-            wall, tokens, first, gaps = stream_clients(url, prompts, seeds, new_tokens)
-            started = time.perf_counter()
-            done = generator.complete_batch(
-                prompts, seed=seeds, max_new_tokens=new_tokens, stop_token_ids=[], max_batch=n
-            )
-            batch_rate = sum(len(c.token_ids) for c in done) / (time.perf_counter() - started)
-            rate = tokens / wall
+            rates, batch_rates, first, gaps = [], [], [], []
+            for _ in range(repeats):
+                wall, tokens, round_first, round_gaps = stream_clients(
+                    url, prompts, seeds, new_tokens
+                )
+                started = time.perf_counter()
+                done = generator.complete_batch(
+                    prompts, seed=seeds, max_new_tokens=new_tokens, stop_token_ids=[],
+                    max_batch=n,
+                )  # fmt: skip
+                elapsed = time.perf_counter() - started
+                rates.append(tokens / wall)
+                batch_rates.append(sum(len(c.token_ids) for c in done) / elapsed)
+                first += round_first
+                gaps += round_gaps
+            ratio = statistics.median(r / b for r, b in zip(rates, batch_rates, strict=True))
             setting = f"{label}, {n} clients"
             rows += [
-                Row("serve", "tinystories serve", setting, rate, "tok/s (all streams)"),
-                Row("serve", "  generate_batch, same work", setting, batch_rate, "tok/s"),
-                Row("serve", "  serve / generate_batch", setting, rate / batch_rate, "x"),
+                Row("serve", "tinystories serve", setting, statistics.median(rates),
+                    "tok/s (all streams)"),
+                Row("serve", "  generate_batch, same work", setting,
+                    statistics.median(batch_rates), "tok/s"),
+                Row("serve", "  serve / generate_batch", setting, ratio, "x"),
                 Row("serve", "  time to first token p50", setting,
                     1e3 * statistics.median(first), "ms"),
                 Row("serve", "  time to first token p99", setting,

@@ -393,9 +393,11 @@ class _Job:
             first = shape.first_delta(i)
             if first is not None:
                 yield chunk([first])
+        ended = 0
         async for batch in self.events():
-            # what arrived together goes out together: a stream's consecutive texts in one
-            # chunk (one per token when logprobs are asked for)
+            # what arrived together goes out together, in one write: a stream's consecutive
+            # texts in one chunk (one per token when logprobs are asked for), and after the
+            # last end the usage and [DONE]
             out: list[str] = []
             pending: dict[int, str] = {}
             for index, event in batch:
@@ -414,10 +416,11 @@ class _Job:
             out += [
                 chunk([shape.delta(i, text, None, None)]) for i, text in pending.items() if text
             ]
+            ended += sum(isinstance(event, DoneEvent) for _, event in batch)
+            if ended == len(self.tasks):
+                out += [chunk([], usage=self.usage()), "data: [DONE]\n\n"]
             if out:
                 yield "".join(out)
-        yield chunk([], usage=self.usage())
-        yield "data: [DONE]\n\n"
 
 
 class _Shape:
