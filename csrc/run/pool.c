@@ -54,24 +54,30 @@
 
 /* A job runs as a team of the pool's threads, whose barriers stall (see
  * TS_TEAM_STALL_NS) whenever a member is not running. TS_TEAM_MAX_STALLS
- * jobs in a row that stalled mean more runnable threads than cores: the
- * machine is busy, and a team would spend its time waiting. Then every
- * pool of the process runs its jobs on the calling thread alone for a
+ * jobs in a row that stalled mean more runnable threads than cores: then
+ * every pool of the process runs its jobs on the calling thread alone for a
  * while (which also lets the idle workers sleep) before a team is tried
- * again: TS_TEAM_OFF_MIN_NS at first, doubling up to TS_TEAM_OFF_MAX_NS
- * while the retries stall too, halving back for every TS_TEAM_CLEAN_PASSES
- * team jobs without a stall. The process-wide clock makes short calls
- * (each with a new session and pool) learn from the ones before. The first
- * team job of a pool, and the first after running alone, may wait for
- * sleeping workers to wake: its stall is not counted. A job's results do
- * not depend on who runs it (forward.c). */
+ * again. How long depends on the team's record since the last pause. Jobs
+ * without a stall for TS_TEAM_CALM_NS or more (several of the kernel's time
+ * slices), and TS_TEAM_CALM_RATIO times as long as the stalled ones, mean
+ * bursts of other work that came and went, such as a server's event loop
+ * writing its chunks: the pause is TS_TEAM_OFF_BURST_NS. Otherwise the cores
+ * are shared all along (another busy process time-slices with a member,
+ * which stalls about as long as it runs): the pause doubles, from TS_TEAM_OFF_MIN_NS up to TS_TEAM_OFF_MAX_NS. (A pause
+ * that only grew ratcheted up to 2 s under a server's periodic bursts.) The
+ * process-wide clock makes short calls (each with a new session and pool)
+ * learn from the ones before. The first team job of a pool, and the first
+ * after running alone, may wait for sleeping workers to wake: its stall is
+ * not counted. A job's results do not depend on who runs it (forward.c). */
 #define TS_TEAM_MAX_STALLS 2
+#define TS_TEAM_CALM_NS 10000000ull      /* 10 ms */
+#define TS_TEAM_CALM_RATIO 4
+#define TS_TEAM_OFF_BURST_NS 2000000ull  /* 2 ms */
 #define TS_TEAM_OFF_MIN_NS 20000000ull   /* 20 ms */
 #define TS_TEAM_OFF_MAX_NS 2000000000ull /* 2 s */
-#define TS_TEAM_CLEAN_PASSES 256
 
 static _Atomic uint64_t team_off_until_ns; /* no team before this */
-static _Atomic uint64_t team_off_ns = TS_TEAM_OFF_MIN_NS; /* the next pause's length */
+static _Atomic uint64_t team_off_ns; /* the last pause's length */
 
 typedef struct arrival_count {
     alignas(64) _Atomic uint64_t count; /* barriers this thread has reached */
@@ -94,9 +100,10 @@ struct ts_pool {
     alignas(64) atomic_int done; /* workers finished with it */
     atomic_int stalled;          /* a member waited long at a barrier */
     /* ts__pool_run's record (the caller's thread only) */
-    int team_stalls; /* consecutive team jobs that stalled */
-    int team_clean;  /* team jobs without a stall, since the last stall */
-    int team_waking; /* the next team job may find the workers asleep */
+    int team_stalls;  /* consecutive team jobs that stalled */
+    int team_waking;  /* the next team job may find the workers asleep */
+    uint64_t calm_ns;    /* time in team jobs without a stall, since the last pause */
+    uint64_t stalled_ns; /* time in team jobs that stalled, since the last pause */
     arrival_count arrivals[TS_POOL_MAX_THREADS];
 };
 
@@ -312,26 +319,35 @@ void ts__pool_barrier(ts_pool *pool, int thread) {
 
 void ts__pool_run(ts_pool *pool, ts_team_fn fn, void *ctx) {
     if (!pool || ts__now_ns() < atomic_load_explicit(&team_off_until_ns, memory_order_relaxed)) {
-        if (pool) pool->team_waking = 1;
+        if (pool) {
+            pool->team_waking = 1;
+            pool->calm_ns = pool->stalled_ns = 0; /* the pause may have been another pool's */
+        }
         fn(ctx, 0, 1);
         return;
     }
+    uint64_t began = ts__now_ns();
     int stalled = ts__pool_team(pool, fn, ctx);
     int waking = pool->team_waking;
     pool->team_waking = 0;
+    uint64_t took = ts__now_ns() - began;
     if (!stalled) {
         pool->team_stalls = 0;
-        uint64_t off = atomic_load_explicit(&team_off_ns, memory_order_relaxed);
-        if (++pool->team_clean % TS_TEAM_CLEAN_PASSES == 0 && off > TS_TEAM_OFF_MIN_NS) {
-            atomic_store_explicit(&team_off_ns, off / 2, memory_order_relaxed);
+        pool->calm_ns += took;
+    } else if (!waking) {
+        pool->stalled_ns += took;
+        ++pool->team_stalls;
+    }
+    if (pool->team_stalls >= TS_TEAM_MAX_STALLS) {
+        uint64_t off = TS_TEAM_OFF_BURST_NS;
+        if (pool->calm_ns < TS_TEAM_CALM_NS || pool->calm_ns < TS_TEAM_CALM_RATIO * pool->stalled_ns) {
+            off = 2 * atomic_load_explicit(&team_off_ns, memory_order_relaxed);
+            if (off < TS_TEAM_OFF_MIN_NS) off = TS_TEAM_OFF_MIN_NS;
+            if (off > TS_TEAM_OFF_MAX_NS) off = TS_TEAM_OFF_MAX_NS;
         }
-    } else if (!waking && ++pool->team_stalls >= TS_TEAM_MAX_STALLS) {
-        pool->team_stalls = 0;
-        pool->team_clean = 0;
-        uint64_t off = atomic_load_explicit(&team_off_ns, memory_order_relaxed);
+        atomic_store_explicit(&team_off_ns, off, memory_order_relaxed);
         atomic_store_explicit(&team_off_until_ns, ts__now_ns() + off, memory_order_relaxed);
-        if (off < TS_TEAM_OFF_MAX_NS) {
-            atomic_store_explicit(&team_off_ns, off * 2, memory_order_relaxed);
-        }
+        pool->team_stalls = 0;
+        pool->calm_ns = pool->stalled_ns = 0;
     }
 }
