@@ -297,6 +297,7 @@ def test_a_stream_sends_its_first_token_at_once_then_once_per_interval(generator
     import asyncio
 
     from tinystories import SamplingParams
+    from tinystories.server import create_app
     from tinystories.server import scheduler as scheduling
     from tinystories.server.metrics import Metrics
     from tinystories.server.scheduler import DoneEvent, Scheduler, Task, TokenEvent
@@ -304,11 +305,15 @@ def test_a_stream_sends_its_first_token_at_once_then_once_per_interval(generator
     assert scheduling.stream_interval(1) == scheduling.ADVANCE_SECONDS
     assert scheduling.stream_interval(32) > scheduling.stream_interval(8)
     assert scheduling.stream_interval(10**6) == scheduling.MAX_STREAM_INTERVAL
+    for bad in (-0.1, 61, "1", True):
+        with pytest.raises(ValueError, match="^stream_interval must be"):
+            create_app(generator, stream_interval=bad)
     monkeypatch.setattr(scheduling, "ADVANCE_STEPS", 1)  # one engine call per token
 
-    async def deliveries(prompt_ids: list[int], new_tokens: int) -> list[list]:
+    async def deliveries(scheduler: Scheduler, new_tokens: int) -> list[list]:
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         params = SamplingParams(seed=3, max_new_tokens=new_tokens)
+        prompt_ids = generator.encode("Tom")
         steps = len(prompt_ids) - 1 + new_tokens
         scheduler.submit([Task(prompt_ids, steps, params, None, loop, queue)])
         batches: list[list] = []
@@ -319,14 +324,15 @@ def test_a_stream_sends_its_first_token_at_once_then_once_per_interval(generator
             batches.append(batch)
         return batches
 
-    scheduler = Scheduler(generator, 2, 2, Metrics())
-    try:
-        monkeypatch.setattr(scheduling, "stream_interval", lambda streams: 0.0)
-        assert len(asyncio.run(deliveries(generator.encode("Tom"), 150))) > 10
-        monkeypatch.setattr(scheduling, "stream_interval", lambda streams: 3600.0)
-        first, rest = asyncio.run(deliveries(generator.encode("Tom"), 150))
-    finally:
-        scheduler.stop()
+    def run(interval: float) -> list[list]:
+        scheduler = Scheduler(generator, 2, 2, Metrics(), interval)
+        try:
+            return asyncio.run(deliveries(scheduler, 150))
+        finally:
+            scheduler.stop()
+
+    assert len(run(0.0)) > 10
+    first, rest = run(3600.0)
     assert len(first) == 1 and isinstance(first[0], TokenEvent)
     assert all(isinstance(e, TokenEvent) for e in rest[:-1]) and len(rest) >= 2
     assert rest[-1].finish_reason == "length"

@@ -53,6 +53,14 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     serve.add_argument(
         "--cors", action="append", default=[], metavar="ORIGIN", help="allow this origin"
     )
+    serve.add_argument(
+        "--stream-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="least time between two chunks of a stream (0: what the engine has, at once; "
+        "default: 10 ms alone, 2 ms per stream running, at most 100 ms)",
+    )
     serve.add_argument("--n-threads", type=int, default=None, help="engine threads")
     modal_group = serve.add_argument_group("Modal (--modal: deploy as a web endpoint)")
     modal_group.add_argument("--modal", action="store_true", help="deploy on Modal instead")
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         api_key=args.api_key,
         cors_origins=args.cors,
+        stream_interval=args.stream_interval,
     )
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5

@@ -78,17 +78,31 @@ def create_app(
     api_key: str | None = None,
     cors_origins: Sequence[str] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    stream_interval: float | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible app serving ``generator`` (None: the bundled model) with
-    ``parallel`` slots batched together and at most ``max_queue`` requests waiting."""
+    ``parallel`` slots batched together and at most ``max_queue`` requests waiting.
+    ``stream_interval``: the least seconds between two chunks of a stream (0: as soon as
+    the engine has tokens); None grows it with the streams running (10 ms alone, 64 ms
+    among 32: ``scheduler.stream_interval``)."""
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise ValueError(f"parallel must be a positive int, got {parallel!r}")
     if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
         raise ValueError(f"max_queue must be an int >= 0, got {max_queue!r}")
+    if stream_interval is not None and (
+        isinstance(stream_interval, bool)
+        or not isinstance(stream_interval, int | float)
+        or not 0 <= stream_interval <= 60
+    ):
+        raise ValueError(
+            f"stream_interval must be None or seconds in [0, 60], got {stream_interval!r}"
+        )
     generator = generator or Generator()
     metrics = Metrics()
     served = ServedModel(
-        model_name(generator, name), generator, Scheduler(generator, parallel, max_queue, metrics)
+        model_name(generator, name),
+        generator,
+        Scheduler(generator, parallel, max_queue, metrics, stream_interval),
     )
     metrics.gauges += [
         Gauge("tinystories_queue_depth", "requests waiting for a slot",

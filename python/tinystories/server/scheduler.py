@@ -100,9 +100,17 @@ class Scheduler:
     """Runs every task of one model through one batch engine of ``parallel`` slots."""
 
     def __init__(
-        self, generator: Generator, parallel: int, max_queue: int, metrics: Metrics
+        self,
+        generator: Generator,
+        parallel: int,
+        max_queue: int,
+        metrics: Metrics,
+        interval: float | None = None,
     ) -> None:
+        """``interval``: the least seconds between two chunks of a stream (0: every engine
+        call's tokens at once); None: :func:`stream_interval` of the streams running."""
         self.generator = generator
+        self.interval = interval
         self.parallel = parallel
         self.max_queue = max_queue
         self.metrics = metrics
@@ -207,7 +215,10 @@ class Scheduler:
 
     def _send_due(self) -> None:
         """Sends the held events of every task whose stream interval has passed."""
-        due = time.perf_counter() - stream_interval(len(self._running))
+        interval = self.interval
+        if interval is None:
+            interval = stream_interval(len(self._running))
+        due = time.perf_counter() - interval
         for task in self._running.values():
             if task._held and task._sent_at <= due:
                 self._send(task)
