@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -108,6 +109,47 @@ def test_bench_serve_smoke(tok105, tmp_path):
         if "gap" in row["program"] and row["value"] != row["value"]:
             continue  # NaN: every stream came in one chunk
         assert row["value"] > 0, row
+
+
+FAKE_LLAMA_SERVER = """#!{python}
+# llama-server's command line in, `tinystories serve` on the same port out
+import json, os, sys
+args = sys.argv[1:]
+flag = lambda name: args[args.index(name) + 1]
+with open(os.environ["FAKE_ARGV"], "w") as f:
+    json.dump(args, f)
+assert os.path.getsize(flag("-m")) > 0
+os.execv(sys.executable, [sys.executable, "-m", "tinystories", "serve", "--port", flag("--port"),
+         "--model", os.environ["FAKE_MODEL"], "--tokenizer", os.environ["FAKE_TOKENIZER"],
+         "--parallel", flag("-np")])
+"""
+
+
+def test_bench_serve_beside_llama_server(tok105, tmp_path):
+    """--llama-server: the bench converts the model to GGUF, starts the binary with llama.cpp's
+    flags (slots, context per slot x slots, equal threads) and streams the same clients from
+    it. A stand-in that serves our own engine on the port it is given takes its place."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("gguf")
+    fake = tmp_path / "llama-server"
+    fake.write_text(FAKE_LLAMA_SERVER.format(python=sys.executable))
+    fake.chmod(0o755)
+    out, argv = tmp_path / "serve.json", tmp_path / "argv.json"
+    command = [sys.executable, "-m", "tinystories.bench", "--serve", "--quick", "--json", str(out),
+               "--models", str(tok105["model"].parent), "--llama-server", str(fake),
+               "--shapes-dir", str(tmp_path / "gguf")]  # fmt: skip
+    env = {**os.environ, "FAKE_ARGV": str(argv), "FAKE_MODEL": str(tok105["model"]),
+           "FAKE_TOKENIZER": str(tok105["tokenizer"])}  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    args = json.loads(argv.read_text())
+    assert args[args.index("-m") + 1] == str(tmp_path / "gguf" / "model5000.tinystories.f32.gguf")
+    assert [args[args.index(f) + 1] for f in ("-np", "-c", "-t")] == ["4", str(4 * 256), "2"]
+    rows = {(r["program"].strip(), r["setting"]): r["value"]
+            for r in json.loads(out.read_text())["results"]}  # fmt: skip
+    for setting in ("tok105, 1 clients", "tok105, 4 clients"):
+        assert rows["llama-server -np 4", setting] > 0
+        assert rows["serve / llama-server", setting] > 0
 
 
 def test_bench_shapes_unknown_name_is_a_clear_error(tmp_path):

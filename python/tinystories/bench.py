@@ -558,7 +558,8 @@ here asserts a speed; --quick runs a few seconds of everything.""",
         type=int,
         nargs="+",
         default=[1, 2],
-        help="thread counts for prompt processing and llama-bench",
+        help="thread counts for prompt processing and llama-bench (--serve: the largest, "
+        "for both servers)",
     )
     parser.add_argument(
         "--llama2c-run",
@@ -612,6 +613,12 @@ here asserts a speed; --quick runs a few seconds of everything.""",
         help="measure the HTTP server under 1, 8, 32 and 64 streaming clients instead "
         "(tok105 from --models, and --shapes' models when given): see tinystories.bench_serve",
     )
+    parser.add_argument(
+        "--llama-server",
+        metavar="PATH",
+        help="with --serve: llama.cpp's llama-server binary, measured beside ours with the "
+        "same clients (on the model as f32 GGUF, made once in --shapes-dir)",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     # `tinystories --debug bench` hands it on as to every tool: tinystories then shows the
     # traceback it would otherwise turn into one line (run directly, bench always shows it)
@@ -631,15 +638,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m tinystories.b
         new_tokens = 32 if args.quick else 200
         clients = (1, 4) if args.quick else bench_serve.CLIENTS
         repeats = args.repeats or (1 if args.quick else 5)
+        peer = {
+            "llama_server": args.llama_server,
+            "gguf_dir": Path(args.shapes_dir),
+            "threads": max(args.threads),
+        }
         rows = bench_serve.measure_serve(
             models / "model5000.bin", models / "tok105.bin", "tok105", new_tokens, clients,
-            repeats,
+            repeats, **peer,
         )  # fmt: skip
         for name in [n.strip() for n in (args.shapes or "").split(",") if n.strip()]:
             shape = bench_shapes.make_shape(name, Path(args.shapes_dir))
             rows += bench_serve.measure_serve(
                 shape.models["fp32"], shape.tokenizer, f"{name} fp32", new_tokens, clients,
-                repeats,
+                repeats, **peer,
             )  # fmt: skip
         info = machine_info()
     elif args.shapes:

@@ -13,11 +13,18 @@ server, as on any loopback benchmark.
 from __future__ import annotations
 
 import json
+import os
+import re
 import selectors
 import socket
 import statistics
+import subprocess
+import tempfile
 import time
-from collections.abc import Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +32,12 @@ from .bench import Row
 from .inference import Generator
 
 CLIENTS = (1, 8, 32, 64)
+# What a request adds to the prompt, length and seed: both servers sample at temperature 1,
+# top-p 0.9 (llama-server adds its defaults, top-k 40 and min-p 0.05) and go on past the
+# end of a story, so that every request generates all its tokens.
+OUR_OPTIONS = {"temperature": 1.0, "top_p": 0.9, "stop_token_ids": []}
+LLAMA_SERVER_OPTIONS = {"temperature": 1.0, "top_p": 0.9, "ignore_eos": True}
+_EMPTY_TEXT = re.compile(rb'"text": ?""')
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -34,9 +47,16 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def stream_clients(url: str, prompts: Sequence[str], seeds: Sequence[int], new_tokens: int):
-    """Every prompt streamed at once, each on its own connection: (wall seconds, tokens,
-    first-token delays, gaps between a stream's chunks).
+def stream_clients(
+    url: str,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    new_tokens: int,
+    options: dict | None = None,
+):
+    """Every prompt streamed at once from ``url``'s ``/v1/completions``, each on its own
+    connection: (wall seconds, tokens, first-token delays, gaps between a stream's chunks).
+    ``options``: more fields of every request (default: ours to run past BOS).
 
     The clients are one thread with a non-blocking socket per stream, writing a prepared
     request and reading the server-sent events as they arrive, so that the server is what
@@ -47,7 +67,7 @@ def stream_clients(url: str, prompts: Sequence[str], seeds: Sequence[int], new_t
     streams = []
     for prompt, seed in zip(prompts, seeds, strict=True):
         body = json.dumps({"prompt": prompt, "max_tokens": new_tokens, "seed": seed,
-                           "stream": True, "stop_token_ids": []}).encode()  # fmt: skip
+                           "stream": True, **(options or OUR_OPTIONS)}).encode()  # fmt: skip
         head = (f"POST /v1/completions HTTP/1.1\r\nHost: {where.netloc}\r\n"
                 "Content-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
@@ -62,7 +82,10 @@ def stream_clients(url: str, prompts: Sequence[str], seeds: Sequence[int], new_t
         selector.register(stream.connection, selectors.EVENT_READ, stream)
     open_streams = len(streams)
     while open_streams:
-        for key, _ in selector.select(timeout=600):
+        ready = selector.select(timeout=600)
+        if not ready:
+            raise RuntimeError(f"{url}: {open_streams} streams got nothing for 600 s")
+        for key, _ in ready:
             stream = key.data
             data = stream.connection.recv(1 << 16)
             if stream.feed(data, time.perf_counter()) or not data:
@@ -105,7 +128,7 @@ class _Stream:
                 return True
             if b'"usage"' in line:  # only the last chunk is parsed
                 self.tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-            elif line.startswith(b"data: {") and b'"text": ""' not in line:
+            elif line.startswith(b"data: {") and not _EMPTY_TEXT.search(line):
                 if self.first is None:
                     self.first = now - self.sent
                 elif self.last is not None:
@@ -121,24 +144,45 @@ def measure_serve(
     new_tokens: int,
     clients: Sequence[int] = CLIENTS,
     repeats: int = 1,
+    llama_server: str | None = None,
+    gguf_dir: Path | None = None,
+    threads: int | None = None,
 ) -> list[Row]:
     """The rows for one model file: for each client count, ``repeats`` rounds of the
-    streaming clients, each followed by ``generate_batch`` on the same work; the rates and
-    the ratio are the rounds' medians (the ratio is taken round by round, so a slower
-    moment of the machine slows both sides of it), the latencies are over every round."""
-    generator = Generator(model, tokenizer)
+    streaming clients, each followed by ``generate_batch`` on the same work (and by the
+    same clients against llama.cpp's ``llama-server``, given its binary, on the model as
+    f32 GGUF, made once in ``gguf_dir``); the rates and the ratios are the rounds' medians
+    (a ratio is taken round by round, so a slower moment of the machine slows both sides
+    of it), the latencies are over every round. ``threads``: the engines' threads (None:
+    ours chooses, llama-server gets the CPU count)."""
+    generator = Generator(model, tokenizer, n_threads=threads)
     rows: list[Row] = []
     from .server import serve_in_subprocess
 
-    n = str(max(clients))
-    args = ["--model", str(model), "--tokenizer", str(tokenizer), "--parallel", n, "--max-queue", n]
-    with serve_in_subprocess(args) as (url, _):
+    parallel = max(clients)
+    args = ["--model", str(model), "--tokenizer", str(tokenizer), "--parallel", str(parallel),
+            "--max-queue", str(parallel)]  # fmt: skip
+    if threads:
+        args += ["--n-threads", str(threads)]
+    with ExitStack() as servers:
+        url, _ = servers.enter_context(serve_in_subprocess(args))
+        peer = None
+        if llama_server:
+            gguf = gguf_of(model, tokenizer, gguf_dir or model.parent)
+            context = generator.config.seq_len
+            peer = servers.enter_context(
+                llama_server_process(
+                    llama_server, gguf, parallel, context, threads or os.cpu_count() or 1
+                )
+            )
         for n in clients:
             prompts = [("Once upon a time", "Lily and Ben", "The dog", "Tom went")[i % 4]
                        for i in range(n)]  # fmt: skip
             seeds = list(range(1, n + 1))
             stream_clients(url, prompts[:1], seeds[:1], 8)  # warm
-            rates, batch_rates, first, gaps = [], [], [], []
+            if peer:
+                stream_clients(peer, prompts[:1], seeds[:1], 8, LLAMA_SERVER_OPTIONS)
+            rates, batch_rates, peer_rates, first, gaps = [], [], [], [], []
             for _ in range(repeats):
                 wall, tokens, round_first, round_gaps = stream_clients(
                     url, prompts, seeds, new_tokens
@@ -153,6 +197,11 @@ def measure_serve(
                 batch_rates.append(sum(len(c.token_ids) for c in done) / elapsed)
                 first += round_first
                 gaps += round_gaps
+                if peer:
+                    peer_wall, peer_tokens, _, _ = stream_clients(
+                        peer, prompts, seeds, new_tokens, LLAMA_SERVER_OPTIONS
+                    )
+                    peer_rates.append(peer_tokens / peer_wall)
             ratio = statistics.median(r / b for r, b in zip(rates, batch_rates, strict=True))
             setting = f"{label}, {n} clients"
             rows += [
@@ -168,4 +217,69 @@ def measure_serve(
                 Row("serve", "  inter-token gap p50", setting,
                     1e3 * statistics.median(gaps) if gaps else float("nan"), "ms"),
             ]  # fmt: skip
+            if peer:
+                peer_ratio = statistics.median(
+                    r / p for r, p in zip(rates, peer_rates, strict=True)
+                )
+                rows += [
+                    Row("serve", f"llama-server -np {parallel}", setting,
+                        statistics.median(peer_rates), "tok/s (all streams)"),
+                    Row("serve", "  serve / llama-server", setting, peer_ratio, "x"),
+                ]  # fmt: skip
     return rows
+
+
+def gguf_of(model: Path, tokenizer: Path, directory: Path) -> Path:
+    """``model`` as an f32 GGUF file for llama-server, written once into ``directory`` by
+    :func:`tinystories.convert` (the shapes bench's name for it, so both share it)."""
+    from .formats.convert import convert
+
+    path = directory / f"{model.stem}.tinystories.f32.gguf"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        convert(model, path, to="gguf", tokenizer=tokenizer, dtype="f32")
+    return path
+
+
+@contextmanager
+def llama_server_process(
+    binary: str, gguf: Path, parallel: int, context: int, threads: int
+) -> Iterator[str]:
+    """llama.cpp's ``llama-server`` on ``gguf`` with ``parallel`` slots of ``context``
+    positions each, on a free loopback port, once its /health answers 200; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+               "-np", str(parallel), "-c", str(parallel * context), "-t", str(threads),
+               "-tb", str(threads), "--no-webui"]  # fmt: skip
+    # its log goes to a file: it writes lines per request, which would fill a pipe and
+    # block it
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass  # not listening yet, or 503 while it loads
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                server.wait()
+                log.seek(0)
+                tail = log.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"llama-server did not start: {tail}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        log.close()
