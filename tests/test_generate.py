@@ -89,6 +89,33 @@ def test_top_k_restricts_to_the_k_most_likely(story):
     assert max(ranks_all) > 1  # without top-k, temperature 2 does pick unlikely tokens
 
 
+def test_top_k_is_the_k_largest_logits_ties_to_the_lower_index():
+    """top_k=k draws exactly what the sampler draws without top-k from logits where all but
+    the k largest are -inf (of equal logits, the lower indices stay), seed for seed: on a
+    32,000-token vocabulary with ties at the cut, and on nearly flat random logits."""
+    from tinystories import _core
+    from tinystories.inference.sampling import engine_options
+
+    rng = np.random.default_rng(0)
+    tied = np.zeros(32000, dtype=np.float32)
+    tied[[7, 100, 31999]] = 1.0  # top 5: these three, then the lowest of the equal rest: 0, 1
+    flat = rng.normal(0, 0.05, 32000).astype(np.float32)
+    flat[rng.integers(0, 32000, 500)] = flat[12345]  # equal values around one of them
+    for logits, k in ((tied, 5), (flat, 40), (flat, 1000)):
+        order = np.argsort(-logits, kind="stable")  # descending, ties in index order
+        masked = np.full_like(logits, -np.inf)
+        masked[order[:k]] = logits[order[:k]]
+        for seed in range(1, 41):
+            for top_p in (0.0, 0.9):
+                options = dict(temperature=1.0, top_p=top_p, seed=seed)
+                with_k = _core.Sampler(32000, engine_options(SamplingParams(top_k=k, **options)))
+                without = _core.Sampler(32000, engine_options(SamplingParams(**options)))
+                assert with_k.sample(logits) == without.sample(masked), (k, seed, top_p)
+    kept = {_core.Sampler(32000, engine_options(SamplingParams(top_k=5, top_p=0.0, seed=s)))
+            .sample(tied) for s in range(1, 200)}  # fmt: skip
+    assert kept == {0, 1, 7, 100, 31999}
+
+
 def test_unseeded_generations_differ(story):
     outputs = {story.generate("Sam", temperature=1.0, max_new_tokens=40) for _ in range(3)}
     assert len(outputs) > 1

@@ -301,15 +301,48 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     return c[a].index;
 }
 
-/* Keeps exactly the k largest logits (ties: lower index first). */
-static void apply_top_k(ts_sampler *s, float *logits, int n, int k) {
-    prob_index *c = s->candidates;
-    for (int i = 0; i < n; i++) {
-        c[i].index = i;
-        c[i].prob = logits[i];
+/* a is a worse candidate than b: smaller, or as large with a higher index
+ * (a NaN counts as -inf, so that the order stays one) */
+static int worse(prob_index a, prob_index b) {
+    float x = isnan(a.prob) ? -INFINITY : a.prob, y = isnan(b.prob) ? -INFINITY : b.prob;
+    return x < y || (x == y && a.index > b.index);
+}
+
+/* Restores the heap below position i (the worst candidate at the root). */
+static void sift_down(prob_index *heap, int k, int i) {
+    for (;;) {
+        int child = 2 * i + 1;
+        if (child >= k) return;
+        if (child + 1 < k && worse(heap[child + 1], heap[child])) child++;
+        if (!worse(heap[child], heap[i])) return;
+        prob_index t = heap[i];
+        heap[i] = heap[child];
+        heap[child] = t;
+        i = child;
     }
-    sort_desc(c, s->scratch, (size_t)n);
-    for (int i = k; i < n; i++) logits[c[i].index] = -INFINITY;
+}
+
+/* Keeps exactly the k largest logits (ties: lower index first), the set a
+ * stable sort by value would put first. A heap of the k best so far, its
+ * worst at the root, sees every logit once: O(n) but for the few that
+ * displace the root (O(n log k) at worst), where sorting all 32,000 logits
+ * of a real vocabulary took a millisecond. */
+static void apply_top_k(ts_sampler *s, float *logits, int n, int k) {
+    prob_index *heap = s->candidates;
+    for (int i = 0; i < k; i++) {
+        heap[i].index = i;
+        heap[i].prob = logits[i];
+    }
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(heap, k, i);
+    for (int i = k; i < n; i++) {
+        prob_index c = {.index = i, .prob = logits[i]};
+        if (worse(heap[0], c)) { /* a later index never wins a tie */
+            heap[0] = c;
+            sift_down(heap, k, 0);
+        }
+    }
+    for (int i = 0; i < n; i++) logits[i] = -INFINITY;
+    for (int j = 0; j < k; j++) logits[heap[j].index] = heap[j].prob;
 }
 
 int32_t ts_sampler_sample(ts_sampler *s, float *logits) {
