@@ -32,11 +32,14 @@ from .bench import Row
 from .inference import Generator
 
 CLIENTS = (1, 8, 32, 64)
-# What a request adds to the prompt, length and seed: both servers sample at temperature 1,
-# top-p 0.9 (llama-server adds its defaults, top-k 40 and min-p 0.05) and go on past the
-# end of a story, so that every request generates all its tokens.
-OUR_OPTIONS = {"temperature": 1.0, "top_p": 0.9, "stop_token_ids": []}
-LLAMA_SERVER_OPTIONS = {"temperature": 1.0, "top_p": 0.9, "ignore_eos": True}
+# What a request adds to the prompt, length and seed: both servers (and generate_batch)
+# sample alike, at temperature 1 from the top 40 tokens cut at top-p 0.9 (llama-server's
+# default top-k; without it, a random-weight shape's nearly flat logits make every sample
+# sort 32,000 candidates, and the sampler is what is measured), and go on past the end of
+# a story, so that every request generates all its tokens.
+SAMPLING = {"temperature": 1.0, "top_k": 40, "top_p": 0.9, "min_p": 0.0}
+OUR_OPTIONS = {**SAMPLING, "stop_token_ids": []}
+LLAMA_SERVER_OPTIONS = {**SAMPLING, "ignore_eos": True}
 _EMPTY_TEXT = re.compile(rb'"text": ?""')
 
 
@@ -189,9 +192,8 @@ def measure_serve(
                 )
                 started = time.perf_counter()
                 done = generator.complete_batch(
-                    prompts, seed=seeds, max_new_tokens=new_tokens, stop_token_ids=[],
-                    max_batch=n,
-                )  # fmt: skip
+                    prompts, seed=seeds, max_new_tokens=new_tokens, max_batch=n, **OUR_OPTIONS
+                )
                 elapsed = time.perf_counter() - started
                 rates.append(tokens / wall)
                 batch_rates.append(sum(len(c.token_ids) for c in done) / elapsed)
