@@ -203,7 +203,7 @@ static int32_t sample_mult(const float *p, int n, float coin) {
  * bucket order, gives exactly the sorted order. */
 static int bucket_candidates(ts_sampler *s, int n0, float lo, float hi) {
     if (!(hi > lo) || !isfinite(hi - lo)) return 0;
-    int nb = n0 / 4; /* a few candidates per bucket when they spread evenly */
+    int nb = n0; /* about one candidate per bucket where they spread evenly */
     const float scale = (float)nb / (hi - lo);
     if (!isfinite(scale)) return 0; /* a range too small to divide */
     int32_t *start = s->bucket_start;
