@@ -304,7 +304,8 @@ static inline __attribute__((always_inline)) void panel_q8(float *out, int d, co
     __m512 val[8];
     for (int t = 0; t < T; t++) val[t] = _mm512_setzero_ps();
     /* pf_lines cache lines from pf (the next panel), spread over the groups */
-    const int pf_per_group = pf_lines > 0 ? (pf_lines + ng - 1) / ng : 0;
+    /* (a row shorter than a group has no groups: nothing to spread over) */
+    const int pf_per_group = pf_lines > 0 && ng > 0 ? (pf_lines + ng - 1) / ng : 0;
     for (int g = 0; g < ng; g++) {
         prefetch_part(&pf, &pf_lines, pf_per_group);
         const uint8_t *wg = w + (size_t)g * quads * 64;
