@@ -213,6 +213,29 @@ def test_public_surface():
     assert callable(kernels) and Generator and Tokenizer and SamplingParams
 
 
+def test_generating_loads_no_numpy(random_model_files):
+    """Importing tinystories and generating leave NumPy unloaded: its BLAS threads start
+    with it and spin for a while on the cores a fresh process's first generation wants
+    (and `import tinystories` takes half the time). Asking for arrays loads it."""
+    model, tokenizer, _, _ = next(iter(random_model_files.values()))
+    code = (
+        "import sys\n"
+        "import tinystories\n"
+        f"g = tinystories.Generator({str(model)!r}, {str(tokenizer)!r}, n_threads=2)\n"
+        "g.generate('a', max_new_tokens=4, seed=1)\n"
+        "list(g.stream('a', max_new_tokens=4, temperature=0.0))\n"
+        "g.generate_batch(['a', 'b'], max_new_tokens=4, seed=[1, 2])\n"
+        "g.tokenizer.decode(g.tokenizer.encode('a'))\n"
+        "before = 'numpy' in sys.modules\n"
+        "shape = g.logits([1, 2]).shape\n"
+        "print(before, 'numpy' in sys.modules, shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    vocab = next(iter(random_model_files.values()))[2].vocab_size
+    assert done.stdout.strip().split(maxsplit=2) == ["False", "True", f"(2, {vocab})"]
+
+
 @pytest.mark.parametrize("command", [*ENTRY_SHIMS, "bench"])
 def test_python_m_entry_points(command):
     done = subprocess.run(

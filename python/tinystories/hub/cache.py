@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from .. import _core
-from ..formats.llama2c import check_header
+from ..formats.llama2c_header import check_header
 from .download import DownloadError, download
 from .registry import DEFAULT_NAME, REGISTRY, Pretrained, RemoteFile
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from ..formats.constants import QUANTIZE_OPTIONS
-from ..formats.llama2c import ModelConfig
+from ..formats.llama2c_header import ModelConfig
 from ..hub.cache import default_model, fetch_model
 from .generation import BatchGeneration, Completion, Generation
 from .sampling import (
@@ -25,6 +24,9 @@ from .sampling import (
     sampling_signature,
 )
 from .tokenizer import PathLike, Tokenizer, as_id_list
+
+if TYPE_CHECKING:  # NumPy loads only where arrays are made: it starts BLAS threads
+    import numpy
 
 
 def kernels() -> list[str]:
@@ -95,9 +97,9 @@ class Generator:
         kernels: str | None = None,
     ) -> None:
         if n_threads is not None:
-            if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+            if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
                 raise TypeError(f"n_threads must be an int or None, got {n_threads!r}")
-            most = np.iinfo(np.intc).max  # the engine's n_threads is a C int
+            most = MAX_INT  # the engine's n_threads is a C int
             if not 1 <= n_threads <= most:
                 raise ValueError(f"n_threads must be in [1, {most}] or None, got {n_threads}")
         if quantize not in QUANTIZE_OPTIONS:
@@ -344,7 +346,7 @@ class Generator:
             raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
         if seed is None and sampling is not None:
             seed = sampling.seed
-        if seed is None or isinstance(seed, (int, np.integer)):
+        if seed is None or isinstance(seed, numbers.Integral):
             seeds = [seed] * len(prompts)
         else:
             seeds = list(seed)
@@ -367,7 +369,7 @@ class Generator:
 
     # ---------------------------------------------------------------- logits
 
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
+    def logits(self, ids: Sequence[int]) -> numpy.ndarray:
         """Logits after each of ``ids`` (float32, shape ``[len(ids), vocab_size]``)."""
         ids = as_id_list(ids, self.config.vocab_size)
         if not ids:
@@ -377,7 +379,7 @@ class Generator:
                 f"{len(ids)} tokens do not fit the model's context of {self.config.seq_len}"
             )
         session = _core.Session(self._model, self.n_threads)
-        return session.eval(np.asarray(ids, dtype=np.int32), 0, True)
+        return session.eval(ids, 0, True)
 
     # ------------------------------------------------- for engine-level callers
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import numbers
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import numpy as np
 
 from .. import _core
 from ..formats.constants import BOS
@@ -162,7 +162,7 @@ def _real(
 ) -> float:
     """``value`` as a finite float in [low, high] (or (low, high]); bools and strings
     are TypeErrors, as for every numeric option."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
     x = float(value)
     too_low = low is not None and (x <= low if low_open else x < low)
@@ -177,7 +177,7 @@ def _real(
 
 def _integer(name: str, value: object, low: int, high: int, note: str = "") -> int:
     """``value`` as an int in [low, high]; bools and floats are TypeErrors."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if not low <= value <= high:
         hint = f" ({note})" if note else ""
@@ -186,7 +186,8 @@ def _integer(name: str, value: object, low: int, high: int, note: str = "") -> i
 
 
 def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
+    numpy = sys.modules.get("numpy")  # a numpy.bool_ exists only once NumPy is loaded
+    if not (isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_))):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
-
-import numpy as np
 
 from .. import _core
 from ..formats.constants import BOS, EOS, N_SPECIAL, UNK
@@ -75,14 +74,15 @@ def as_id_list(ids: Sequence[int], vocab_size: int) -> list[int]:
     """``ids`` as a list of ints, each checked against the vocabulary."""
     if isinstance(ids, (str, bytes)):
         raise TypeError("ids must be a sequence of ints, not text")
-    array = np.asarray(ids)
-    if array.size == 0:
-        return []
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise TypeError("ids must be a 1-D sequence of ints")
-    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
-    if bad.size:
-        raise ValueError(
-            f"token id {array[bad[0]]} at index {bad[0]} is outside the vocabulary of {vocab_size}"
-        )
-    return array.tolist()
+    try:
+        items = list(ids)
+    except TypeError:
+        raise TypeError("ids must be a 1-D sequence of ints") from None
+    for index, token in enumerate(items):
+        if isinstance(token, bool) or not isinstance(token, numbers.Integral):
+            raise TypeError("ids must be a 1-D sequence of ints")
+        if not 0 <= token < vocab_size:
+            raise ValueError(
+                f"token id {token} at index {index} is outside the vocabulary of {vocab_size}"
+            )
+    return [int(token) for token in items]
