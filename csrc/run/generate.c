@@ -126,8 +126,7 @@ typedef struct request {
 typedef struct slot {
     int id;            /* the request running here, or -1 */
     ts_sampler *sampler;
-    float *key_cache;  /* as a session's (see ts_row) */
-    float *value_cache;
+    ts_kv kv;          /* as a session's */
     float *logits;     /* (vocab) after the slot's last evaluated position */
 } slot;
 
@@ -135,6 +134,7 @@ struct ts_batch_generation {
     const ts_model *model;
     const ts_tokenizer *tokenizer;
     ts_batch *batch;
+    int team;          /* the threads asked of the batch */
     ts_row *rows;      /* the batch's capacity */
     int max_batch;
     slot *slots;       /* max_batch */
@@ -166,19 +166,17 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
     bg->tokenizer = tokenizer;
     bg->max_batch = max_batch;
     int capacity = max_batch > TS_BATCH_MIN_ROWS ? max_batch : TS_BATCH_MIN_ROWS;
-    bg->batch = ts__batch_new(model, capacity, ts__team_threads(model, n_threads));
+    bg->team = ts__team_threads(model, n_threads);
+    bg->batch = ts__batch_take(model, capacity, bg->team);
     bg->rows = calloc((size_t)capacity, sizeof *bg->rows);
     bg->slots = calloc((size_t)max_batch, sizeof *bg->slots);
     int ok = bg->batch && bg->rows && bg->slots;
-    /* laid out as internal.h's "KV cache" says: whole key blocks */
-    size_t cache = (size_t)p->n_layers * ts__kv_seq(p->seq_len) * (size_t)model->kv_dim;
     for (int i = 0; ok && i < max_batch; i++) {
         slot *s = &bg->slots[i];
         s->id = -1;
-        s->key_cache = ts__calloc_floats(cache, 1, 1);
-        s->value_cache = ts__calloc_floats(cache, 1, 1);
+        s->kv = ts__kv_take(model);
         s->logits = calloc((size_t)p->vocab_size, sizeof(float));
-        ok = s->key_cache && s->value_cache && s->logits;
+        ok = s->kv.keys && s->logits;
     }
     if (!ok) {
         ts_batch_generation_free(bg);
@@ -190,12 +188,11 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
 
 void ts_batch_generation_free(ts_batch_generation *bg) {
     if (!bg) return;
-    ts__batch_free(bg->batch);
+    ts__batch_give(bg->model, bg->batch, ts__batch_capacity(bg->batch), bg->team);
     free(bg->rows);
     for (int i = 0; bg->slots && i < bg->max_batch; i++) {
         ts_sampler_free(bg->slots[i].sampler);
-        ts__free_floats(bg->slots[i].key_cache);
-        ts__free_floats(bg->slots[i].value_cache);
+        ts__kv_give(bg->model, bg->slots[i].kv);
         free(bg->slots[i].logits);
     }
     free(bg->slots);
@@ -275,8 +272,8 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
             ts_row *row = &bg->rows[n_rows++];
             row->token = tokens[k];
             row->pos = q->cached + k;
-            row->key_cache = s->key_cache;
-            row->value_cache = s->value_cache;
+            row->key_cache = s->kv.keys;
+            row->value_cache = s->kv.values;
             row->logits = k == n - 1 ? s->logits : NULL;
             if (n_rows == capacity) {
                 ts__forward(bg->batch, bg->rows, n_rows);
@@ -284,6 +281,7 @@ ts_status ts_batch_generation_step(ts_batch_generation *bg, ts_batch_event *even
             }
         }
         q->cached += n;
+        if (q->cached > s->kv.positions) s->kv.positions = q->cached;
     }
     if (n_rows > 0) ts__forward(bg->batch, bg->rows, n_rows);
 

@@ -66,6 +66,27 @@ static inline size_t ts__key_index(int t, int i, int head_size) {
            (size_t)i * TS_KEY_BLOCK + (size_t)(t % TS_KEY_BLOCK);
 }
 
+/* A sequence's KV cache (spares.c): keys and values as above, and the
+ * most positions it has held, which are the pages it has touched. */
+typedef struct ts_kv {
+    float *keys;   /* (n_layers, n_kv_heads, kv_seq / TS_KEY_BLOCK, head_size, TS_KEY_BLOCK) */
+    float *values; /* (n_layers, n_kv_heads, kv_seq, head_size) */
+    int positions;
+} ts_kv;
+
+/* What finished sequences leave to their model for the next (spares.c). */
+typedef struct ts_spares ts_spares;
+ts_spares *ts__spares_new(void);
+void ts__spares_free(ts_spares *s);
+
+/* A cache for a new sequence: a spare one of m's, with an earlier
+ * sequence's junk in it (never read: a position is written before it is
+ * attended to), else a new mapping; keys NULL when out of memory. */
+ts_kv ts__kv_take(const ts_model *m);
+/* Hands a sequence's cache back to m: kept as a spare while m's spare
+ * caches hold at most TS_KV_SPARE_BYTES (spares.c), else freed. */
+void ts__kv_give(const ts_model *m, ts_kv kv);
+
 /* --------------------------------------------------------------- kernels
  * The numeric primitives of the forward pass, as a table of functions. One
  * table per instruction set: kernels_scalar.c is the reference, rounding
@@ -233,6 +254,7 @@ struct ts_model {
     } key;
     int refs;
     ts_model *next_loaded;
+    ts_spares *spares;       /* finished sequences' caches and batches, for the next ones */
 };
 
 /* ------------------------------------------------------------ tokenizer */
@@ -315,6 +337,11 @@ int ts__team_threads(const ts_model *model, int n_threads);
  * teams larger than the machine. */
 ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads);
 void ts__batch_free(ts_batch *batch);
+/* The same through m's spares (spares.c): a spare batch of this capacity
+ * and team size when there is one, threads started and pages in; given
+ * back, kept for the next or freed. */
+ts_batch *ts__batch_take(const ts_model *m, int capacity, int n_threads);
+void ts__batch_give(const ts_model *m, ts_batch *b, int capacity, int n_threads);
 int ts__batch_capacity(const ts_batch *batch);
 /* Runs rows[0..n) (n <= capacity; ids and positions already validated)
  * through the model, writing each row's K/V into its cache before any
@@ -327,10 +354,10 @@ void ts__forward(ts_batch *batch, const ts_row *rows, int n);
 struct ts_session {
     const ts_model *model;
     ts_batch *batch;    /* capacity: a prefill block */
+    int team;           /* the threads asked of the batch */
     float *logits;      /* (vocab) after the last token evaluated */
-    float *key_cache;   /* (n_layers, n_kv_heads, kv_seq / TS_KEY_BLOCK, head_size,
-                           TS_KEY_BLOCK): see "KV cache" */
-    float *value_cache; /* (n_layers, n_kv_heads, kv_seq, head_size) */
+    ts_kv kv;           /* see "KV cache" */
+    int positions;      /* 0..positions-1 are this session's in the cache */
 };
 
 /* --------------------------------------------------------------- sequence */

@@ -792,6 +792,7 @@ ts_status ts_model_load_with(const char *path, const ts_load_options *options, t
     m->n_threads_default = opt.n_threads > 0 ? opt.n_threads : ts__default_threads();
     m->key = key;
     m->refs = 1;
+    m->spares = ts__spares_new(); /* NULL: nothing kept, freed at once */
     pthread_mutex_lock(&loaded_lock);
     m->next_loaded = loaded;
     loaded = m;
@@ -814,6 +815,7 @@ void ts_model_free(ts_model *m) {
         if (left > 0) return;
     }
     if (m->map) munmap(m->map, m->map_size);
+    ts__spares_free(m->spares);
     free(m->layers);
     free(m->owned_scales);
     free(m->owned_q8);

@@ -21,12 +21,11 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
     ts_session *s = calloc(1, sizeof *s);
     if (!s) return ts__fail(err, TS_ERR_NOMEM, "ts_session_new: out of memory");
     s->model = model;
-    s->batch = ts__batch_new(model, TS_PREFILL_BLOCK, ts__team_threads(model, n_threads));
+    s->team = ts__team_threads(model, n_threads);
+    s->batch = ts__batch_take(model, TS_PREFILL_BLOCK, s->team);
     s->logits = ts__calloc_floats((uint64_t)p->vocab_size, 1, 1);
-    uint64_t kv_seq = ts__kv_seq(p->seq_len); /* whole key blocks */
-    s->key_cache = ts__calloc_floats((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
-    s->value_cache = ts__calloc_floats((uint64_t)p->n_layers, kv_seq, (uint64_t)model->kv_dim);
-    if (!s->batch || !s->logits || !s->key_cache || !s->value_cache) {
+    s->kv = ts__kv_take(model);
+    if (!s->batch || !s->logits || !s->kv.keys) {
         ts_session_free(s);
         return ts__fail(err, TS_ERR_NOMEM,
                         "ts_session_new: out of memory (KV cache %d layers x %d positions x %d)",
@@ -38,10 +37,9 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
 
 void ts_session_free(ts_session *s) {
     if (!s) return;
-    ts__batch_free(s->batch);
+    ts__batch_give(s->model, s->batch, TS_PREFILL_BLOCK, s->team);
     ts__free_floats(s->logits);
-    ts__free_floats(s->key_cache);
-    ts__free_floats(s->value_cache);
+    ts__kv_give(s->model, s->kv);
     free(s);
 }
 
@@ -54,6 +52,14 @@ ts_status ts_session_eval(ts_session *s, const int32_t *tokens, size_t n, int po
         return ts__fail(err, TS_ERR_ARG,
                         "ts_session_eval: positions %d..%d+%zu are outside the context (seq_len %d)",
                         pos, pos, n, p->seq_len);
+    }
+    /* Attention reads every position before pos: they must be this
+     * session's (a spare cache holds another sequence's junk). */
+    if (pos > s->positions) {
+        return ts__fail(err, TS_ERR_ARG,
+                        "ts_session_eval: position %d leaves a gap: the session holds positions "
+                        "0..%d, so the next is at most %d",
+                        pos, s->positions - 1, s->positions);
     }
     /* Validate everything first so a bad id leaves the cache untouched. */
     for (size_t i = 0; i < n; i++) {
@@ -73,12 +79,14 @@ ts_status ts_session_eval(ts_session *s, const int32_t *tokens, size_t n, int po
             size_t i = start + (size_t)t;
             rows[t].token = tokens[i];
             rows[t].pos = pos + (int)i;
-            rows[t].key_cache = s->key_cache;
-            rows[t].value_cache = s->value_cache;
+            rows[t].key_cache = s->kv.keys;
+            rows[t].value_cache = s->kv.values;
             rows[t].logits = logits ? logits + i * V : (i + 1 == n ? s->logits : NULL);
         }
         ts__forward(s->batch, rows, nb);
     }
+    if (pos + (int)n > s->positions) s->positions = pos + (int)n;
+    if (s->positions > s->kv.positions) s->kv.positions = s->positions;
     if (logits && n > 0) memcpy(s->logits, logits + (n - 1) * V, V * sizeof(float));
     return TS_OK;
 }

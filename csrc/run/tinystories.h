@@ -215,8 +215,11 @@ void ts_session_free(ts_session *session);
  * weights are read once per block), and each token's logits are the same
  * as if it were evaluated alone. If `logits` is not NULL it receives
  * n * vocab_size floats (row i = logits after tokens[i]). The logits after
- * the last token are always available from ts_session_logits. Errors: ids
- * outside the vocabulary, pos < 0, pos + n > seq_len. */
+ * the last token are always available from ts_session_logits. pos may go
+ * back (the positions after it are then overwritten) but not past the
+ * positions evaluated so far: attention reads every one before it. Errors:
+ * ids outside the vocabulary, pos < 0, pos + n > seq_len, pos beyond the
+ * evaluated positions. */
 ts_status ts_session_eval(ts_session *session, const int32_t *tokens, size_t n, int pos,
                           float *logits, ts_error *err);
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -233,6 +234,8 @@ static void test_formats(void) {
             /* per-row logits of a batch == one token at a time */
             ts_session *s = NULL;
             CHECK(ts_session_new(m, 0, &s, &err) == TS_OK);
+            /* a position past the evaluated ones would attend to unwritten ones */
+            CHECK(ts_session_eval(s, toks, 1, 1, NULL, &err) == TS_ERR_ARG && contains(err.message, "gap"));
             for (size_t i = 0; i < nt; i++) {
                 CHECK(ts_session_eval(s, &toks[i], 1, (int)i, NULL, &err) == TS_OK);
                 CHECK(memcmp(ts_session_logits(s), l2 + i * c->vocab, c->vocab * sizeof(float)) == 0);
@@ -245,8 +248,44 @@ static void test_formats(void) {
             CHECK(ts_session_eval(s, toks, 1, -1, NULL, &err) == TS_ERR_ARG);
             CHECK(ts_session_eval(s, toks, 1, c->seq_len, NULL, &err) == TS_ERR_ARG);
             CHECK(ts_session_eval(s, toks, 2, c->seq_len - 1, NULL, &err) == TS_ERR_ARG);
+            for (int pos = (int)nt; pos < c->seq_len - 1; pos++) {
+                CHECK(ts_session_eval(s, toks, 1, pos, NULL, &err) == TS_OK);
+            }
             CHECK(ts_session_eval(s, toks, 1, c->seq_len - 1, NULL, &err) == TS_OK);
+            /* going back is fine: the positions after it are overwritten */
+            CHECK(ts_session_eval(s, toks, 1, 0, NULL, &err) == TS_OK);
+            CHECK(memcmp(ts_session_logits(s), l2, c->vocab * sizeof(float)) == 0);
             ts_session_free(s);
+            /* the next session may get that cache back, full of the last one's
+             * positions: its logits are still its own */
+            CHECK(ts_session_new(m, 0, &s, &err) == TS_OK);
+            for (size_t i = 0; i < 3; i++) {
+                CHECK(ts_session_eval(s, &toks[i], 1, (int)i, NULL, &err) == TS_OK);
+                CHECK(memcmp(ts_session_logits(s), l2 + i * c->vocab, c->vocab * sizeof(float)) == 0);
+            }
+            ts_session_free(s);
+            /* a forked child finds the parent's spare batch, whose threads
+             * are not in it: it must start its own, not wait for them
+             * (ThreadSanitizer cannot start threads in a forked child) */
+#if !defined(__SANITIZE_THREAD__)
+            CHECK(ts_session_new(m, 2, &s, &err) == TS_OK);
+            CHECK(ts_session_eval(s, toks, 1, 0, NULL, &err) == TS_OK);
+            ts_session_free(s);
+            fflush(stdout);
+            pid_t child = fork();
+            if (child == 0) {
+                alarm(30); /* a hang fails the check below */
+                ts_session *cs = NULL;
+                int ok = ts_session_new(m, 2, &cs, &err) == TS_OK &&
+                         ts_session_eval(cs, toks, 3, 0, NULL, &err) == TS_OK &&
+                         memcmp(ts_session_logits(cs), l2 + 2 * c->vocab, c->vocab * sizeof(float)) == 0;
+                ts_session_free(cs);
+                _exit(ok ? 0 : 1);
+            }
+            int status = 0;
+            CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+                  WEXITSTATUS(status) == 0);
+#endif
             ts_model_free(m);
         }
         free(l0);
