@@ -261,6 +261,20 @@ def test_serve_command_stops_on_sigterm_with_requests_in_flight(tok105):
             assert server.wait(timeout=20) == 0
 
 
+def test_server_process_says_why_a_server_did_not_start():
+    """A server that exits before /health answers: the error names it and ends with its log."""
+    import sys
+
+    from tinystories.server import server_process
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-c", f"import sys; sys.exit('no model for port {port}')"]
+
+    with pytest.raises(RuntimeError, match=r"fake-server did not start: no model for port \d+"):
+        with server_process("fake-server", command):
+            pass
+
+
 def test_scheduler_survives_an_engine_error(generator):
     """A request the engine refuses ends with "error"; the next one is served as usual."""
     import asyncio

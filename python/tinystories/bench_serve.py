@@ -18,11 +18,7 @@ import re
 import selectors
 import socket
 import statistics
-import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -249,39 +245,12 @@ def llama_server_process(
 ) -> Iterator[str]:
     """llama.cpp's ``llama-server`` on ``gguf`` with ``parallel`` slots of ``context``
     positions each, on a free loopback port, once its /health answers 200; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-               "-np", str(parallel), "-c", str(parallel * context), "-t", str(threads),
-               "-tb", str(threads), "--no-webui"]  # fmt: skip
-    # its log goes to a file: it writes lines per request, which would fill a pipe and
-    # block it
-    log = tempfile.TemporaryFile()
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass  # not listening yet, or 503 while it loads
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                server.wait()
-                log.seek(0)
-                tail = log.read()[-2000:].decode(errors="replace")
-                raise RuntimeError(f"llama-server did not start: {tail}")
-            time.sleep(0.1)
+    from .server import server_process
+
+    def command(port: int) -> list[str]:
+        return [binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+                "-np", str(parallel), "-c", str(parallel * context), "-t", str(threads),
+                "-tb", str(threads), "--no-webui"]  # fmt: skip
+
+    with server_process("llama-server", command) as (url, _):
         yield url
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        log.close()

@@ -8,6 +8,12 @@ package imports this.
 """
 
 from .app import create_app, model_name
-from .background import serve_in_background, serve_in_subprocess
+from .background import serve_in_background, serve_in_subprocess, server_process
 
-__all__ = ["create_app", "model_name", "serve_in_background", "serve_in_subprocess"]
+__all__ = [
+    "create_app",
+    "model_name",
+    "serve_in_background",
+    "serve_in_subprocess",
+    "server_process",
+]

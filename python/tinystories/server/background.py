@@ -1,6 +1,6 @@
 """Running the server for tests, benchmarks and notebooks: the app on a thread of this
 process (:func:`serve_in_background`), or ``tinystories serve`` as a process of its own
-(:func:`serve_in_subprocess`)."""
+(:func:`serve_in_subprocess`; :func:`server_process` for any server binary)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -37,27 +40,36 @@ def serve_in_background(app, host: str = "127.0.0.1", port: int = 0) -> Iterator
 
 
 @contextmanager
-def serve_in_subprocess(args: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``tinystories serve ARGS`` on a free loopback port, once it answers ``/health``;
-    yields its base URL and the process, and stops it (SIGTERM) on exit unless it has."""
-    import httpx
-
+def server_process(
+    name: str, command: Callable[[int], Sequence[str]]
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """An HTTP server as a process of its own: ``command(port)`` on a free loopback port,
+    once its ``/health`` answers 200; yields its base URL and the process, and stops it
+    (SIGTERM, then SIGKILL after 30 s) on exit unless it has. ``name`` words the error
+    when it does not start, with the end of its log."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [sys.executable, "-m", "tinystories", "serve", "--port", str(port), *args]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # its log goes to a file: a server writes lines per request, which would fill a pipe
+    # nobody reads and block it
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(list(command(port)), stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+                with urllib.request.urlopen(url + "/health", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass  # not listening yet, or 503 while it loads
             if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tinystories serve did not start: {server.stderr.read()}")
+                server.kill()
+                server.wait()
+                log.seek(0)
+                tail = log.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"{name} did not start: {tail}")
             time.sleep(0.1)
         yield url, server
     finally:
@@ -67,4 +79,13 @@ def serve_in_subprocess(args: Sequence[str] = ()) -> Iterator[tuple[str, subproc
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 server.kill()
-        server.stderr.close()
+                server.wait()
+        log.close()
+
+
+@contextmanager
+def serve_in_subprocess(args: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``tinystories serve ARGS`` on a free loopback port (see :func:`server_process`)."""
+    command = [sys.executable, "-m", "tinystories", "serve", *args]
+    with server_process("tinystories serve", lambda port: [*command, "--port", str(port)]) as out:
+        yield out
