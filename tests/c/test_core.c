@@ -186,6 +186,36 @@ static float *run_logits(const char *path, const int32_t *toks, size_t n) {
 
 static int contains(const char *haystack, const char *needle) { return strstr(haystack, needle) != NULL; }
 
+/* A forked child finds the parent's spare batch (spares.c), whose threads
+ * are not in it: it must start its own, not wait for them. ThreadSanitizer
+ * and qemu-user (TS_TEST_NO_FORK) cannot start threads in a forked child. */
+static void check_forked_child(ts_model *m, const int32_t *toks, const float *want, int vocab) {
+#if defined(__SANITIZE_THREAD__)
+    (void)m, (void)toks, (void)want, (void)vocab;
+#else
+    if (getenv("TS_TEST_NO_FORK")) return;
+    ts_error err = {0};
+    ts_session *s = NULL;
+    CHECK(ts_session_new(m, 2, &s, &err) == TS_OK); /* its batch becomes a spare */
+    CHECK(ts_session_eval(s, toks, 1, 0, NULL, &err) == TS_OK);
+    ts_session_free(s);
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) {
+        alarm(30); /* a hang fails the check below */
+        ts_session *cs = NULL;
+        int ok = ts_session_new(m, 2, &cs, &err) == TS_OK &&
+                 ts_session_eval(cs, toks, 3, 0, NULL, &err) == TS_OK &&
+                 memcmp(ts_session_logits(cs), want, (size_t)vocab * sizeof(float)) == 0;
+        ts_session_free(cs);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
+          WEXITSTATUS(status) == 0);
+#endif
+}
+
 static void test_formats(void) {
     const syn cfgs[] = {
         {16, 24, 2, 4, 2, 300, 16, 1, 8},
@@ -264,28 +294,7 @@ static void test_formats(void) {
                 CHECK(memcmp(ts_session_logits(s), l2 + i * c->vocab, c->vocab * sizeof(float)) == 0);
             }
             ts_session_free(s);
-            /* a forked child finds the parent's spare batch, whose threads
-             * are not in it: it must start its own, not wait for them
-             * (ThreadSanitizer cannot start threads in a forked child) */
-#if !defined(__SANITIZE_THREAD__)
-            CHECK(ts_session_new(m, 2, &s, &err) == TS_OK);
-            CHECK(ts_session_eval(s, toks, 1, 0, NULL, &err) == TS_OK);
-            ts_session_free(s);
-            fflush(stdout);
-            pid_t child = fork();
-            if (child == 0) {
-                alarm(30); /* a hang fails the check below */
-                ts_session *cs = NULL;
-                int ok = ts_session_new(m, 2, &cs, &err) == TS_OK &&
-                         ts_session_eval(cs, toks, 3, 0, NULL, &err) == TS_OK &&
-                         memcmp(ts_session_logits(cs), l2 + 2 * c->vocab, c->vocab * sizeof(float)) == 0;
-                ts_session_free(cs);
-                _exit(ok ? 0 : 1);
-            }
-            int status = 0;
-            CHECK(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) &&
-                  WEXITSTATUS(status) == 0);
-#endif
+            check_forked_child(m, toks, l2 + 2 * c->vocab, c->vocab);
             ts_model_free(m);
         }
         free(l0);
