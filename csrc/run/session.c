@@ -57,9 +57,9 @@ ts_status ts_session_eval(ts_session *s, const int32_t *tokens, size_t n, int po
      * session's (a spare cache holds another sequence's junk). */
     if (pos > s->positions) {
         return ts__fail(err, TS_ERR_ARG,
-                        "ts_session_eval: position %d leaves a gap: the session holds positions "
-                        "0..%d, so the next is at most %d",
-                        pos, s->positions - 1, s->positions);
+                        "ts_session_eval: position %d would leave a gap: %d positions are "
+                        "evaluated, so pos is at most %d",
+                        pos, s->positions, s->positions);
     }
     /* Validate everything first so a bad id leaves the cache untouched. */
     for (size_t i = 0; i < n; i++) {
