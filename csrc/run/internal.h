@@ -139,6 +139,11 @@ typedef struct ts_kernels {
      * (NULL where a set has none: the scalar ones serve). */
     void (*swiglu_exact)(float *h, const float *g, int n);
     void (*softmax_exact)(float *x, int n);
+    /* The index of the first largest of x[0..n), n >= 1, as run.c's loop
+     * finds it (`x[i] > x[best]`): NaNs never win, unless x[0] is one, and
+     * then nothing beats it. Exact in every set; a greedy step's whole
+     * sampling cost (30 us on 32,000 logits, scalar). */
+    int32_t (*argmax)(const float *x, int n);
     /* One attention head for one query: att[t] = softmax_t(q . k_t / sqrt(hs))
      * over t < n_pos, then out = sum_t att[t] v_t. `keys` and `values` are
      * one kv head's part of a KV cache (see "KV cache" below): element i of

@@ -412,6 +412,30 @@ void ts__attention_exact(float *out, float *att, const float *q, const float *ke
     }
 }
 
+/* The largest value first (a NaN in x loses every max_ps: it returns its
+ * second operand, the running maximum), then its first index. */
+static int32_t argmax(const float *x, int n) {
+    if (isnan(x[0])) return 0; /* nothing is greater than it */
+    __m256 m = _mm256_set1_ps(x[0]);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + i), m);
+    float lanes[8], best;
+    _mm256_storeu_ps(lanes, m);
+    best = lanes[0];
+    for (int k = 1; k < 8; k++) best = lanes[k] > best ? lanes[k] : best;
+    for (; i < n; i++) best = x[i] > best ? x[i] : best;
+    /* the first element equal to it (-0 equals +0: the first zero wins, as in the loop) */
+    const __m256 b = _mm256_set1_ps(best);
+    for (i = 0; i + 8 <= n; i += 8) {
+        int eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), b, _CMP_EQ_OQ));
+        if (eq) return i + __builtin_ctz((unsigned)eq);
+    }
+    for (; i < n; i++) {
+        if (x[i] == best) return i;
+    }
+    return 0; /* not reached: best is one of x */
+}
+
 const ts_kernels ts_kernels_avx2 = {
     .name = "avx2",
     .matmul_f32 = ts__avx2_matmul_f32,
@@ -421,4 +445,5 @@ const ts_kernels ts_kernels_avx2 = {
     .swiglu = ts__avx2_swiglu,
     .attention = ts__avx2_attention,
     .attention_exact = ts__attention_exact,
+    .argmax = argmax,
 };

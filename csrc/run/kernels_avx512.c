@@ -653,6 +653,25 @@ static void attention_exact(float *out, float *att, const float *q, const float 
     }
 }
 
+/* As the avx2 set's argmax, 16 lanes at a time. */
+static int32_t argmax(const float *x, int n) {
+    if (isnan(x[0])) return 0; /* nothing is greater than it */
+    __m512 m = _mm512_set1_ps(x[0]);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(_mm512_loadu_ps(x + i), m);
+    if (i < n) {
+        __mmask16 tail = tail_mask16(n - i);
+        m = _mm512_mask_max_ps(m, tail, _mm512_maskz_loadu_ps(tail, x + i), m);
+    }
+    const __m512 b = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 in = n - i >= 16 ? 0xFFFF : tail_mask16(n - i);
+        __mmask16 eq = _mm512_mask_cmp_ps_mask(in, _mm512_maskz_loadu_ps(in, x + i), b, _CMP_EQ_OQ);
+        if (eq) return i + __builtin_ctz((unsigned)eq);
+    }
+    return 0; /* not reached: the maximum is one of x */
+}
+
 const ts_kernels ts_kernels_avx512 = {
     .name = "avx512",
     /* fp32 models always read panels here; the row-major product is avx2's */
@@ -668,4 +687,5 @@ const ts_kernels ts_kernels_avx512 = {
     .softmax_exact = softmax_exact,
     .attention = attention,
     .attention_exact = attention_exact,
+    .argmax = argmax,
 };

@@ -417,6 +417,26 @@ static void attention_exact(float *out, float *att, const float *q, const float 
     }
 }
 
+/* The largest value first (vmaxnmq keeps the number when one operand is
+ * NaN, so a NaN in x never wins), then its first index. */
+static int32_t argmax(const float *x, int n) {
+    if (isnan(x[0])) return 0; /* nothing is greater than it */
+    float32x4_t m = vdupq_n_f32(x[0]);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) m = vmaxnmq_f32(m, vld1q_f32(x + i));
+    float best = vmaxnmvq_f32(m);
+    for (; i < n; i++) best = x[i] > best ? x[i] : best;
+    /* the first element equal to it (-0 equals +0: the first zero wins, as in the loop) */
+    const float32x4_t b = vdupq_n_f32(best);
+    for (i = 0; i + 4 <= n; i += 4) {
+        if (vmaxvq_u32(vceqq_f32(vld1q_f32(x + i), b))) break;
+    }
+    for (; i < n; i++) {
+        if (x[i] == best) return i;
+    }
+    return 0; /* not reached: best is one of x */
+}
+
 const ts_kernels ts_kernels_neon = {
     .name = "neon",
     .matmul_f32 = matmul_f32,
@@ -426,4 +446,5 @@ const ts_kernels ts_kernels_neon = {
     .swiglu = swiglu,
     .attention = attention,
     .attention_exact = attention_exact,
+    .argmax = argmax,
 };

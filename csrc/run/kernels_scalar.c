@@ -135,6 +135,14 @@ static void attention(float *out, float *att, const float *q, const float *keys,
     }
 }
 
+static int32_t argmax(const float *x, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++) {
+        if (x[i] > x[best]) best = i;
+    }
+    return best;
+}
+
 const ts_kernels ts_kernels_scalar = {
     .name = "scalar",
     .matmul_f32 = matmul_f32,
@@ -144,4 +152,5 @@ const ts_kernels ts_kernels_scalar = {
     .swiglu = swiglu,
     .attention = attention,
     .attention_exact = attention,
+    .argmax = argmax,
 };

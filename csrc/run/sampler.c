@@ -30,6 +30,7 @@ struct ts_sampler {
     int n_seen;
     int32_t *sampled_count; /* vocab_size: times sampled; -1: only in the prompt; 0: not seen */
     void (*softmax)(float *x, int n); /* ts_k_softmax, or a kernel set's exact one */
+    int32_t (*argmax)(const float *x, int n); /* the kernel set's (all are exact) */
     prob_index *candidates; /* vocab_size */
     prob_index *scratch;    /* vocab_size, for the sorts */
     float *cdf;             /* vocab_size: running sums over the sorted candidates */
@@ -79,8 +80,9 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     /* 0 is xorshift's fixed point (every draw would be 0): a documented stand-in */
     s->state = params->seed ? params->seed : TS_SEED_ZERO_STATE;
     const ts_kernels *k = NULL;
-    s->softmax = ts__kernels_select(NULL, &k, NULL) == TS_OK && k->softmax_exact ? k->softmax_exact
-                                                                                : ts_k_softmax;
+    int chosen = ts__kernels_select(NULL, &k, NULL) == TS_OK;
+    s->softmax = chosen && k->softmax_exact ? k->softmax_exact : ts_k_softmax;
+    s->argmax = chosen && k->argmax ? k->argmax : ts_kernels_scalar.argmax;
     s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
     s->scratch = malloc((size_t)vocab_size * sizeof *s->scratch);
     s->cdf = malloc((size_t)vocab_size * sizeof *s->cdf);
@@ -161,14 +163,6 @@ static uint32_t random_u32(uint64_t *state) {
 }
 
 static float random_f32(uint64_t *state) { return (random_u32(state) >> 8) / 16777216.0f; }
-
-static int32_t argmax(const float *p, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++) {
-        if (p[i] > p[best]) best = i;
-    }
-    return best;
-}
 
 /* Stable merge sort by probability, descending. run.c uses qsort, which in
  * glibc is a stable merge sort here: equal probabilities keep index order. */
@@ -263,7 +257,7 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
             hi = p[i] > hi ? p[i] : hi;
         }
     }
-    if (n0 == 0) return argmax(p, n); /* only with NaNs or n == 1 */
+    if (n0 == 0) return s->argmax(p, n); /* only with NaNs or n == 1 */
     int nb = n0 > 256 ? bucket_candidates(s, n0, lo, hi) : 0;
     if (nb == 0) {
         sort_desc(c, s->scratch, (size_t)n0);
@@ -348,7 +342,7 @@ static void apply_top_k(ts_sampler *s, float *logits, int n, int k) {
 int32_t ts_sampler_sample(ts_sampler *s, float *logits) {
     int n = s->vocab_size;
     if (s->n_seen > 0) apply_penalties(s, logits);
-    if (s->temperature == 0.0f || s->min_p >= 1.0f) return argmax(logits, n);
+    if (s->temperature == 0.0f || s->min_p >= 1.0f) return s->argmax(logits, n);
     /* x / 1 is x, bit for bit */
     if (s->temperature != 1.0f) {
         for (int i = 0; i < n; i++) logits[i] /= s->temperature;

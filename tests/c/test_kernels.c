@@ -351,6 +351,44 @@ static void test_elementwise(const ts_kernels *k) {
  * use: every slot not in use (the last key block's lanes past n_pos, the
  * positions beyond) holds junk, NaN or huge, which must not reach a result.
  * att is exactly n_pos rounded up to a block, so ASan sees overruns. */
+/* argmax: the first largest, NaNs skipped unless first, as the scalar loop:
+ * every length up to past two vectors, the maximum at every place, ties,
+ * both zeros, infinities and NaNs anywhere. */
+static void test_argmax(const ts_kernels *k) {
+    enum { N = 40 };
+    float x[N];
+    int bad = 0;
+    for (int n = 1; n <= N && !bad; n++) {
+        for (int trial = 0; trial < 400 && !bad; trial++) {
+            int kind = trial % 8;
+            for (int i = 0; i < n; i++) {
+                x[i] = kind == 0 ? (float)(rand() % 5) - 2.0f : frand(3.0f); /* 0: many ties */
+            }
+            int at = rand() % n, at2 = rand() % n;
+            if (kind == 1) x[at] = x[at2] = 7.0f;                           /* a tied maximum */
+            if (kind == 2) x[at] = NAN;                                      /* a NaN anywhere */
+            if (kind == 3) x[0] = NAN;                                       /* a NaN first */
+            if (kind == 4) for (int i = 0; i < n; i++) x[i] = i % 2 ? -0.0f : 0.0f;
+            if (kind == 5) x[at] = INFINITY, x[at2] = NAN;
+            if (kind == 6) for (int i = 0; i < n; i++) x[i] = i == at ? 1.0f : NAN;
+            if (kind == 7) for (int i = 0; i < n; i++) x[i] = -INFINITY;
+            int want = ts_kernels_scalar.argmax(x, n), got = k->argmax(x, n);
+            if (want != got) {
+                fprintf(stderr, "  %s argmax n=%d kind %d: %d, scalar %d\n", k->name, n, kind, got, want);
+                bad = 1;
+            }
+        }
+    }
+    CHECK(!bad);
+    /* a real vocabulary's worth, the maximum near the end */
+    static float big[32000];
+    for (int i = 0; i < 32000; i++) big[i] = frand(5.0f);
+    big[31999] = 9.0f;
+    CHECK(k->argmax(big, 32000) == 31999);
+    big[12345] = 9.0f;
+    CHECK(k->argmax(big, 32000) == 12345);
+}
+
 static void test_attention(const ts_kernels *k) {
     const int hss[] = {1, 3, 4, 5, 8, 16, 17, 32, 48, 64, 72};
     const int nps[] = {1, 2, 3, 5, 8, 9, 15, 16, 17, 31, 33, 47, 64, 100};
@@ -571,6 +609,7 @@ int main(int argc, char **argv) {
         test_quantize(k);
         test_elementwise(k);
         test_attention(k);
+        if (k->argmax) test_argmax(k);
         if (dir && *dir) test_models(dir, name);
         printf("%s: %s\n", name, failures == before ? "matches scalar" : "FAILED");
         tested++;
