@@ -144,6 +144,14 @@ typedef struct ts_kernels {
      * then nothing beats it. Exact in every set; a greedy step's whole
      * sampling cost (30 us on 32,000 logits, scalar). */
     int32_t (*argmax)(const float *x, int n);
+    /* Adds x[0..n) to *s exactly as the loop `*s += x[i]` would, and
+     * returns 1, when that sum cannot depend on the order of x: *s in
+     * [2^-100, 2^100), every x finite and >= 0 (-0 too), every partial sum
+     * in *s's binade, and no x on a rounding tie. Otherwise returns 0 and
+     * leaves *s alone. Why it works: within one binade the floats are the
+     * multiples of one ulp, so fl(s + x) = s + round(x / ulp) * ulp, and
+     * those are integer sums. Exact, with the same answers, in every set. */
+    int (*sum_unordered)(const float *x, int n, float *s);
     /* One attention head for one query: att[t] = softmax_t(q . k_t / sqrt(hs))
      * over t < n_pos, then out = sum_t att[t] v_t. `keys` and `values` are
      * one kv head's part of a KV cache (see "KV cache" below): element i of
@@ -164,6 +172,13 @@ extern const ts_kernels ts_kernels_scalar;
 /* The reference softmax (in place, max subtracted); the sampler always uses
  * it, so sampling matches run.c whatever the kernel set. */
 void ts_k_softmax(float *x, int n);
+/* The scalar set's sum_unordered: the reference. */
+int ts_k_sum_unordered(const float *x, int n, float *s);
+/* *s += x[i] for i < n in order, bit for bit, through sum_unordered on
+ * blocks wherever it can (a sequential float sum costs an add's latency per
+ * element; the integer sums run at the vector units' throughput). */
+void ts_k_sum_in_order(int (*sum_unordered)(const float *, int, float *), const float *x, int n,
+                       float *s);
 #if defined(__x86_64__) || defined(_M_X64)
 extern const ts_kernels ts_kernels_avx2;
 extern const ts_kernels ts_kernels_avx512;

@@ -572,8 +572,50 @@ static inline __m512 expf_exact(__m512 x) {
     return y;
 }
 
+/* ts_k_sum_unordered's test and sum, 16 floats at a time: q = x / ulp
+ * must lie in [-0, 2^23) (an unsigned compare of its bits also rejects
+ * negatives and NaNs), its fraction must not be one half, and the rounded
+ * q are summed as integers. A lane sums at most 8 values (< 2^26) before
+ * the lanes are added into a 64-bit total, so nothing wraps. */
+static int sum_unordered(const float *x, int n, float *s) {
+    const float s0 = *s;
+    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
+    uint32_t bits;
+    memcpy(&bits, &s0, sizeof bits);
+    const uint32_t biased = bits >> 23; /* s0 in [2^(biased-127), 2^(biased-126)) */
+    const uint32_t ulp_bits = (biased - 23) << 23, inv_bits = (277 - biased) << 23;
+    float ulp, inv_ulp;
+    memcpy(&ulp, &ulp_bits, sizeof ulp);
+    memcpy(&inv_ulp, &inv_bits, sizeof inv_ulp);
+    const int64_t start = (bits & 0x7fffff) | 0x800000;
+    const __m512 inv = _mm512_set1_ps(inv_ulp), half = _mm512_set1_ps(0.5f);
+    const __m512i limit = _mm512_set1_epi32(0x4b000000); /* the bits of 2^23 */
+    int64_t steps = 0;
+    for (int i = 0; i < n; i += 128) {
+        __m512i acc = _mm512_setzero_si512();
+        __mmask16 bad = 0;
+        const int end = n - i < 128 ? n : i + 128;
+        for (int j = i; j < end; j += 16) {
+            const __mmask16 in = end - j >= 16 ? 0xFFFF : tail_mask16(end - j);
+            const __m512 q = _mm512_mul_ps(_mm512_maskz_loadu_ps(in, x + j), inv);
+            bad |= _mm512_cmp_epu32_mask(_mm512_castps_si512(q), limit, _MM_CMPINT_NLT) &
+                   _mm512_cmp_ps_mask(q, _mm512_setzero_ps(), _CMP_NEQ_UQ); /* -0 is fine */
+            const __m512 part = _mm512_sub_ps(q, _mm512_roundscale_ps(q, _MM_FROUND_TO_NEG_INF |
+                                                                             _MM_FROUND_NO_EXC));
+            bad |= _mm512_cmp_ps_mask(part, half, _CMP_EQ_OQ);
+            acc = _mm512_add_epi32(acc, _mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT |
+                                                                        _MM_FROUND_NO_EXC));
+        }
+        if (bad) return 0;
+        steps += _mm512_reduce_add_epi32(acc);
+        if (start + steps >= (int64_t)1 << 24) return 0; /* a partial sum left the binade */
+    }
+    *s = (float)(start + steps) * ulp;
+    return 1;
+}
+
 /* ts_k_softmax bit for bit: the max and the division are exact in any
- * order; the sum stays in order. */
+ * order; the sum stays in order (ts_k_sum_in_order). */
 static void softmax_exact(float *x, int n) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     int i = 0;
@@ -586,16 +628,12 @@ static void softmax_exact(float *x, int n) {
      * (or anywhere, through expf) poisons the same way below */
     if (n > 0 && !(x[0] == x[0])) max_val = x[0];
     const __m512 vm = _mm512_set1_ps(max_val);
-    float sum = 0.0f;
     for (i = 0; i + 16 <= n; i += 16) {
-        __m512 e = expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
-        _mm512_storeu_ps(x + i, e);
-        for (int j = 0; j < 16; j++) sum += x[i + j];
+        _mm512_storeu_ps(x + i, expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)));
     }
-    for (; i < n; i++) {
-        x[i] = expf(x[i] - max_val);
-        sum += x[i];
-    }
+    for (; i < n; i++) x[i] = expf(x[i] - max_val);
+    float sum = 0.0f;
+    ts_k_sum_in_order(sum_unordered, x, n, &sum);
     const __m512 vs = _mm512_set1_ps(sum);
     for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), vs));
     for (; i < n; i++) x[i] /= sum;
@@ -688,4 +726,5 @@ const ts_kernels ts_kernels_avx512 = {
     .attention = attention,
     .attention_exact = attention_exact,
     .argmax = argmax,
+    .sum_unordered = sum_unordered,
 };

@@ -88,6 +88,50 @@ static void rmsnorm(float *o, const float *x, const float *w, int n) {
     }
 }
 
+int ts_k_sum_unordered(const float *x, int n, float *s) {
+    const float s0 = *s;
+    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
+    int e;
+    frexpf(s0, &e); /* s0 in [2^(e-1), 2^e): its floats are the multiples of ulp */
+    const float ulp = ldexpf(1.0f, e - 24), inv_ulp = ldexpf(1.0f, 24 - e);
+    const int64_t start = (int64_t)(s0 * inv_ulp); /* in [2^23, 2^24) */
+    int64_t steps = 0;
+    for (int i = 0; i < n; i++) {
+        /* x / ulp: exact (or below 2^-126, where it rounds to 0 either way) */
+        const float q = x[i] * inv_ulp;
+        if (!(q >= 0.0f && q < 0x1p23f)) return 0; /* negative, NaN, or past the binade */
+        const float whole = floorf(q), part = q - whole; /* both exact */
+        if (part == 0.5f) return 0; /* a tie: its rounding depends on the sum so far */
+        steps += (int64_t)whole + (part > 0.5f);
+    }
+    if (start + steps >= (int64_t)1 << 24) return 0; /* a partial sum left the binade */
+    *s = (float)(start + steps) * ulp;
+    return 1;
+}
+
+/* x[0..n) into *s in order: the whole at once if it can go, else its
+ * halves, down to pieces of 16 that go one float at a time. A piece
+ * fails where a partial sum crosses a binade (about log2(n) times in a
+ * softmax) or meets a tie (rare), so few pieces are halved. */
+static void sum_piece(int (*sum_unordered)(const float *, int, float *), const float *x, int n,
+                      float *s) {
+    if (sum_unordered(x, n, s)) return;
+    if (n <= 16) {
+        float sum = *s;
+        for (int i = 0; i < n; i++) sum += x[i];
+        *s = sum;
+        return;
+    }
+    sum_piece(sum_unordered, x, n / 2, s);
+    sum_piece(sum_unordered, x + n / 2, n - n / 2, s);
+}
+
+void ts_k_sum_in_order(int (*sum_unordered)(const float *, int, float *), const float *x, int n,
+                       float *s) {
+    enum { BLOCK = 256 };
+    for (int i = 0; i < n; i += BLOCK) sum_piece(sum_unordered, x + i, n - i < BLOCK ? n - i : BLOCK, s);
+}
+
 void ts_k_softmax(float *x, int n) {
     float max_val = x[0];
     for (int i = 1; i < n; i++) {
@@ -153,4 +197,5 @@ const ts_kernels ts_kernels_scalar = {
     .attention = attention,
     .attention_exact = attention,
     .argmax = argmax,
+    .sum_unordered = ts_k_sum_unordered,
 };

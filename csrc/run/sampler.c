@@ -31,10 +31,21 @@ struct ts_sampler {
     int32_t *sampled_count; /* vocab_size: times sampled; -1: only in the prompt; 0: not seen */
     void (*softmax)(float *x, int n); /* ts_k_softmax, or a kernel set's exact one */
     int32_t (*argmax)(const float *x, int n); /* the kernel set's (all are exact) */
-    prob_index *candidates; /* vocab_size */
-    prob_index *scratch;    /* vocab_size, for the sorts */
-    float *cdf;             /* vocab_size: running sums over the sorted candidates */
-    int32_t *bucket_start;  /* vocab_size + 1: the bucket sort's counts, then offsets */
+    int (*sum_unordered)(const float *x, int n, float *s); /* the kernel set's */
+    /* top-p's candidates, as filtered (index order), then bucketed: each
+     * vocab_size entries (the top-k heap uses `candidates` too) */
+    prob_index *candidates; /* also the sorts' input and output */
+    prob_index *scratch;    /* the merge sort's */
+    float *prob;            /* filtered */
+    int32_t *index;
+    float *bucket_prob;     /* bucketed: the most likely bucket first */
+    int32_t *bucket_index;
+    float *cdf;             /* running sums, where a bucket was walked one by one */
+    int32_t *bucket_of;     /* vocab_size: each filtered candidate's bucket */
+    int32_t *bucket_start;  /* vocab_size + 1: counts, then offsets */
+    int32_t *span_first;    /* vocab_size: the first bucket of each summed span */
+    float *span_end;        /* vocab_size: the running sum after each span */
+    unsigned char *walked;  /* vocab_size: bucket b's cdf is set, its candidates sorted */
 };
 
 ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler **out,
@@ -83,17 +94,29 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     int chosen = ts__kernels_select(NULL, &k, NULL) == TS_OK;
     s->softmax = chosen && k->softmax_exact ? k->softmax_exact : ts_k_softmax;
     s->argmax = chosen && k->argmax ? k->argmax : ts_kernels_scalar.argmax;
-    s->candidates = malloc((size_t)vocab_size * sizeof *s->candidates);
-    s->scratch = malloc((size_t)vocab_size * sizeof *s->scratch);
-    s->cdf = malloc((size_t)vocab_size * sizeof *s->cdf);
-    s->bucket_start = malloc(((size_t)vocab_size + 1) * sizeof *s->bucket_start);
+    s->sum_unordered = chosen && k->sum_unordered ? k->sum_unordered : ts_k_sum_unordered;
+    const size_t v = (size_t)vocab_size;
+    s->candidates = malloc(v * sizeof *s->candidates);
+    s->scratch = malloc(v * sizeof *s->scratch);
+    s->prob = malloc(v * sizeof *s->prob);
+    s->index = malloc(v * sizeof *s->index);
+    s->bucket_prob = malloc(v * sizeof *s->bucket_prob);
+    s->bucket_index = malloc(v * sizeof *s->bucket_index);
+    s->cdf = malloc(v * sizeof *s->cdf);
+    s->bucket_of = malloc(v * sizeof *s->bucket_of);
+    s->bucket_start = malloc((v + 1) * sizeof *s->bucket_start);
+    s->span_first = malloc((v + 1) * sizeof *s->span_first);
+    s->span_end = malloc(v * sizeof *s->span_end);
+    s->walked = malloc(v);
     int penalties = s->repetition_penalty != 1.0f || s->presence_penalty != 0.0f ||
                     s->frequency_penalty != 0.0f;
     if (penalties) {
         s->seen = malloc((size_t)vocab_size * sizeof *s->seen);
         s->sampled_count = calloc((size_t)vocab_size, sizeof *s->sampled_count);
     }
-    if (!s->candidates || !s->scratch || !s->cdf || !s->bucket_start ||
+    if (!s->candidates || !s->scratch || !s->prob || !s->index || !s->bucket_prob ||
+        !s->bucket_index || !s->cdf || !s->bucket_of || !s->bucket_start || !s->span_first || !s->span_end ||
+        !s->walked ||
         (penalties && (!s->seen || !s->sampled_count))) {
         ts_sampler_free(s);
         return ts__fail(err, TS_ERR_NOMEM, "ts_sampler_new: out of memory");
@@ -106,8 +129,16 @@ void ts_sampler_free(ts_sampler *s) {
     if (!s) return;
     free(s->candidates);
     free(s->scratch);
+    free(s->prob);
+    free(s->index);
+    free(s->bucket_prob);
+    free(s->bucket_index);
     free(s->cdf);
+    free(s->bucket_of);
     free(s->bucket_start);
+    free(s->span_first);
+    free(s->span_end);
+    free(s->walked);
     free(s->seen);
     free(s->sampled_count);
     free(s);
@@ -190,38 +221,41 @@ static int32_t sample_mult(const float *p, int n, float coin) {
     return n - 1; /* rounding */
 }
 
-/* Candidates in buckets by probability, the most likely bucket first;
- * within a bucket in index order. Returns 0 when the probabilities do not
- * spread over a usable range (all equal, or not finite). The bucket of p is
- * a non-decreasing function of p, so sorting each bucket by itself, in
- * bucket order, gives exactly the sorted order. */
+/* The filtered candidates into buckets by probability, the most likely
+ * bucket first, in index order within a bucket; about 16 to a bucket where
+ * they spread evenly. The bucket of p is a non-decreasing function of p,
+ * so the buckets, each sorted by itself, in bucket order, are exactly the
+ * sorted order. Returns the bucket count, or 0 when the probabilities do
+ * not spread over a usable range (all equal, or not finite). */
 static int bucket_candidates(ts_sampler *s, int n0, float lo, float hi) {
     if (!(hi > lo) || !isfinite(hi - lo)) return 0;
-    int nb = n0; /* about one candidate per bucket where they spread evenly */
+    const int nb = n0 / 16 > 0 ? n0 / 16 : 1;
     const float scale = (float)nb / (hi - lo);
     if (!isfinite(scale)) return 0; /* a range too small to divide */
-    int32_t *start = s->bucket_start;
-    prob_index *c = s->candidates, *out = s->scratch;
+    int32_t *start = s->bucket_start, *bucket = s->bucket_of;
+    const float *prob = s->prob;
+    /* descending: the top bucket is 0 (a loop the compiler vectorizes) */
+    for (int i = 0; i < n0; i++) {
+        int k = (int)((prob[i] - lo) * scale);
+        bucket[i] = nb - 1 - (k < nb ? k : nb - 1);
+    }
     memset(start, 0, ((size_t)nb + 1) * sizeof *start);
-    for (int i = 0; i < n0; i++) {
-        int k = (int)((c[i].prob - lo) * scale);
-        start[nb - 1 - (k < nb ? k : nb - 1) + 1]++; /* descending: the top bucket is 0 */
-    }
+    for (int i = 0; i < n0; i++) start[bucket[i] + 1]++;
     for (int b = 0; b < nb; b++) start[b + 1] += start[b];
+    /* start[b] runs from bucket b's first slot to bucket b + 1's */
     for (int i = 0; i < n0; i++) {
-        int k = (int)((c[i].prob - lo) * scale);
-        out[start[nb - 1 - (k < nb ? k : nb - 1)]++] = c[i];
+        int at = start[bucket[i]]++;
+        s->bucket_prob[at] = prob[i];
+        s->bucket_index[at] = s->index[i];
     }
-    /* start[b] is now where bucket b + 1 begins; shift back */
     memmove(start + 1, start, (size_t)nb * sizeof *start);
     start[0] = 0;
-    memcpy(c, out, (size_t)n0 * sizeof *c);
     return nb;
 }
 
 /* Stable sort by probability, descending: insertion for the few
  * candidates of a bucket, merge sort beyond. */
-static void sort_bucket(prob_index *a, prob_index *tmp, int n) {
+static void sort_desc_stable(prob_index *a, prob_index *tmp, int n) {
     if (n > 16) {
         sort_desc(a, tmp, (size_t)n);
         return;
@@ -235,64 +269,144 @@ static void sort_bucket(prob_index *a, prob_index *tmp, int n) {
     }
 }
 
+/* Sorts bucket b's candidates and sets their running sums from `sum`,
+ * the sum before the bucket, up to the first that passes top_p. Returns
+ * that one's slot, or -1. */
+static int walk_bucket(ts_sampler *s, int b, float *sum) {
+    const int b0 = s->bucket_start[b], n = s->bucket_start[b + 1] - b0;
+    prob_index *c = s->candidates;
+    for (int i = 0; i < n; i++) c[i] = (prob_index){s->bucket_prob[b0 + i], s->bucket_index[b0 + i]};
+    sort_desc_stable(c, s->scratch, n);
+    s->walked[b] = 1;
+    float cumulative = *sum;
+    int cut = -1;
+    for (int i = 0; i < n; i++) {
+        s->bucket_prob[b0 + i] = c[i].prob;
+        s->bucket_index[b0 + i] = c[i].index;
+        if (cut >= 0) continue;
+        cumulative += c[i].prob;
+        s->cdf[b0 + i] = cumulative;
+        if (cumulative > s->top_p) cut = b0 + i;
+    }
+    *sum = cumulative;
+    return cut;
+}
+
+/* The running sum through buckets [b, e), spans of them at a time: a span
+ * sum_unordered takes (and that stays within top_p) is summed at once; one
+ * it refuses is halved, down to single buckets that are sorted and walked.
+ * Each span goes on the list (span_first, span_end). Stops at the cut. */
+static void sum_buckets(ts_sampler *s, int b, int e, float *sum, int *n_spans, int *cut) {
+    if (*cut >= 0) return;
+    const int32_t *start = s->bucket_start;
+    if (start[b] == start[e]) return; /* empty: adds nothing */
+    float end = *sum;
+    if (s->sum_unordered(s->bucket_prob + start[b], start[e] - start[b], &end) &&
+        !(end > s->top_p)) {
+        *sum = end;
+    } else if (e - b == 1) {
+        *cut = walk_bucket(s, b, sum);
+    } else {
+        sum_buckets(s, b, b + (e - b) / 2, sum, n_spans, cut);
+        sum_buckets(s, b + (e - b) / 2, e, sum, n_spans, cut);
+        return;
+    }
+    s->span_first[*n_spans] = b;
+    s->span_end[*n_spans] = *sum;
+    ++*n_spans;
+}
+
 /* run.c's nucleus sampling: the smallest set of most likely tokens whose
  * probabilities exceed top_p, then a draw within it. run.c sorts every
- * candidate; only the sorted prefix up to the cut matters, so the
- * candidates go into buckets and a bucket is sorted only when the running
- * sum reaches it. The sums are run.c's, in run.c's order, so the draw is
- * the same. */
+ * candidate and sums them in that order. Only the sums matter, and a
+ * run of candidates whose sum sum_unordered takes (no binade crossed, no
+ * tie) sums the same in any order. So the candidates go into buckets, and
+ * only the buckets where the order matters are sorted: those
+ * sum_unordered refuses (about log2 of the candidates' spread), the one
+ * where the sum passes top_p and the one the draw lands in. The sums are
+ * run.c's, so the draw is the same. */
 static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
-    prob_index *c = s->candidates;
-    float *cdf = s->cdf;
     /* probabilities below (1 - top_p) / (n - 1) can't be in the set */
     const float cutoff = (1.0f - s->top_p) / (n - 1);
     int n0 = 0;
     float lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < n; i++) {
         if (p[i] >= cutoff) {
-            c[n0].index = i;
-            c[n0].prob = p[i];
+            s->prob[n0] = p[i];
+            s->index[n0] = i;
             n0++;
             lo = p[i] < lo ? p[i] : lo;
             hi = p[i] > hi ? p[i] : hi;
         }
     }
     if (n0 == 0) return s->argmax(p, n); /* only with NaNs or n == 1 */
-    int nb = n0 > 256 ? bucket_candidates(s, n0, lo, hi) : 0;
-    if (nb == 0) {
-        sort_desc(c, s->scratch, (size_t)n0);
+    int nb = n0 > 64 ? bucket_candidates(s, n0, lo, hi) : 0;
+    if (nb == 0) { /* one bucket of them all */
         nb = 1;
         s->bucket_start[0] = 0;
         s->bucket_start[1] = n0;
+        memcpy(s->bucket_prob, s->prob, (size_t)n0 * sizeof *s->prob);
+        memcpy(s->bucket_index, s->index, (size_t)n0 * sizeof *s->index);
     }
+    memset(s->walked, 0, (size_t)nb);
     float cumulative = 0.0f;
-    int last = -1;
-    for (int b = 0; b < nb && last < 0; b++) {
-        int b0 = s->bucket_start[b], b1 = s->bucket_start[b + 1];
-        sort_bucket(c + b0, s->scratch, b1 - b0);
-        for (int i = b0; i < b1; i++) {
-            cumulative += c[i].prob;
-            cdf[i] = cumulative;
-            if (cumulative > s->top_p) {
-                last = i;
-                break;
-            }
+    int n_spans = 0, last = -1;
+    sum_buckets(s, 0, nb, &cumulative, &n_spans, &last);
+    /* where the last span stops: the cut's bucket, or the last bucket */
+    s->span_first[n_spans] = last >= 0 ? s->span_first[n_spans - 1] + 1 : nb;
+    if (last < 0) { /* rounding: all of them, the last in sorted order too */
+        last = n0 - 1;
+        int b = nb - 1;
+        while (s->bucket_start[b] == n0) b--; /* empty ones at the end */
+        float before = 0.0f; /* the sum before bucket b: sum_unordered took it in a span */
+        if (!s->walked[b]) {
+            int k = n_spans - 1;
+            before = k > 0 ? s->span_end[k - 1] : 0.0f;
+            s->sum_unordered(s->bucket_prob + s->bucket_start[s->span_first[k]],
+                             s->bucket_start[b] - s->bucket_start[s->span_first[k]], &before);
+            walk_bucket(s, b, &before);
         }
     }
-    if (last < 0) last = n0 - 1; /* rounding: all of them */
-    /* the first i <= last with r < cdf[i] (run.c walks to it; the running
-     * sums never decrease, so a binary search finds the same one) */
-    float r = coin * cumulative;
-    int a = 0, z = last;
+    /* run.c's draw: the first i <= last with r < cdf[i], else last. The
+     * sums never decrease, so the first span whose end exceeds r holds it. */
+    const float r = coin * cumulative;
+    int a = 0, z = n_spans - 1;
     while (a < z) {
         int mid = a + (z - a) / 2;
-        if (r < cdf[mid]) {
+        if (r < s->span_end[mid]) {
             z = mid;
         } else {
             a = mid + 1;
         }
     }
-    return c[a].index;
+    if (!(r < s->span_end[a])) return s->bucket_index[last];
+    /* halve the span down to the bucket: a part of what sum_unordered took
+     * it takes too */
+    float before = a > 0 ? s->span_end[a - 1] : 0.0f;
+    int b = s->span_first[a], e = s->walked[b] ? b + 1 : s->span_first[a + 1];
+    while (e - b > 1) {
+        int mid = b + (e - b) / 2;
+        float end = before;
+        s->sum_unordered(s->bucket_prob + s->bucket_start[b],
+                         s->bucket_start[mid] - s->bucket_start[b], &end);
+        if (r < end) {
+            e = mid;
+        } else {
+            b = mid, before = end;
+        }
+    }
+    if (!s->walked[b]) walk_bucket(s, b, &before);
+    int lo_slot = s->bucket_start[b], hi_slot = s->bucket_start[b + 1] - 1;
+    if (hi_slot > last) hi_slot = last;
+    while (lo_slot < hi_slot) {
+        int mid = lo_slot + (hi_slot - lo_slot) / 2;
+        if (r < s->cdf[mid]) {
+            hi_slot = mid;
+        } else {
+            lo_slot = mid + 1;
+        }
+    }
+    return s->bucket_index[lo_slot];
 }
 
 /* a is a worse candidate than b: smaller, or as large with a higher index

@@ -346,6 +346,133 @@ static void test_elementwise(const ts_kernels *k) {
     }
 }
 
+/* ------------------------------------------------------ ordered sums */
+
+static float loop_sum(const float *x, int n, float s) {
+    for (int i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
+/* What sum_unordered must say, worked out another way: take the sum when
+ * the start is in range, every x is finite and >= 0, no x / ulp has a
+ * fraction of exactly one half (in double) and the loop's sum stays in
+ * the start's binade. */
+static int should_take(const float *x, int n, float s) {
+    if (!(s >= 0x1p-100f && s < 0x1p100f)) return 0;
+    int e;
+    frexp((double)s, &e);
+    const double ulp = ldexp(1.0, e - 24);
+    for (int i = 0; i < n; i++) {
+        if (!(x[i] >= 0.0f) || isinf(x[i])) return 0;
+        double q = (double)x[i] / ulp;
+        if (q - floor(q) == 0.5) return 0;
+    }
+    return loop_sum(x, n, s) < ldexp(1.0f, e);
+}
+
+enum { SUM_CASES = 9 };
+
+/* Case `kind` of n values and a start: 0 softmax-like values in one binade,
+ * 1 the same with a planted tie, 2 a binade crossed, 3 a special value
+ * (NaN, inf, negative, -0, subnormal), 4 a special start, 5 wide
+ * magnitudes, 6 values on the ulp grid (ties at half steps), 7 zeros,
+ * 8 large steps (hundreds of thousands of ulps each). */
+static float make_sum_case(float *x, int n, int kind) {
+    int e = (int)(next_u64() % 40) - 20;
+    float s = ldexpf(1.0f + (float)(next_u64() >> 41) / 16777216.0f, e); /* [2^e, 1.5 * 2^e) */
+    const float ulp = ldexpf(1.0f, e - 23);
+    /* sums to < 0.4 * 2^e; each value far below the ulp's binade, as a
+     * softmax's are (where a value has few bits below the ulp, ties are
+     * common) */
+    const float each = ldexpf(0.4f, e) / (float)(n > 1024 ? n : 1024);
+    for (int i = 0; i < n; i++) x[i] = each * (0.5f + (float)(next_u64() >> 40) / 16777216.0f);
+    int at = n > 0 ? (int)(next_u64() % (uint64_t)n) : 0;
+    switch (kind) {
+    case 1:
+        if (n) x[at] = ulp * (float)(next_u64() % 7) + 0.5f * ulp;
+        break;
+    case 2:
+        s = ldexpf(1.999f, e);
+        if (n) x[at] += ldexpf(0.01f, e);
+        break;
+    case 3: {
+        const float special[] = {NAN, INFINITY, -1e-30f, -0.0f, 0x1p-140f};
+        if (n) x[at] = special[next_u64() % 5];
+        break;
+    }
+    case 4: {
+        const float start[] = {0.0f, 0x1p-101f, 0x1p-100f, 0x1.fffffep99f, 0x1p100f, -1.0f, NAN, INFINITY};
+        s = start[next_u64() % 8];
+        break;
+    }
+    case 5:
+        for (int i = 0; i < n; i++) x[i] = ldexpf(x[i], -(int)(next_u64() % 30));
+        break;
+    case 6:
+        for (int i = 0; i < n; i++) x[i] = 0.5f * ulp * (float)(next_u64() % 9);
+        break;
+    case 7:
+        for (int i = 0; i < n; i++) x[i] = next_u64() % 2 ? 0.0f : -0.0f;
+        break;
+    case 8:
+        for (int i = 0; i < n; i++) x[i] = ulp * (float)(next_u64() % 400000) * 0.999f;
+        break;
+    }
+    return s;
+}
+
+/* sum_unordered, the scalar reference first (against should_take and the
+ * loop, in three orders), then every set against it; and
+ * ts_k_sum_in_order against the loop on everything. */
+static void test_sum_unordered(const ts_kernels *k) {
+    enum { N = 700 };
+    static float x[N], reversed[N], shuffled[N];
+    const int ns[] = {0, 1, 2, 5, 15, 16, 17, 31, 33, 127, 128, 129, 255, 256, 300, N};
+    int wrong = 0, taken = 0, typical = 0, same_in_order = 1;
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        int n = ns[a];
+        for (int trial = 0; trial < 60 * SUM_CASES; trial++) {
+            int kind = trial % SUM_CASES;
+            float s = make_sum_case(x, n, kind);
+            float want = s, got = s;
+            int want_ok = ts_k_sum_unordered(x, n, &want), got_ok = k->sum_unordered(x, n, &got);
+            if (k == scalar) {
+                for (int i = 0; i < n; i++) reversed[i] = shuffled[i] = x[n - 1 - i];
+                for (int i = n - 1; i > 0; i--) {
+                    int j = (int)(next_u64() % (uint64_t)(i + 1));
+                    float t = shuffled[i];
+                    shuffled[i] = shuffled[j], shuffled[j] = t;
+                }
+                if (want_ok != should_take(x, n, s)) wrong++;
+                if (want_ok && (want != loop_sum(x, n, s) || want != loop_sum(reversed, n, s) ||
+                                want != loop_sum(shuffled, n, s))) {
+                    wrong++;
+                }
+                if (!want_ok && memcmp(&want, &s, sizeof s) != 0) wrong++; /* left alone */
+            } else if (got_ok != want_ok || memcmp(&got, &want, sizeof got) != 0) {
+                if (!wrong++) {
+                    fprintf(stderr, "  %s sum_unordered n=%d kind %d: %d %a, scalar %d %a\n", k->name,
+                            n, kind, got_ok, (double)got, want_ok, (double)want);
+                }
+            }
+            if (kind == 0 && n > 0) typical++, taken += want_ok;
+            float in_order = s, loop = loop_sum(x, n, s);
+            ts_k_sum_in_order(k->sum_unordered, x, n, &in_order);
+            same_in_order &= memcmp(&in_order, &loop, sizeof loop) == 0;
+        }
+    }
+    if (wrong) fprintf(stderr, "  %s sum_unordered: %d wrong answers\n", k->name, wrong);
+    CHECK(wrong == 0);
+    CHECK(same_in_order);
+    CHECK(taken * 10 >= typical * 9); /* the fast path is the usual one */
+    /* a softmax's row of 32,000, summed from 0 in order */
+    static float big[32000];
+    for (int i = 0; i < 32000; i++) big[i] = 3.1e-5f * (1.0f + frand(0.025f));
+    float in_order = 0.0f, loop = loop_sum(big, 32000, 0.0f);
+    ts_k_sum_in_order(k->sum_unordered, big, 32000, &in_order);
+    CHECK(in_order == loop);
+}
+
 /* One layer's KV caches for 2 kv heads shared by 4 query heads (GQA), laid
  * out by internal.h's helpers with room for 20 positions more than are in
  * use: every slot not in use (the last key block's lanes past n_pos, the
@@ -591,6 +718,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", err.message);
         return 2;
     }
+    test_sum_unordered(scalar); /* the reference, against the loop */
     const char *dir = argc > 1 ? argv[1] : getenv("TS_TEST_MODEL_DIR");
     char sets[64];
     snprintf(sets, sizeof sets, "%s", ts_kernels_available());
@@ -610,6 +738,7 @@ int main(int argc, char **argv) {
         test_elementwise(k);
         test_attention(k);
         if (k->argmax) test_argmax(k);
+        if (k->sum_unordered) test_sum_unordered(k);
         if (dir && *dir) test_models(dir, name);
         printf("%s: %s\n", name, failures == before ? "matches scalar" : "FAILED");
         tested++;
