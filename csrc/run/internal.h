@@ -152,6 +152,12 @@ typedef struct ts_kernels {
      * multiples of one ulp, so fl(s + x) = s + round(x / ulp) * ulp, and
      * those are integer sums. Exact, with the same answers, in every set. */
     int (*sum_unordered)(const float *x, int n, float *s);
+    /* Copies each x[i] >= floor, and i, to values and indices (room for n
+     * each), in index order; returns how many, with their least in *lo and
+     * greatest in *hi (inf and -inf for none). NaNs are never copied.
+     * Top-p's candidates. Exact in every set; NULL: the scalar one. */
+    int (*select_at_least)(const float *x, int n, float floor, float *values, int32_t *indices,
+                           float *lo, float *hi);
     /* One attention head for one query: att[t] = softmax_t(q . k_t / sqrt(hs))
      * over t < n_pos, then out = sum_t att[t] v_t. `keys` and `values` are
      * one kv head's part of a KV cache (see "KV cache" below): element i of
@@ -174,6 +180,9 @@ extern const ts_kernels ts_kernels_scalar;
 void ts_k_softmax(float *x, int n);
 /* The scalar set's sum_unordered: the reference. */
 int ts_k_sum_unordered(const float *x, int n, float *s);
+/* The scalar set's select_at_least. */
+int ts_k_select_at_least(const float *x, int n, float floor, float *values, int32_t *indices,
+                         float *lo, float *hi);
 /* *s += x[i] for i < n in order, bit for bit, through sum_unordered on
  * blocks wherever it can (a sequential float sum costs an add's latency per
  * element; the integer sums run at the vector units' throughput). */

@@ -614,6 +614,40 @@ static int sum_unordered(const float *x, int n, float *s) {
     return 1;
 }
 
+/* ts_k_select_at_least with compressed vectors: a whole vector's
+ * selection is stored 16 lanes wide (the lanes past it are overwritten by
+ * the next, and fit: the count never passes i), the last one masked. */
+static int select_at_least(const float *x, int n, float floor, float *values, int32_t *indices,
+                           float *lo, float *hi) {
+    const __m512 f = _mm512_set1_ps(floor);
+    __m512 least = _mm512_set1_ps(INFINITY), greatest = _mm512_set1_ps(-INFINITY);
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
+    int count = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __mmask16 keep = _mm512_cmp_ps_mask(v, f, _CMP_GE_OQ);
+        _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(keep, v));
+        _mm512_storeu_si512(indices + count, _mm512_maskz_compress_epi32(keep, index));
+        least = _mm512_mask_min_ps(least, keep, v, least);
+        greatest = _mm512_mask_max_ps(greatest, keep, v, greatest);
+        count += __builtin_popcount((unsigned)keep);
+        index = _mm512_add_epi32(index, step);
+    }
+    if (i < n) {
+        const __mmask16 in = tail_mask16(n - i);
+        const __m512 v = _mm512_maskz_loadu_ps(in, x + i);
+        const __mmask16 keep = _mm512_mask_cmp_ps_mask(in, v, f, _CMP_GE_OQ);
+        _mm512_mask_compressstoreu_ps(values + count, keep, v);
+        _mm512_mask_compressstoreu_epi32(indices + count, keep, index);
+        least = _mm512_mask_min_ps(least, keep, v, least);
+        greatest = _mm512_mask_max_ps(greatest, keep, v, greatest);
+        count += __builtin_popcount((unsigned)keep);
+    }
+    *lo = _mm512_reduce_min_ps(least), *hi = _mm512_reduce_max_ps(greatest);
+    return count;
+}
+
 /* ts_k_softmax bit for bit: the max and the division are exact in any
  * order; the sum stays in order (ts_k_sum_in_order). */
 static void softmax_exact(float *x, int n) {
@@ -727,4 +761,5 @@ const ts_kernels ts_kernels_avx512 = {
     .attention_exact = attention_exact,
     .argmax = argmax,
     .sum_unordered = sum_unordered,
+    .select_at_least = select_at_least,
 };

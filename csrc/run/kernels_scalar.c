@@ -109,6 +109,23 @@ int ts_k_sum_unordered(const float *x, int n, float *s) {
     return 1;
 }
 
+int ts_k_select_at_least(const float *x, int n, float floor, float *values, int32_t *indices,
+                         float *lo, float *hi) {
+    int count = 0;
+    float least = INFINITY, greatest = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (x[i] >= floor) {
+            values[count] = x[i];
+            indices[count] = i;
+            count++;
+            least = x[i] < least ? x[i] : least;
+            greatest = x[i] > greatest ? x[i] : greatest;
+        }
+    }
+    *lo = least, *hi = greatest;
+    return count;
+}
+
 /* x[0..n) into *s in order: the whole at once if it can go, else its
  * halves, down to pieces of 16 that go one float at a time. A piece
  * fails where a partial sum crosses a binade (about log2(n) times in a
@@ -198,4 +215,5 @@ const ts_kernels ts_kernels_scalar = {
     .attention_exact = attention,
     .argmax = argmax,
     .sum_unordered = ts_k_sum_unordered,
+    .select_at_least = ts_k_select_at_least,
 };

@@ -31,7 +31,10 @@ struct ts_sampler {
     int32_t *sampled_count; /* vocab_size: times sampled; -1: only in the prompt; 0: not seen */
     void (*softmax)(float *x, int n); /* ts_k_softmax, or a kernel set's exact one */
     int32_t (*argmax)(const float *x, int n); /* the kernel set's (all are exact) */
-    int (*sum_unordered)(const float *x, int n, float *s); /* the kernel set's */
+    /* the kernel set's */
+    int (*sum_unordered)(const float *x, int n, float *s);
+    int (*select_at_least)(const float *x, int n, float floor, float *values, int32_t *indices,
+                           float *lo, float *hi);
     /* top-p's candidates, as filtered (index order), then bucketed: each
      * vocab_size entries (the top-k heap uses `candidates` too) */
     prob_index *candidates; /* also the sorts' input and output */
@@ -95,6 +98,7 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     s->softmax = chosen && k->softmax_exact ? k->softmax_exact : ts_k_softmax;
     s->argmax = chosen && k->argmax ? k->argmax : ts_kernels_scalar.argmax;
     s->sum_unordered = chosen && k->sum_unordered ? k->sum_unordered : ts_k_sum_unordered;
+    s->select_at_least = chosen && k->select_at_least ? k->select_at_least : ts_k_select_at_least;
     const size_t v = (size_t)vocab_size;
     s->candidates = malloc(v * sizeof *s->candidates);
     s->scratch = malloc(v * sizeof *s->scratch);
@@ -328,17 +332,8 @@ static void sum_buckets(ts_sampler *s, int b, int e, float *sum, int *n_spans, i
 static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     /* probabilities below (1 - top_p) / (n - 1) can't be in the set */
     const float cutoff = (1.0f - s->top_p) / (n - 1);
-    int n0 = 0;
-    float lo = INFINITY, hi = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        if (p[i] >= cutoff) {
-            s->prob[n0] = p[i];
-            s->index[n0] = i;
-            n0++;
-            lo = p[i] < lo ? p[i] : lo;
-            hi = p[i] > hi ? p[i] : hi;
-        }
-    }
+    float lo, hi;
+    const int n0 = s->select_at_least(p, n, cutoff, s->prob, s->index, &lo, &hi);
     if (n0 == 0) return s->argmax(p, n); /* only with NaNs or n == 1 */
     int nb = n0 > 64 ? bucket_candidates(s, n0, lo, hi) : 0;
     if (nb == 0) { /* one bucket of them all */

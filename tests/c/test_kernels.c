@@ -473,6 +473,38 @@ static void test_sum_unordered(const ts_kernels *k) {
     CHECK(in_order == loop);
 }
 
+/* select_at_least against the scalar loop: every length to 40 and a
+ * vocabulary's, floors that keep none, some and all, ties with the floor,
+ * both zeros, infinities and NaNs. The outputs have room for exactly n, so
+ * ASan sees a store past them. */
+static void test_select_at_least(const ts_kernels *k) {
+    int bad = 0;
+    for (int n = 1; n <= 32000 && !bad; n = n < 40 ? n + 1 : n * 4 + 7) {
+        float *x = malloc((size_t)n * sizeof *x);
+        float *want_v = malloc((size_t)n * sizeof *want_v), *got_v = malloc((size_t)n * sizeof *got_v);
+        int32_t *want_i = malloc((size_t)n * sizeof *want_i), *got_i = malloc((size_t)n * sizeof *got_i);
+        for (int trial = 0; trial < 60 && !bad; trial++) {
+            int kind = trial % 6;
+            for (int i = 0; i < n; i++) x[i] = kind == 0 ? (float)(rand() % 5) * 0.25f : frand(1.0f);
+            if (kind == 2) x[rand() % n] = NAN, x[rand() % n] = INFINITY, x[rand() % n] = -INFINITY;
+            if (kind == 3) for (int i = 0; i < n; i++) x[i] = i % 2 ? -0.0f : 0.0f;
+            const float floors[] = {0.5f, 0.0f, -2.0f, 2.0f, -0.0f, 0.25f};
+            float floor = floors[trial % 6], want_lo, want_hi, got_lo, got_hi;
+            int want = ts_k_select_at_least(x, n, floor, want_v, want_i, &want_lo, &want_hi);
+            int got = k->select_at_least(x, n, floor, got_v, got_i, &got_lo, &got_hi);
+            if (got != want || memcmp(got_v, want_v, (size_t)want * sizeof *got_v) != 0 ||
+                memcmp(got_i, want_i, (size_t)want * sizeof *got_i) != 0 || got_lo != want_lo ||
+                got_hi != want_hi) {
+                fprintf(stderr, "  %s select_at_least n=%d kind %d floor %g: %d kept, scalar %d\n",
+                        k->name, n, kind, (double)floor, got, want);
+                bad = 1;
+            }
+        }
+        free(x), free(want_v), free(got_v), free(want_i), free(got_i);
+    }
+    CHECK(!bad);
+}
+
 /* One layer's KV caches for 2 kv heads shared by 4 query heads (GQA), laid
  * out by internal.h's helpers with room for 20 positions more than are in
  * use: every slot not in use (the last key block's lanes past n_pos, the
@@ -739,6 +771,7 @@ int main(int argc, char **argv) {
         test_attention(k);
         if (k->argmax) test_argmax(k);
         if (k->sum_unordered) test_sum_unordered(k);
+        if (k->select_at_least) test_select_at_least(k);
         if (dir && *dir) test_models(dir, name);
         printf("%s: %s\n", name, failures == before ? "matches scalar" : "FAILED");
         tested++;
