@@ -29,6 +29,7 @@ struct ts_batch {
     const ts_kernels *k;
     elementwise ew;
     int capacity;
+    int threads_asked; /* n_threads as given to ts__batch_new (spares match on it) */
     ts_pool *pool;
     float *x;        /* (capacity, dim) the residual streams */
     float *xb;       /* (capacity, dim) */
@@ -373,6 +374,7 @@ ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads) {
     b->ew.swiglu = model->quantized ? (k->swiglu_exact ? k->swiglu_exact : exact->swiglu) : k->swiglu;
     b->ew.attention = model->quantized ? b->k->attention_exact : b->k->attention;
     b->capacity = capacity;
+    b->threads_asked = n_threads;
     if (n_threads <= 0) n_threads = model->n_threads_default;
     b->pool = ts__pool_new(n_threads); /* NULL: single-threaded */
     int threads = ts__pool_threads(b->pool);
@@ -436,3 +438,5 @@ void ts__batch_free(ts_batch *b) {
 }
 
 int ts__batch_capacity(const ts_batch *b) { return b->capacity; }
+
+int ts__batch_threads_asked(const ts_batch *b) { return b->threads_asked; }

@@ -134,7 +134,6 @@ struct ts_batch_generation {
     const ts_model *model;
     const ts_tokenizer *tokenizer;
     ts_batch *batch;
-    int capacity, team; /* what the batch was asked for: rows, threads */
     ts_row *rows;      /* the batch's capacity */
     int max_batch;
     slot *slots;       /* max_batch */
@@ -165,10 +164,9 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
     bg->model = model;
     bg->tokenizer = tokenizer;
     bg->max_batch = max_batch;
-    bg->capacity = max_batch > TS_BATCH_MIN_ROWS ? max_batch : TS_BATCH_MIN_ROWS;
-    bg->team = ts__team_threads(model, n_threads);
-    bg->batch = ts__batch_take(model, bg->capacity, bg->team);
-    bg->rows = calloc((size_t)bg->capacity, sizeof *bg->rows);
+    const int capacity = max_batch > TS_BATCH_MIN_ROWS ? max_batch : TS_BATCH_MIN_ROWS;
+    bg->batch = ts__batch_take(model, capacity, ts__team_threads(model, n_threads));
+    bg->rows = calloc((size_t)capacity, sizeof *bg->rows);
     bg->slots = calloc((size_t)max_batch, sizeof *bg->slots);
     int ok = bg->batch && bg->rows && bg->slots;
     for (int i = 0; ok && i < max_batch; i++) {
@@ -188,7 +186,7 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
 
 void ts_batch_generation_free(ts_batch_generation *bg) {
     if (!bg) return;
-    ts__batch_give(bg->model, bg->batch, bg->capacity, bg->team);
+    ts__batch_give(bg->model, bg->batch);
     free(bg->rows);
     for (int i = 0; bg->slots && i < bg->max_batch; i++) {
         ts_sampler_free(bg->slots[i].sampler);

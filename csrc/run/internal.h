@@ -367,11 +367,13 @@ int ts__team_threads(const ts_model *model, int n_threads);
 ts_batch *ts__batch_new(const ts_model *model, int capacity, int n_threads);
 void ts__batch_free(ts_batch *batch);
 /* The same through m's spares (spares.c): a spare batch of this capacity
- * and team size when there is one, threads started and pages in; given
- * back, kept for the next or freed. */
+ * and n_threads when there is one, threads started and pages in; given
+ * back (NULL: nothing), kept for the next or freed. */
 ts_batch *ts__batch_take(const ts_model *m, int capacity, int n_threads);
-void ts__batch_give(const ts_model *m, ts_batch *b, int capacity, int n_threads);
+void ts__batch_give(const ts_model *m, ts_batch *b);
+/* What ts__batch_new was given. */
 int ts__batch_capacity(const ts_batch *batch);
+int ts__batch_threads_asked(const ts_batch *batch);
 /* Runs rows[0..n) (n <= capacity; ids and positions already validated)
  * through the model, writing each row's K/V into its cache before any
  * attention, so rows of one sequence at consecutive positions may share a
@@ -383,7 +385,6 @@ void ts__forward(ts_batch *batch, const ts_row *rows, int n);
 struct ts_session {
     const ts_model *model;
     ts_batch *batch;    /* capacity: a prefill block */
-    int team;           /* the threads asked of the batch */
     float *logits;      /* (vocab) after the last token evaluated */
     ts_kv kv;           /* see "KV cache" */
     int positions;      /* 0..positions-1 are this session's in the cache */

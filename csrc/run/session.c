@@ -21,8 +21,7 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
     ts_session *s = calloc(1, sizeof *s);
     if (!s) return ts__fail(err, TS_ERR_NOMEM, "ts_session_new: out of memory");
     s->model = model;
-    s->team = ts__team_threads(model, n_threads);
-    s->batch = ts__batch_take(model, TS_PREFILL_BLOCK, s->team);
+    s->batch = ts__batch_take(model, TS_PREFILL_BLOCK, ts__team_threads(model, n_threads));
     s->logits = ts__calloc_floats((uint64_t)p->vocab_size, 1, 1);
     s->kv = ts__kv_take(model);
     if (!s->batch || !s->logits || !s->kv.keys) {
@@ -37,7 +36,7 @@ ts_status ts_session_new(const ts_model *model, int n_threads, ts_session **out,
 
 void ts_session_free(ts_session *s) {
     if (!s) return;
-    ts__batch_give(s->model, s->batch, TS_PREFILL_BLOCK, s->team);
+    ts__batch_give(s->model, s->batch);
     ts__free_floats(s->logits);
     ts__kv_give(s->model, s->kv);
     free(s);

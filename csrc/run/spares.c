@@ -32,8 +32,7 @@ typedef struct spare_kv {
 
 typedef struct spare_batch {
     ts_batch *batch;
-    int capacity, n_threads; /* as asked of ts__batch_new */
-    pid_t pid;               /* whose threads it has */
+    pid_t pid; /* whose threads it has */
 } spare_batch;
 
 struct ts_spares {
@@ -137,7 +136,8 @@ ts_batch *ts__batch_take(const ts_model *m, int capacity, int n_threads) {
         pthread_mutex_lock(&s->lock);
         for (int i = s->n_batches - 1; i >= 0 && !b; i--) {
             spare_batch *sb = &s->batches[i];
-            int ours = sb->pid == pid, fits = sb->capacity == capacity && sb->n_threads == n_threads;
+            int ours = sb->pid == pid, fits = ts__batch_capacity(sb->batch) == capacity &&
+                                              ts__batch_threads_asked(sb->batch) == n_threads;
             if (ours && !fits) continue;
             if (ours) b = sb->batch; /* else a forked parent's: dropped, its threads are gone */
             s->batches[i] = s->batches[--s->n_batches];
@@ -147,14 +147,14 @@ ts_batch *ts__batch_take(const ts_model *m, int capacity, int n_threads) {
     return b ? b : ts__batch_new(m, capacity, n_threads);
 }
 
-void ts__batch_give(const ts_model *m, ts_batch *b, int capacity, int n_threads) {
+void ts__batch_give(const ts_model *m, ts_batch *b) {
     if (!b) return;
     ts_spares *s = m->spares;
     int kept = 0;
     if (s) {
         pthread_mutex_lock(&s->lock);
         if (s->n_batches < TS_BATCH_SPARES) {
-            s->batches[s->n_batches++] = (spare_batch){b, capacity, n_threads, getpid()};
+            s->batches[s->n_batches++] = (spare_batch){b, getpid()};
             kept = 1;
         }
         pthread_mutex_unlock(&s->lock);
