@@ -662,12 +662,23 @@ static void softmax_exact(float *x, int n) {
      * (or anywhere, through expf) poisons the same way below */
     if (n > 0 && !(x[0] == x[0])) max_val = x[0];
     const __m512 vm = _mm512_set1_ps(max_val);
-    for (i = 0; i + 16 <= n; i += 16) {
-        _mm512_storeu_ps(x + i, expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)));
-    }
-    for (; i < n; i++) x[i] = expf(x[i] - max_val);
     float sum = 0.0f;
-    ts_k_sum_in_order(sum_unordered, x, n, &sum);
+    if (n >= 4096) { /* a vocabulary: long runs within one binade */
+        for (i = 0; i + 16 <= n; i += 16) {
+            _mm512_storeu_ps(x + i, expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)));
+        }
+        for (; i < n; i++) x[i] = expf(x[i] - max_val);
+        ts_k_sum_in_order(sum_unordered, x, n, &sum);
+    } else { /* attention: a short sum crosses a binade every few values */
+        for (i = 0; i + 16 <= n; i += 16) {
+            _mm512_storeu_ps(x + i, expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)));
+            for (int j = 0; j < 16; j++) sum += x[i + j];
+        }
+        for (; i < n; i++) {
+            x[i] = expf(x[i] - max_val);
+            sum += x[i];
+        }
+    }
     const __m512 vs = _mm512_set1_ps(sum);
     for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), vs));
     for (; i < n; i++) x[i] /= sum;
