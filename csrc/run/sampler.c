@@ -320,6 +320,20 @@ static void sum_buckets(ts_sampler *s, int b, int e, float *sum, int *n_spans, i
     ++*n_spans;
 }
 
+/* The first i in [a, z] with r < v[i], else z, for v[a..z] that never
+ * decreases (what run.c's walk to the first r < cdf finds). */
+static int first_above(const float *v, int a, int z, float r) {
+    while (a < z) {
+        int mid = a + (z - a) / 2;
+        if (r < v[mid]) {
+            z = mid;
+        } else {
+            a = mid + 1;
+        }
+    }
+    return a;
+}
+
 /* run.c's nucleus sampling: the smallest set of most likely tokens whose
  * probabilities exceed top_p, then a draw within it. run.c sorts every
  * candidate and sums them in that order. Only the sums matter, and a
@@ -365,15 +379,7 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     /* run.c's draw: the first i <= last with r < cdf[i], else last. The
      * sums never decrease, so the first span whose end exceeds r holds it. */
     const float r = coin * cumulative;
-    int a = 0, z = n_spans - 1;
-    while (a < z) {
-        int mid = a + (z - a) / 2;
-        if (r < s->span_end[mid]) {
-            z = mid;
-        } else {
-            a = mid + 1;
-        }
-    }
+    const int a = first_above(s->span_end, 0, n_spans - 1, r);
     if (!(r < s->span_end[a])) return s->bucket_index[last];
     /* halve the span down to the bucket: a part of what sum_unordered took
      * it takes too */
@@ -391,17 +397,8 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
         }
     }
     if (!s->walked[b]) walk_bucket(s, b, &before);
-    int lo_slot = s->bucket_start[b], hi_slot = s->bucket_start[b + 1] - 1;
-    if (hi_slot > last) hi_slot = last;
-    while (lo_slot < hi_slot) {
-        int mid = lo_slot + (hi_slot - lo_slot) / 2;
-        if (r < s->cdf[mid]) {
-            hi_slot = mid;
-        } else {
-            lo_slot = mid + 1;
-        }
-    }
-    return s->bucket_index[lo_slot];
+    const int hi_slot = s->bucket_start[b + 1] - 1;
+    return s->bucket_index[first_above(s->cdf, s->bucket_start[b], hi_slot < last ? hi_slot : last, r)];
 }
 
 /* a is a worse candidate than b: smaller, or as large with a higher index
