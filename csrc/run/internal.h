@@ -150,7 +150,8 @@ typedef struct ts_kernels {
      * in *s's binade, and no x on a rounding tie. Otherwise returns 0 and
      * leaves *s alone. Why it works: within one binade the floats are the
      * multiples of one ulp, so fl(s + x) = s + round(x / ulp) * ulp, and
-     * those are integer sums. Exact, with the same answers, in every set. */
+     * those are integer sums. Exact, with the same answers, in every set;
+     * NULL: the scalar one. */
     int (*sum_unordered)(const float *x, int n, float *s);
     /* Copies each x[i] >= floor, and i, to values and indices (room for n
      * each), in index order; returns how many, with their least in *lo and

@@ -146,7 +146,9 @@ static void sum_piece(int (*sum_unordered)(const float *, int, float *), const f
 void ts_k_sum_in_order(int (*sum_unordered)(const float *, int, float *), const float *x, int n,
                        float *s) {
     enum { BLOCK = 256 };
-    for (int i = 0; i < n; i += BLOCK) sum_piece(sum_unordered, x + i, n - i < BLOCK ? n - i : BLOCK, s);
+    for (int i = 0; i < n; i += BLOCK) {
+        sum_piece(sum_unordered, x + i, n - i < BLOCK ? n - i : BLOCK, s);
+    }
 }
 
 void ts_k_softmax(float *x, int n) {

@@ -119,8 +119,8 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
         s->sampled_count = calloc((size_t)vocab_size, sizeof *s->sampled_count);
     }
     if (!s->candidates || !s->scratch || !s->prob || !s->index || !s->bucket_prob ||
-        !s->bucket_index || !s->cdf || !s->bucket_of || !s->bucket_start || !s->span_first || !s->span_end ||
-        !s->walked ||
+        !s->bucket_index || !s->cdf || !s->bucket_of || !s->bucket_start || !s->span_first ||
+        !s->span_end || !s->walked ||
         (penalties && (!s->seen || !s->sampled_count))) {
         ts_sampler_free(s);
         return ts__fail(err, TS_ERR_NOMEM, "ts_sampler_new: out of memory");
@@ -279,7 +279,9 @@ static void sort_desc_stable(prob_index *a, prob_index *tmp, int n) {
 static int walk_bucket(ts_sampler *s, int b, float *sum) {
     const int b0 = s->bucket_start[b], n = s->bucket_start[b + 1] - b0;
     prob_index *c = s->candidates;
-    for (int i = 0; i < n; i++) c[i] = (prob_index){s->bucket_prob[b0 + i], s->bucket_index[b0 + i]};
+    for (int i = 0; i < n; i++) {
+        c[i] = (prob_index){s->bucket_prob[b0 + i], s->bucket_index[b0 + i]};
+    }
     sort_desc_stable(c, s->scratch, n);
     s->walked[b] = 1;
     float cumulative = *sum;
@@ -397,8 +399,8 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
         }
     }
     if (!s->walked[b]) walk_bucket(s, b, &before);
-    const int hi_slot = s->bucket_start[b + 1] - 1;
-    return s->bucket_index[first_above(s->cdf, s->bucket_start[b], hi_slot < last ? hi_slot : last, r)];
+    const int hi_slot = s->bucket_start[b + 1] - 1 < last ? s->bucket_start[b + 1] - 1 : last;
+    return s->bucket_index[first_above(s->cdf, s->bucket_start[b], hi_slot, r)];
 }
 
 /* a is a worse candidate than b: smaller, or as large with a higher index
