@@ -507,59 +507,83 @@ static void attention(float *out, float *att, const float *q, const float *keys,
 
 /* ------------------------------------------------- exact exponentials
  * libm's expf, 16 at a time, bit for bit. Each lane is computed in double
- * precision (e^x = 2^k e^r, |r| <= ln2/2, Taylor series to r^11: relative
- * error below 1e-13) and rounded to float. libm's expf rounds a result
- * with a relative error below 1e-10 (0.502 ulp in all), so whenever our
- * value lies farther than 1/128 ulp from the midpoint between two floats,
- * both round to the same float. The lanes nearer a midpoint (about 1.6%),
- * and inputs outside [-87, 88] (results near or past the float range) or
- * NaN, are handed to expf itself. So sums of exponentials (softmax, the
- * SiLU gate) keep the scalar set's bits at a fraction of the cost. */
+ * precision and rounded to float. libm's expf rounds a result with a
+ * relative error below 1e-10 (0.502 ulp in all), so whenever our value
+ * lies farther than 1/128 ulp from the midpoint between two floats, both
+ * round to the same float. The lanes nearer a midpoint (about 1.6%), and
+ * inputs in (-104, -87) or past 88 (results near or past the float range)
+ * or NaN, are handed to expf itself; at or below -104 both give +0. So
+ * sums of exponentials (softmax, the SiLU gate) keep the scalar set's bits
+ * at a fraction of the cost. */
 
+/* e^x = 2^(k/16) e^r with k = round(16 x / ln2) and |r| <= ln2/32: 2^(k/16)
+ * is a 16-entry table's 2^(j/16) (j = k mod 16) with floor(k/16) added to
+ * its exponent, e^r the Taylor series to r^5 (relative error below 2^-42,
+ * against the 2^-31 the 1/128-ulp margin needs). Valid for |x| < 110. */
 static inline __m512d exp_pd(__m512d x) {
-    __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(1.4426950408889634)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    /* r = x - k ln2 with ln2 in two parts (Cody and Waite) */
-    __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(6.93147180369123816490e-01), x);
-    r = _mm512_fnmadd_pd(k, _mm512_set1_pd(1.90821492927058770002e-10), r);
-    /* sum of r^i / i!, i = 0..11, by Horner's rule */
-    static const double inv_factorial[12] = {
-        1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
-        1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800};
-    __m512d p = _mm512_set1_pd(inv_factorial[11]);
-    for (int i = 10; i >= 0; i--) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(inv_factorial[i]));
-    return _mm512_scalef_pd(p, k);
+    /* k + 1.5 * 2^52: k in the low bits, two's complement (the shift trick) */
+    const __m512d shift = _mm512_set1_pd(0x1.8p52);
+    __m512d kd = _mm512_fmadd_pd(x, _mm512_set1_pd(0x1.71547652b82fep+4), shift); /* 16/ln2 */
+    const __m512i kbits = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, shift);
+    /* r = x - k ln2/16, ln2/16 in two parts (Cody and Waite): k times the
+     * first, of 32 bits, is exact (|k| < 2^12) */
+    __m512d r = _mm512_fnmadd_pd(kd, _mm512_set1_pd(0x1.62e42feep-5), x);
+    r = _mm512_fnmadd_pd(kd, _mm512_set1_pd(0x1.a39ef35793c76p-37), r);
+    __m512d p = _mm512_set1_pd(1.0 / 120);
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 24));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 6));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.5));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
+    /* 2^(j/16), j = 0..15, each the double nearest */
+    const __m512d low8 = _mm512_setr_pd(0x1p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0,
+                                        0x1.2387a6e756238p+0, 0x1.306fe0a31b715p+0,
+                                        0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0,
+                                        0x1.5ab07dd485429p+0);
+    const __m512d high8 = _mm512_setr_pd(0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0,
+                                         0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+                                         0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0,
+                                         0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0);
+    const __m512d t = _mm512_permutex2var_pd(low8, kbits, high8); /* uses kbits' low 4 bits */
+    /* floor(k/16) into the exponent field: the bits above it fall off */
+    const __m512i scale = _mm512_slli_epi64(_mm512_srli_epi64(kbits, 4), 52);
+    return _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(_mm512_mul_pd(p, t)), scale));
 }
 
-/* 8 lanes: their floats, and which lie too near a rounding midpoint. */
+/* 8 lanes: their floats, and which lie within 1/128 ulp of a rounding
+ * midpoint. A double keeps 29 bits below a float's last place; the
+ * midpoint is 1 followed by zeros there. They are read in y's own binade,
+ * so a value just below a power of two is judged on that binade's finer
+ * grid, as its rounding is. */
 static inline __m256 exp_half(__m256 x8, __mmask8 *near) {
-    __m512d y = exp_pd(_mm512_cvtps_pd(x8));
-    __m256 f = _mm512_cvtpd_ps(y);
-    __m512d diff = _mm512_sub_pd(y, _mm512_cvtps_pd(f)); /* exact: the two are close */
-    __m256i bits = _mm256_castps_si256(f);
-    /* u: the spacing of floats just above f; below f it is u/2 when f is a power of two */
-    __m256 pow2 = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_set1_epi32(0x7f800000)));
-    __m512d u = _mm512_mul_pd(_mm512_cvtps_pd(pow2), _mm512_set1_pd(0x1p-23));
-    __mmask8 is_pow2 = _mm256_cmpeq_epi32_mask(_mm256_and_si256(bits, _mm256_set1_epi32(0x7fffff)),
-                                               _mm256_setzero_si256());
-    __m512d below = _mm512_mask_mul_pd(u, is_pow2, u, _mm512_set1_pd(0.5));
-    __mmask8 above = _mm512_cmp_pd_mask(diff, _mm512_setzero_pd(), _CMP_GE_OQ);
-    __m512d half_gap = _mm512_mul_pd(_mm512_mask_blend_pd(above, below, u), _mm512_set1_pd(0.5));
-    __m512d room = _mm512_sub_pd(half_gap, _mm512_abs_pd(diff));
-    *near = _mm512_cmp_pd_mask(room, _mm512_mul_pd(u, _mm512_set1_pd(1.0 / 128)), _CMP_LT_OQ);
-    return f;
+    const __m512d y = exp_pd(_mm512_cvtps_pd(x8));
+    const __m512i below = _mm512_and_si512(_mm512_castpd_si512(y), _mm512_set1_epi64((1 << 29) - 1));
+    const __m512i off = _mm512_abs_epi64(_mm512_sub_epi64(below, _mm512_set1_epi64(1 << 28)));
+    *near = _mm512_cmp_epi64_mask(off, _mm512_set1_epi64(1 << 22), _MM_CMPINT_LT);
+    return _mm512_cvtpd_ps(y);
+}
+
+/* 16 lanes: our floats, and in *slow the lanes whose float only expf
+ * itself decides. */
+static inline __m512 expf_fast(__m512 x, __mmask16 *slow) {
+    const __mmask16 in_range = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ) &
+                               _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_LE_OQ);
+    const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LE_OQ);
+    const __m512 safe = _mm512_mask_mov_ps(_mm512_setzero_ps(), in_range, x);
+    __mmask8 near_lo, near_hi;
+    const __m256 lo = exp_half(_mm512_castps512_ps256(safe), &near_lo);
+    const __m256 hi = exp_half(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(safe), 1)),
+                               &near_hi);
+    const __m512 y = _mm512_castpd_ps(_mm512_insertf64x4(
+        _mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+    *slow = (__mmask16)((~in_range & ~zero) | ((near_lo | (unsigned)near_hi << 8) & in_range));
+    return _mm512_maskz_mov_ps((__mmask16)~zero, y);
 }
 
 static inline __m512 expf_exact(__m512 x) {
-    __mmask16 in_range = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ) &
-                         _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_LE_OQ);
-    __m512 safe = _mm512_mask_mov_ps(_mm512_setzero_ps(), in_range, x);
-    __mmask8 near_lo, near_hi;
-    __m256 lo = exp_half(_mm512_castps512_ps256(safe), &near_lo);
-    __m256 hi = exp_half(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(safe), 1)), &near_hi);
-    __m512 y = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)),
-                                                   _mm256_castps_pd(hi), 1));
-    __mmask16 slow = (__mmask16)(~in_range | near_lo | ((unsigned)near_hi << 8));
+    __mmask16 slow;
+    __m512 y = expf_fast(x, &slow);
     if (slow) {
         float xs[16], ys[16];
         _mm512_storeu_ps(xs, x);
