@@ -333,19 +333,120 @@ void ts__avx2_attention(float *out, float *att, const float *q, const float *key
     }
 }
 
-/* The scalar set's softmax, operation for operation: libm's expf, the sum
- * in order; only the max and the division are vectorized (both exact). */
+/* ------------------------------------------------- exact exponentials
+ * libm's expf bit for bit, 8 at a time, as in kernels_avx512.c (which says
+ * why a value 1/128 ulp or more from a rounding midpoint rounds to libm's
+ * float): each lane in double precision, e^x = 2^(k/4) e^r with
+ * k = round(4 x / ln2), |r| <= ln2/8, 2^(k/4) from a 4-entry table and the
+ * exponent bits, e^r the Taylor series to r^6 (relative error below 2^-37). */
+static inline __m256d exp_pd(__m256d x) {
+    /* k + 1.5 * 2^52: k in the low bits, two's complement (the shift trick) */
+    const __m256d shift = _mm256_set1_pd(0x1.8p52);
+    __m256d kd = _mm256_fmadd_pd(x, _mm256_set1_pd(0x1.71547652b82fep+2), shift); /* 4/ln2 */
+    const __m256i kbits = _mm256_castpd_si256(kd);
+    kd = _mm256_sub_pd(kd, shift);
+    /* r = x - k ln2/4, ln2/4 in two parts: k times the first (32 bits) is exact */
+    __m256d r = _mm256_fnmadd_pd(kd, _mm256_set1_pd(0x1.62e42feep-3), x);
+    r = _mm256_fnmadd_pd(kd, _mm256_set1_pd(0x1.a39ef35793c76p-35), r);
+    __m256d p = _mm256_set1_pd(1.0 / 720);
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 120));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 24));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0 / 6));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(0.5));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(1.0));
+    /* 2^(j/4), j = k mod 4, each the double nearest: a lane picks its
+     * entry's two float halves, 2j and 2j + 1 */
+    const __m256d table = _mm256_setr_pd(1.0, 0x1.306fe0a31b715p+0, 0x1.6a09e667f3bcdp+0,
+                                         0x1.ae89f995ad3adp+0);
+    const __m256i j2 = _mm256_slli_epi64(_mm256_and_si256(kbits, _mm256_set1_epi64x(3)), 1);
+    const __m256i pick =
+        _mm256_or_si256(j2, _mm256_slli_epi64(_mm256_add_epi64(j2, _mm256_set1_epi64x(1)), 32));
+    const __m256d t = _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(table), pick));
+    /* floor(k/4) into the exponent field: the bits above it fall off */
+    const __m256i scale = _mm256_slli_epi64(_mm256_srli_epi64(kbits, 2), 52);
+    return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(_mm256_mul_pd(p, t)), scale));
+}
+
+/* 4 lanes: their floats, and in *near (a bit per lane) those within 1/128
+ * ulp of a rounding midpoint: the double's 29 bits below a float's last
+ * place within 2^22 of 1 followed by zeros, read in y's own binade. */
+static inline __m128 exp_quarter(__m128 x4, int *near) {
+    const __m256d y = exp_pd(_mm256_cvtps_pd(x4));
+    const __m256i below = _mm256_and_si256(_mm256_castpd_si256(y), _mm256_set1_epi64x((1 << 29) - 1));
+    /* below in (2^28 - 2^22, 2^28 + 2^22): off in (0, 2^23) */
+    const __m256i off = _mm256_sub_epi64(below, _mm256_set1_epi64x((1 << 28) - (1 << 22)));
+    const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi64(off, _mm256_setzero_si256()),
+                                        _mm256_cmpgt_epi64(_mm256_set1_epi64x(1 << 23), off));
+    *near = _mm256_movemask_pd(_mm256_castsi256_pd(in));
+    return _mm256_cvtpd_ps(y);
+}
+
+/* expf of 8 lanes: those in (-104, -87) or past 88 (results near or past
+ * the float range), NaN, and those near a midpoint go to expf itself; at or
+ * below -104 both give +0. */
+static inline __m256 expf_exact(__m256 x) {
+    const __m256 in_range = _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ),
+                                          _mm256_cmp_ps(x, _mm256_set1_ps(88.0f), _CMP_LE_OQ));
+    const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LE_OQ);
+    const __m256 safe = _mm256_and_ps(x, in_range); /* the others: +0 */
+    int near_lo, near_hi;
+    const __m128 lo = exp_quarter(_mm256_castps256_ps128(safe), &near_lo);
+    const __m128 hi = exp_quarter(_mm256_extractf128_ps(safe, 1), &near_hi);
+    __m256 y = _mm256_andnot_ps(zero, _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
+    const int range = _mm256_movemask_ps(in_range), zeros = _mm256_movemask_ps(zero);
+    const int slow = ((~range & ~zeros) | ((near_lo | near_hi << 4) & range)) & 0xff;
+    if (slow) {
+        float xs[8], ys[8];
+        _mm256_storeu_ps(xs, x);
+        _mm256_storeu_ps(ys, y);
+        for (int i = 0; i < 8; i++) {
+            if (slow >> i & 1) ys[i] = expf(xs[i]);
+        }
+        y = _mm256_loadu_ps(ys);
+    }
+    return y;
+}
+
+/* The scalar set's softmax bit for bit: expf_exact, the sum in order; the
+ * max and the division are exact in any order. */
 static void softmax_exact(float *x, int n) {
     const float max_val = max_of(x, n);
-    int i;
+    const __m256 vm = _mm256_set1_ps(max_val);
+    int i = 0;
     float sum = 0.0f;
-    for (i = 0; i < n; i++) {
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(x + i, expf_exact(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm)));
+        for (int j = 0; j < 8; j++) sum += x[i + j];
+    }
+    for (; i < n; i++) {
         x[i] = expf(x[i] - max_val);
         sum += x[i];
     }
     const __m256 vsum = _mm256_set1_ps(sum);
     for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vsum));
     for (; i < n; i++) x[i] /= sum;
+}
+
+/* The scalar swiglu bit for bit: h * (1 / (1 + e^-h)) * g, each step
+ * rounded as there. */
+static void swiglu_exact(float *h, const float *g, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    /* -v as the scalar code negates: the sign bit flipped (NaNs too) */
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(h + i);
+        const __m256 e = expf_exact(_mm256_xor_ps(v, sign));
+        v = _mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(v, _mm256_loadu_ps(g + i)));
+    }
+    for (; i < n; i++) {
+        float val = h[i];
+        val *= (1.0f / (1.0f + expf(-val)));
+        val *= g[i];
+        h[i] = val;
+    }
 }
 
 /* Adds q[i] * (row i of a key block) to s0 (lanes 0-7) and s1 (lanes 8-15)
@@ -445,5 +546,7 @@ const ts_kernels ts_kernels_avx2 = {
     .swiglu = ts__avx2_swiglu,
     .attention = ts__avx2_attention,
     .attention_exact = ts__attention_exact,
+    .softmax_exact = softmax_exact,
+    .swiglu_exact = swiglu_exact,
     .argmax = argmax,
 };
