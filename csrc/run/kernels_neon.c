@@ -345,19 +345,113 @@ static void attention(float *out, float *att, const float *q, const float *keys,
 
 /* ------------------------------------------- exact attention (Q8_0 models) */
 
-/* The scalar set's softmax, operation for operation: libm's expf, the sum
- * in order; only the max and the division are vectorized (both exact). */
+/* libm's expf bit for bit, 4 at a time, as in kernels_avx512.c (which says
+ * why a value 1/128 ulp or more from a rounding midpoint rounds to libm's
+ * float): each lane in double precision, e^x = 2^(k/4) e^r with
+ * k = round(4 x / ln2), |r| <= ln2/8, 2^(k/4) from a 4-entry table and the
+ * exponent bits, e^r the Taylor series to r^6 (relative error below 2^-37). */
+static inline float64x2_t exp_f64(float64x2_t x) {
+    /* 2^(j/4), j = 0..3, each the double nearest */
+    static const double table[4] = {1.0, 0x1.306fe0a31b715p+0, 0x1.6a09e667f3bcdp+0,
+                                    0x1.ae89f995ad3adp+0};
+    /* k + 1.5 * 2^52: k in the low bits, two's complement (the shift trick) */
+    const float64x2_t shift = vdupq_n_f64(0x1.8p52);
+    float64x2_t kd = vfmaq_f64(shift, x, vdupq_n_f64(0x1.71547652b82fep+2)); /* 4/ln2 */
+    const uint64x2_t kbits = vreinterpretq_u64_f64(kd);
+    kd = vsubq_f64(kd, shift);
+    /* r = x - k ln2/4, ln2/4 in two parts: k times the first (32 bits) is exact */
+    float64x2_t r = vfmsq_f64(x, kd, vdupq_n_f64(0x1.62e42feep-3));
+    r = vfmsq_f64(r, kd, vdupq_n_f64(0x1.a39ef35793c76p-35));
+    float64x2_t p = vdupq_n_f64(1.0 / 720);
+    p = vfmaq_f64(vdupq_n_f64(1.0 / 120), p, r);
+    p = vfmaq_f64(vdupq_n_f64(1.0 / 24), p, r);
+    p = vfmaq_f64(vdupq_n_f64(1.0 / 6), p, r);
+    p = vfmaq_f64(vdupq_n_f64(0.5), p, r);
+    p = vfmaq_f64(vdupq_n_f64(1.0), p, r);
+    p = vfmaq_f64(vdupq_n_f64(1.0), p, r);
+    const float64x2_t t = vcombine_f64(vld1_f64(table + (vgetq_lane_u64(kbits, 0) & 3)),
+                                       vld1_f64(table + (vgetq_lane_u64(kbits, 1) & 3)));
+    /* floor(k/4) into the exponent field: the bits above it fall off */
+    const uint64x2_t scale = vshlq_n_u64(vshrq_n_u64(kbits, 2), 52);
+    return vreinterpretq_f64_u64(vaddq_u64(vreinterpretq_u64_f64(vmulq_f64(p, t)), scale));
+}
+
+/* Which of y's 2 lanes lie within 1/128 ulp of a float rounding midpoint:
+ * the double's 29 bits below a float's last place within 2^22 of 1
+ * followed by zeros, read in y's own binade. */
+static inline uint32x2_t near_midpoint(float64x2_t y) {
+    const uint64x2_t below = vandq_u64(vreinterpretq_u64_f64(y), vdupq_n_u64((1 << 29) - 1));
+    const int64x2_t off = vsubq_s64(vreinterpretq_s64_u64(below), vdupq_n_s64((1 << 28) - (1 << 22)));
+    const uint64x2_t in = vandq_u64(vcgtq_s64(off, vdupq_n_s64(0)),
+                                    vcltq_s64(off, vdupq_n_s64(1 << 23)));
+    return vmovn_u64(in);
+}
+
+/* expf of 4 lanes: those in (-104, -87) or past 88 (results near or past
+ * the float range), NaN, and those near a midpoint go to expf itself; at or
+ * below -104 both give +0. */
+static inline float32x4_t expf_exact(float32x4_t x) {
+    const uint32x4_t in_range = vandq_u32(vcgeq_f32(x, vdupq_n_f32(-87.0f)),
+                                          vcleq_f32(x, vdupq_n_f32(88.0f)));
+    const uint32x4_t zero = vcleq_f32(x, vdupq_n_f32(-104.0f));
+    const float32x4_t safe = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(x), in_range));
+    const float64x2_t lo = exp_f64(vcvt_f64_f32(vget_low_f32(safe)));
+    const float64x2_t hi = exp_f64(vcvt_high_f64_f32(safe));
+    const float32x4_t y = vcvt_high_f32_f64(vcvt_f32_f64(lo), hi);
+    const uint32x4_t near = vcombine_u32(near_midpoint(lo), near_midpoint(hi));
+    const uint32x4_t slow = vorrq_u32(vbicq_u32(vmvnq_u32(in_range), zero), vandq_u32(near, in_range));
+    float32x4_t out = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), zero));
+    if (vmaxvq_u32(slow)) {
+        float xs[4], ys[4];
+        uint32_t which[4];
+        vst1q_f32(xs, x);
+        vst1q_f32(ys, out);
+        vst1q_u32(which, slow);
+        for (int i = 0; i < 4; i++) {
+            if (which[i]) ys[i] = expf(xs[i]);
+        }
+        out = vld1q_f32(ys);
+    }
+    return out;
+}
+
+/* The scalar set's softmax bit for bit: expf_exact, the sum in order; the
+ * max and the division are exact in any order. */
 static void softmax_exact(float *x, int n) {
     const float max_val = max_of(x, n);
+    const float32x4_t vm = vdupq_n_f32(max_val);
     float sum = 0.0f;
-    int i;
-    for (i = 0; i < n; i++) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        vst1q_f32(x + i, expf_exact(vsubq_f32(vld1q_f32(x + i), vm)));
+        for (int j = 0; j < 4; j++) sum += x[i + j];
+    }
+    for (; i < n; i++) {
         x[i] = expf(x[i] - max_val);
         sum += x[i];
     }
     const float32x4_t vsum = vdupq_n_f32(sum);
     for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vsum));
     for (; i < n; i++) x[i] /= sum;
+}
+
+/* The scalar swiglu bit for bit: h * (1 / (1 + e^-h)) * g, each step
+ * rounded as there (the library's -ffp-contract=off keeps them apart). */
+static void swiglu_exact(float *h, const float *g, int n) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(h + i);
+        const float32x4_t e = expf_exact(vnegq_f32(v)); /* the sign bit flipped, NaNs too */
+        v = vmulq_f32(v, vdivq_f32(one, vaddq_f32(one, e)));
+        vst1q_f32(h + i, vmulq_f32(v, vld1q_f32(g + i)));
+    }
+    for (; i < n; i++) {
+        float val = h[i];
+        val *= (1.0f / (1.0f + expf(-val)));
+        val *= g[i];
+        h[i] = val;
+    }
 }
 
 /* The scalar set's attention, operation for operation (no FMA, the same
@@ -446,5 +540,7 @@ const ts_kernels ts_kernels_neon = {
     .swiglu = swiglu,
     .attention = attention,
     .attention_exact = attention_exact,
+    .softmax_exact = softmax_exact,
+    .swiglu_exact = swiglu_exact,
     .argmax = argmax,
 };
