@@ -42,13 +42,15 @@ struct ts_sampler {
     float *prob;            /* filtered */
     int32_t *index;
     float *bucket_prob;     /* bucketed: the most likely bucket first */
-    int32_t *bucket_index;
+    int32_t *bucket_place;  /* walked buckets: each slot's candidate, by its place in the
+                             * bucket's index order (see token_at) */
     float *cdf;             /* running sums, where a bucket was walked one by one */
     int32_t *bucket_of;     /* vocab_size: each filtered candidate's bucket */
     int32_t *bucket_start;  /* vocab_size + 1: counts, then offsets */
     int32_t *span_first;    /* vocab_size: the first bucket of each summed span */
     float *span_end;        /* vocab_size: the running sum after each span */
     unsigned char *walked;  /* vocab_size: bucket b's cdf is set, its candidates sorted */
+    int cut_bucket;         /* the bucket of the slot where the sum passed top_p */
 };
 
 ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler **out,
@@ -105,7 +107,7 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     s->prob = malloc(v * sizeof *s->prob);
     s->index = malloc(v * sizeof *s->index);
     s->bucket_prob = malloc(v * sizeof *s->bucket_prob);
-    s->bucket_index = malloc(v * sizeof *s->bucket_index);
+    s->bucket_place = malloc(v * sizeof *s->bucket_place);
     s->cdf = malloc(v * sizeof *s->cdf);
     s->bucket_of = malloc(v * sizeof *s->bucket_of);
     s->bucket_start = malloc((v + 1) * sizeof *s->bucket_start);
@@ -119,7 +121,7 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
         s->sampled_count = calloc((size_t)vocab_size, sizeof *s->sampled_count);
     }
     if (!s->candidates || !s->scratch || !s->prob || !s->index || !s->bucket_prob ||
-        !s->bucket_index || !s->cdf || !s->bucket_of || !s->bucket_start || !s->span_first ||
+        !s->bucket_place || !s->cdf || !s->bucket_of || !s->bucket_start || !s->span_first ||
         !s->span_end || !s->walked ||
         (penalties && (!s->seen || !s->sampled_count))) {
         ts_sampler_free(s);
@@ -136,7 +138,7 @@ void ts_sampler_free(ts_sampler *s) {
     free(s->prob);
     free(s->index);
     free(s->bucket_prob);
-    free(s->bucket_index);
+    free(s->bucket_place);
     free(s->cdf);
     free(s->bucket_of);
     free(s->bucket_start);
@@ -225,9 +227,10 @@ static int32_t sample_mult(const float *p, int n, float coin) {
     return n - 1; /* rounding */
 }
 
-/* The filtered candidates into buckets by probability, the most likely
+/* The filtered candidates' probabilities into buckets, the most likely
  * bucket first, in index order within a bucket; about 16 to a bucket where
- * they spread evenly. The bucket of p is a non-decreasing function of p,
+ * they spread evenly. Their tokens stay where they are: only the one drawn
+ * is looked up (token_at), which saves a store per candidate. The bucket of p is a non-decreasing function of p,
  * so the buckets, each sorted by itself, in bucket order, are exactly the
  * sorted order. Returns the bucket count, or 0 when the probabilities do
  * not spread over a usable range (all equal, or not finite). */
@@ -250,7 +253,6 @@ static int bucket_candidates(ts_sampler *s, int n0, float lo, float hi) {
     for (int i = 0; i < n0; i++) {
         int at = start[bucket[i]]++;
         s->bucket_prob[at] = prob[i];
-        s->bucket_index[at] = s->index[i];
     }
     memmove(start + 1, start, (size_t)nb * sizeof *start);
     start[0] = 0;
@@ -279,20 +281,18 @@ static void sort_desc_stable(prob_index *a, prob_index *tmp, int n) {
 static int walk_bucket(ts_sampler *s, int b, float *sum) {
     const int b0 = s->bucket_start[b], n = s->bucket_start[b + 1] - b0;
     prob_index *c = s->candidates;
-    for (int i = 0; i < n; i++) {
-        c[i] = (prob_index){s->bucket_prob[b0 + i], s->bucket_index[b0 + i]};
-    }
+    for (int i = 0; i < n; i++) c[i] = (prob_index){s->bucket_prob[b0 + i], i}; /* its place */
     sort_desc_stable(c, s->scratch, n);
     s->walked[b] = 1;
     float cumulative = *sum;
     int cut = -1;
     for (int i = 0; i < n; i++) {
         s->bucket_prob[b0 + i] = c[i].prob;
-        s->bucket_index[b0 + i] = c[i].index;
+        s->bucket_place[b0 + i] = c[i].index;
         if (cut >= 0) continue;
         cumulative += c[i].prob;
         s->cdf[b0 + i] = cumulative;
-        if (cumulative > s->top_p) cut = b0 + i;
+        if (cumulative > s->top_p) cut = b0 + i, s->cut_bucket = b;
     }
     *sum = cumulative;
     return cut;
@@ -320,6 +320,25 @@ static void sum_buckets(ts_sampler *s, int b, int e, float *sum, int *n_spans, i
     s->span_first[*n_spans] = b;
     s->span_end[*n_spans] = *sum;
     ++*n_spans;
+}
+
+/* The token in `slot` of walked bucket b (of n0 candidates): a bucket
+ * holds its candidates in index order until its walk sorts them, and
+ * bucket_place keeps each one's place in that order, so it is the place-th
+ * candidate i (in index order) with bucket_of[i] == b. */
+static int32_t token_at(const ts_sampler *s, int n0, int b, int slot) {
+    const int32_t *of = s->bucket_of;
+    int place = s->bucket_place[slot], i = 0;
+    for (; i + 16 <= n0; i += 16) { /* whole blocks first: a count the compiler vectorizes */
+        int here = 0;
+        for (int j = 0; j < 16; j++) here += of[i + j] == b;
+        if (here > place) break;
+        place -= here;
+    }
+    for (; i < n0; i++) {
+        if (of[i] == b && place-- == 0) break;
+    }
+    return s->index[i < n0 ? i : n0 - 1]; /* i < n0: bucket b holds place + 1 of them */
 }
 
 /* The first i in [a, z] with r < v[i], else z, for v[a..z] that never
@@ -357,7 +376,7 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
         s->bucket_start[0] = 0;
         s->bucket_start[1] = n0;
         memcpy(s->bucket_prob, s->prob, (size_t)n0 * sizeof *s->prob);
-        memcpy(s->bucket_index, s->index, (size_t)n0 * sizeof *s->index);
+        memset(s->bucket_of, 0, (size_t)n0 * sizeof *s->bucket_of);
     }
     memset(s->walked, 0, (size_t)nb);
     float cumulative = 0.0f;
@@ -377,12 +396,13 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
                              s->bucket_start[b] - s->bucket_start[s->span_first[k]], &before);
             walk_bucket(s, b, &before);
         }
+        s->cut_bucket = b;
     }
     /* run.c's draw: the first i <= last with r < cdf[i], else last. The
      * sums never decrease, so the first span whose end exceeds r holds it. */
     const float r = coin * cumulative;
     const int a = first_above(s->span_end, 0, n_spans - 1, r);
-    if (!(r < s->span_end[a])) return s->bucket_index[last];
+    if (!(r < s->span_end[a])) return token_at(s, n0, s->cut_bucket, last);
     /* halve the span down to the bucket: a part of what sum_unordered took
      * it takes too */
     float before = a > 0 ? s->span_end[a - 1] : 0.0f;
@@ -400,7 +420,7 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     }
     if (!s->walked[b]) walk_bucket(s, b, &before);
     const int hi_slot = s->bucket_start[b + 1] - 1 < last ? s->bucket_start[b + 1] - 1 : last;
-    return s->bucket_index[first_above(s->cdf, s->bucket_start[b], hi_slot, r)];
+    return token_at(s, n0, b, first_above(s->cdf, s->bucket_start[b], hi_slot, r));
 }
 
 /* a is a worse candidate than b: smaller, or as large with a higher index
