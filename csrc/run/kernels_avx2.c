@@ -441,12 +441,7 @@ static void swiglu_exact(float *h, const float *g, int n) {
         v = _mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, e)));
         _mm256_storeu_ps(h + i, _mm256_mul_ps(v, _mm256_loadu_ps(g + i)));
     }
-    for (; i < n; i++) {
-        float val = h[i];
-        val *= (1.0f / (1.0f + expf(-val)));
-        val *= g[i];
-        h[i] = val;
-    }
+    ts_kernels_scalar.swiglu(h + i, g + i, n - i); /* the tail */
 }
 
 /* Adds q[i] * (row i of a key block) to s0 (lanes 0-7) and s1 (lanes 8-15)

@@ -722,12 +722,7 @@ static void swiglu_exact(float *h, const float *g, int n) {
         v = _mm512_mul_ps(v, _mm512_div_ps(one, _mm512_add_ps(one, e)));
         _mm512_storeu_ps(h + i, _mm512_mul_ps(v, _mm512_loadu_ps(g + i)));
     }
-    for (; i < n; i++) {
-        float val = h[i];
-        val *= (1.0f / (1.0f + expf(-val)));
-        val *= g[i];
-        h[i] = val;
-    }
+    ts_kernels_scalar.swiglu(h + i, g + i, n - i); /* the tail */
 }
 
 /* The scalar attention bit for bit (Q8_0 models): a key block's 16

@@ -446,12 +446,7 @@ static void swiglu_exact(float *h, const float *g, int n) {
         v = vmulq_f32(v, vdivq_f32(one, vaddq_f32(one, e)));
         vst1q_f32(h + i, vmulq_f32(v, vld1q_f32(g + i)));
     }
-    for (; i < n; i++) {
-        float val = h[i];
-        val *= (1.0f / (1.0f + expf(-val)));
-        val *= g[i];
-        h[i] = val;
-    }
+    ts_kernels_scalar.swiglu(h + i, g + i, n - i); /* the tail */
 }
 
 /* The scalar set's attention, operation for operation (no FMA, the same
