@@ -584,14 +584,12 @@ static inline __m512 expf_fast(__m512 x, __mmask16 *slow) {
 static inline __m512 expf_exact(__m512 x) {
     __mmask16 slow;
     __m512 y = expf_fast(x, &slow);
-    if (slow) {
-        float xs[16], ys[16];
-        _mm512_storeu_ps(xs, x);
-        _mm512_storeu_ps(ys, y);
-        for (int i = 0; i < 16; i++) {
-            if (slow >> i & 1) ys[i] = expf(xs[i]);
-        }
-        y = _mm512_loadu_ps(ys);
+    /* lane by lane, in registers: no array on the stack, which ASan's
+     * fake stack (detect_stack_use_after_return) would not align to 64 */
+    for (unsigned m = slow; m; m &= m - 1) {
+        const int i = __builtin_ctz(m);
+        const float xi = _mm512_cvtss_f32(_mm512_permutexvar_ps(_mm512_set1_epi32(i), x));
+        y = _mm512_mask_mov_ps(y, (__mmask16)(1u << i), _mm512_set1_ps(expf(xi)));
     }
     return y;
 }
