@@ -508,6 +508,54 @@ void ts__attention_exact(float *out, float *att, const float *q, const float *ke
     }
 }
 
+/* ts_k_sum_unordered's test and sum, 8 floats at a time (as in
+ * kernels_avx512.c): q = x / ulp must lie in [-0, 2^23) (an unsigned
+ * compare of its bits, done as a signed one with the sign bits flipped,
+ * also rejects negatives and NaNs), its fraction must not be one half, and
+ * the rounded q are summed as integers. A lane sums at most 16 values
+ * (< 2^27) before the lanes are added into a 64-bit total, so nothing
+ * wraps. */
+static int sum_unordered(const float *x, int n, float *s) {
+    const float s0 = *s;
+    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
+    uint32_t bits;
+    memcpy(&bits, &s0, sizeof bits);
+    const uint32_t biased = bits >> 23; /* s0 in [2^(biased-127), 2^(biased-126)) */
+    const uint32_t ulp_bits = (biased - 23) << 23, inv_bits = (277 - biased) << 23;
+    float ulp, inv_ulp;
+    memcpy(&ulp, &ulp_bits, sizeof ulp);
+    memcpy(&inv_ulp, &inv_bits, sizeof inv_ulp);
+    const int64_t start = (bits & 0x7fffff) | 0x800000;
+    const __m256 inv = _mm256_set1_ps(inv_ulp), half = _mm256_set1_ps(0.5f);
+    const __m256i flip = _mm256_set1_epi32(INT32_MIN);
+    const __m256i below = _mm256_set1_epi32((int32_t)(0x4b000000u ^ 0x80000000u) - 1); /* 2^23's bits */
+    int64_t steps = 0;
+    for (int i = 0; i < n; i += 128) {
+        __m256i acc = _mm256_setzero_si256();
+        __m256 bad = _mm256_setzero_ps();
+        const int end = n - i < 128 ? n : i + 128;
+        for (int j = i; j < end; j += 8) {
+            const __m256 v = end - j >= 8 ? _mm256_loadu_ps(x + j)
+                                          : _mm256_maskload_ps(x + j, tail_mask8(end - j));
+            const __m256 q = _mm256_mul_ps(v, inv);
+            const __m256i past = _mm256_cmpgt_epi32(_mm256_xor_si256(_mm256_castps_si256(q), flip), below);
+            bad = _mm256_or_ps(bad, _mm256_and_ps(_mm256_castsi256_ps(past),
+                                                  _mm256_cmp_ps(q, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+            const __m256 part = _mm256_sub_ps(q, _mm256_floor_ps(q));
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(part, half, _CMP_EQ_OQ));
+            acc = _mm256_add_epi32(acc, _mm256_cvtps_epi32(q)); /* to nearest: no ties left */
+        }
+        if (!_mm256_testz_ps(bad, bad)) return 0;
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+        steps += _mm_cvtsi128_si32(t);
+        if (start + steps >= (int64_t)1 << 24) return 0; /* a partial sum left the binade */
+    }
+    *s = (float)(start + steps) * ulp;
+    return 1;
+}
+
 /* The largest value first (a NaN in x loses every max_ps: it returns its
  * second operand, the running maximum), then its first index. */
 static int32_t argmax(const float *x, int n) {
@@ -544,4 +592,5 @@ const ts_kernels ts_kernels_avx2 = {
     .softmax_exact = softmax_exact,
     .swiglu_exact = swiglu_exact,
     .argmax = argmax,
+    .sum_unordered = sum_unordered,
 };

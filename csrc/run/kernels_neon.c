@@ -506,6 +506,46 @@ static void attention_exact(float *out, float *att, const float *q, const float 
     }
 }
 
+/* ts_k_sum_unordered's test and sum, 4 floats at a time (as in
+ * kernels_avx512.c): q = x / ulp must lie in [-0, 2^23) (an unsigned
+ * compare of its bits also rejects negatives and NaNs), its fraction must
+ * not be one half, and the rounded q are summed as integers. A lane sums
+ * at most 32 values (< 2^28) before the lanes are added into a 64-bit
+ * total, so nothing wraps. */
+static int sum_unordered(const float *x, int n, float *s) {
+    const float s0 = *s;
+    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
+    uint32_t bits;
+    memcpy(&bits, &s0, sizeof bits);
+    const uint32_t biased = bits >> 23; /* s0 in [2^(biased-127), 2^(biased-126)) */
+    const uint32_t ulp_bits = (biased - 23) << 23, inv_bits = (277 - biased) << 23;
+    float ulp, inv_ulp;
+    memcpy(&ulp, &ulp_bits, sizeof ulp);
+    memcpy(&inv_ulp, &inv_bits, sizeof inv_ulp);
+    const int64_t start = (bits & 0x7fffff) | 0x800000;
+    const float32x4_t inv = vdupq_n_f32(inv_ulp), half = vdupq_n_f32(0.5f);
+    const uint32x4_t limit = vdupq_n_u32(0x4b000000u); /* the bits of 2^23 */
+    int64_t steps = 0;
+    for (int i = 0; i < n; i += 128) {
+        int32x4_t acc = vdupq_n_s32(0);
+        uint32x4_t bad = vdupq_n_u32(0);
+        const int end = n - i < 128 ? n : i + 128;
+        for (int j = i; j < end; j += 4) {
+            const float32x4_t v = end - j >= 4 ? vld1q_f32(x + j) : load_tail(x + j, end - j);
+            const float32x4_t q = vmulq_f32(v, inv);
+            const uint32x4_t past = vcgeq_u32(vreinterpretq_u32_f32(q), limit);
+            bad = vorrq_u32(bad, vbicq_u32(past, vceqq_f32(q, vdupq_n_f32(0.0f)))); /* -0 is fine */
+            bad = vorrq_u32(bad, vceqq_f32(vsubq_f32(q, vrndmq_f32(q)), half));
+            acc = vaddq_s32(acc, vcvtnq_s32_f32(q)); /* to nearest: no ties left */
+        }
+        if (vmaxvq_u32(bad)) return 0;
+        steps += vaddvq_s32(acc);
+        if (start + steps >= (int64_t)1 << 24) return 0; /* a partial sum left the binade */
+    }
+    *s = (float)(start + steps) * ulp;
+    return 1;
+}
+
 /* The largest value first (vmaxnmq keeps the number when one operand is
  * NaN, so a NaN in x never wins), then its first index. */
 static int32_t argmax(const float *x, int n) {
@@ -538,4 +578,5 @@ const ts_kernels ts_kernels_neon = {
     .softmax_exact = softmax_exact,
     .swiglu_exact = swiglu_exact,
     .argmax = argmax,
+    .sum_unordered = sum_unordered,
 };
