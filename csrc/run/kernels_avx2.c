@@ -378,7 +378,7 @@ static inline __m256d exp_pd(__m256d x) {
 /* 4 lanes: their floats, and in *near (a bit per lane) those within 1/128
  * ulp of a rounding midpoint: the double's 29 bits below a float's last
  * place within 2^22 of 1 followed by zeros, read in y's own binade. */
-static inline __m128 exp_quarter(__m128 x4, int *near) {
+static inline __m128 exp_half(__m128 x4, int *near) {
     const __m256d y = exp_pd(_mm256_cvtps_pd(x4));
     const __m256i below = _mm256_and_si256(_mm256_castpd_si256(y), _mm256_set1_epi64x((1 << 29) - 1));
     /* below in (2^28 - 2^22, 2^28 + 2^22): off in (0, 2^23) */
@@ -398,8 +398,8 @@ static inline __m256 expf_exact(__m256 x) {
     const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-104.0f), _CMP_LE_OQ);
     const __m256 safe = _mm256_and_ps(x, in_range); /* the others: +0 */
     int near_lo, near_hi;
-    const __m128 lo = exp_quarter(_mm256_castps256_ps128(safe), &near_lo);
-    const __m128 hi = exp_quarter(_mm256_extractf128_ps(safe, 1), &near_hi);
+    const __m128 lo = exp_half(_mm256_castps256_ps128(safe), &near_lo);
+    const __m128 hi = exp_half(_mm256_extractf128_ps(safe, 1), &near_hi);
     __m256 y = _mm256_andnot_ps(zero, _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
     const int range = _mm256_movemask_ps(in_range), zeros = _mm256_movemask_ps(zero);
     const int slow = ((~range & ~zeros) | ((near_lo | near_hi << 4) & range)) & 0xff;

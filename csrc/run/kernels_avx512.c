@@ -564,9 +564,10 @@ static inline __m256 exp_half(__m256 x8, __mmask8 *near) {
     return _mm512_cvtpd_ps(y);
 }
 
-/* 16 lanes: our floats, and in *slow the lanes whose float only expf
- * itself decides. */
-static inline __m512 expf_fast(__m512 x, __mmask16 *slow) {
+/* expf of 16 lanes: those in (-104, -87) or past 88 (results near or past
+ * the float range), NaN, and those near a midpoint go to expf itself; at or
+ * below -104 both give +0. */
+static inline __m512 expf_exact(__m512 x) {
     const __mmask16 in_range = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ) &
                                _mm512_cmp_ps_mask(x, _mm512_set1_ps(88.0f), _CMP_LE_OQ);
     const __mmask16 zero = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_LE_OQ);
@@ -575,18 +576,14 @@ static inline __m512 expf_fast(__m512 x, __mmask16 *slow) {
     const __m256 lo = exp_half(_mm512_castps512_ps256(safe), &near_lo);
     const __m256 hi = exp_half(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(safe), 1)),
                                &near_hi);
-    const __m512 y = _mm512_castpd_ps(_mm512_insertf64x4(
-        _mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
-    *slow = (__mmask16)((~in_range & ~zero) | ((near_lo | (unsigned)near_hi << 8) & in_range));
-    return _mm512_maskz_mov_ps((__mmask16)~zero, y);
-}
-
-static inline __m512 expf_exact(__m512 x) {
-    __mmask16 slow;
-    __m512 y = expf_fast(x, &slow);
+    __m512 y = _mm512_maskz_mov_ps((__mmask16)~zero,
+                                   _mm512_castpd_ps(_mm512_insertf64x4(
+                                       _mm512_castps_pd(_mm512_castps256_ps512(lo)),
+                                       _mm256_castps_pd(hi), 1)));
+    const unsigned slow = (~in_range & ~zero) | ((near_lo | (unsigned)near_hi << 8) & in_range);
     /* lane by lane, in registers: no array on the stack, which ASan's
      * fake stack (detect_stack_use_after_return) would not align to 64 */
-    for (unsigned m = slow; m; m &= m - 1) {
+    for (unsigned m = slow & 0xffffu; m; m &= m - 1) {
         const int i = __builtin_ctz(m);
         const float xi = _mm512_cvtss_f32(_mm512_permutexvar_ps(_mm512_set1_epi32(i), x));
         y = _mm512_mask_mov_ps(y, (__mmask16)(1u << i), _mm512_set1_ps(expf(xi)));
