@@ -546,6 +546,64 @@ static int sum_unordered(const float *x, int n, float *s) {
     return 1;
 }
 
+/* For each 4-bit mask, the bytes of the lanes it sets, in order, then
+ * zeros: the table lookup that packs a vector's selected lanes to the
+ * front. */
+static const uint8_t packed_lanes[16][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0},
+    {8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 1, 2, 3, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0},
+    {4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0},
+    {12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 1, 2, 3, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0},
+    {4, 5, 6, 7, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15, 0, 0, 0, 0},
+    {8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0},
+    {0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0},
+    {4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+};
+
+/* ts_k_select_at_least, 4 floats at a time: a vector's selected lanes are
+ * packed to the front (packed_lanes) and stored 4 wide (the lanes past them
+ * are overwritten by the next store, and fit: the count never passes i). */
+static int select_at_least(const float *x, int n, float floor, float *values, int32_t *indices,
+                           float *lo, float *hi) {
+    const float32x4_t f = vdupq_n_f32(floor), inf = vdupq_n_f32(INFINITY);
+    const float32x4_t ninf = vdupq_n_f32(-INFINITY);
+    const uint32x4_t lane_bit = {1, 2, 4, 8};
+    const int32x4_t lane = {0, 1, 2, 3};
+    float32x4_t least = inf, greatest = ninf;
+    int count = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        const uint32x4_t keep = vcgeq_f32(v, f);
+        const uint32_t m = vaddvq_u32(vandq_u32(keep, lane_bit));
+        const uint8x16_t pick = vld1q_u8(packed_lanes[m]);
+        vst1q_f32(values + count, vreinterpretq_f32_u8(vqtbl1q_u8(vreinterpretq_u8_f32(v), pick)));
+        const int32x4_t at = vaddq_s32(lane, vdupq_n_s32(i));
+        vst1q_s32(indices + count, vreinterpretq_s32_u8(vqtbl1q_u8(vreinterpretq_u8_s32(at), pick)));
+        least = vminq_f32(vbslq_f32(keep, v, inf), least);
+        greatest = vmaxq_f32(vbslq_f32(keep, v, ninf), greatest);
+        count += __builtin_popcount(m);
+    }
+    float l = vminvq_f32(least), g = vmaxvq_f32(greatest);
+    for (; i < n; i++) {
+        if (x[i] >= floor) {
+            values[count] = x[i];
+            indices[count++] = i;
+            l = x[i] < l ? x[i] : l;
+            g = x[i] > g ? x[i] : g;
+        }
+    }
+    *lo = l, *hi = g;
+    return count;
+}
+
 /* The largest value first (vmaxnmq keeps the number when one operand is
  * NaN, so a NaN in x never wins), then its first index. */
 static int32_t argmax(const float *x, int n) {
@@ -579,4 +637,5 @@ const ts_kernels ts_kernels_neon = {
     .swiglu_exact = swiglu_exact,
     .argmax = argmax,
     .sum_unordered = sum_unordered,
+    .select_at_least = select_at_least,
 };
