@@ -181,6 +181,10 @@ extern const ts_kernels ts_kernels_scalar;
 void ts_k_softmax(float *x, int n);
 /* The scalar set's sum_unordered: the reference. */
 int ts_k_sum_unordered(const float *x, int n, float *s);
+/* The SIMD sets' sum_unordered start here: 0 unless s0 lies in
+ * [2^-100, 2^100); else s0's binade's ulp and 1 / ulp, and s0 / ulp (in
+ * [2^23, 2^24)), all from s0's bits. */
+int ts_k_binade(float s0, float *ulp, float *inv_ulp, int64_t *start);
 /* The scalar set's select_at_least. */
 int ts_k_select_at_least(const float *x, int n, float floor, float *values, int32_t *indices,
                          float *lo, float *hi);

@@ -523,16 +523,9 @@ void ts__attention_exact(float *out, float *att, const float *q, const float *ke
  * (< 2^27) before the lanes are added into a 64-bit total, so nothing
  * wraps. */
 static int sum_unordered(const float *x, int n, float *s) {
-    const float s0 = *s;
-    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
-    uint32_t bits;
-    memcpy(&bits, &s0, sizeof bits);
-    const uint32_t biased = bits >> 23; /* s0 in [2^(biased-127), 2^(biased-126)) */
-    const uint32_t ulp_bits = (biased - 23) << 23, inv_bits = (277 - biased) << 23;
     float ulp, inv_ulp;
-    memcpy(&ulp, &ulp_bits, sizeof ulp);
-    memcpy(&inv_ulp, &inv_bits, sizeof inv_ulp);
-    const int64_t start = (bits & 0x7fffff) | 0x800000;
+    int64_t start;
+    if (!ts_k_binade(*s, &ulp, &inv_ulp, &start)) return 0;
     const __m256 inv = _mm256_set1_ps(inv_ulp), half = _mm256_set1_ps(0.5f);
     const __m256i flip = _mm256_set1_epi32(INT32_MIN);
     const __m256i below = _mm256_set1_epi32((int32_t)(0x4b000000u ^ 0x80000000u) - 1); /* 2^23's bits */
@@ -623,17 +616,14 @@ static int select_at_least(const float *x, int n, float floor, float *values, in
         greatest = _mm256_max_ps(_mm256_blendv_ps(ninf, v, keep), greatest);
         count += __builtin_popcount((unsigned)m);
     }
-    float l = hmin_ps(least), g = hmax_ps(greatest);
-    for (; i < n; i++) {
-        if (x[i] >= floor) {
-            values[count] = x[i];
-            indices[count++] = i;
-            l = x[i] < l ? x[i] : l;
-            g = x[i] > g ? x[i] : g;
-        }
-    }
-    *lo = l, *hi = g;
-    return count;
+    const float l = hmin_ps(least), g = hmax_ps(greatest);
+    /* the last n - i < 8: the scalar filter, its indices from x + i */
+    float tail_lo, tail_hi;
+    const int k = ts_k_select_at_least(x + i, n - i, floor, values + count, indices + count,
+                                       &tail_lo, &tail_hi);
+    for (int j = count; j < count + k; j++) indices[j] += i;
+    *lo = tail_lo < l ? tail_lo : l, *hi = tail_hi > g ? tail_hi : g;
+    return count + k;
 }
 
 /* The largest value first (a NaN in x loses every max_ps: it returns its

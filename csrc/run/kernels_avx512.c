@@ -597,16 +597,9 @@ static inline __m512 expf_exact(__m512 x) {
  * q are summed as integers. A lane sums at most 8 values (< 2^26) before
  * the lanes are added into a 64-bit total, so nothing wraps. */
 static int sum_unordered(const float *x, int n, float *s) {
-    const float s0 = *s;
-    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
-    uint32_t bits;
-    memcpy(&bits, &s0, sizeof bits);
-    const uint32_t biased = bits >> 23; /* s0 in [2^(biased-127), 2^(biased-126)) */
-    const uint32_t ulp_bits = (biased - 23) << 23, inv_bits = (277 - biased) << 23;
     float ulp, inv_ulp;
-    memcpy(&ulp, &ulp_bits, sizeof ulp);
-    memcpy(&inv_ulp, &inv_bits, sizeof inv_ulp);
-    const int64_t start = (bits & 0x7fffff) | 0x800000;
+    int64_t start;
+    if (!ts_k_binade(*s, &ulp, &inv_ulp, &start)) return 0;
     const __m512 inv = _mm512_set1_ps(inv_ulp), half = _mm512_set1_ps(0.5f);
     const __m512i limit = _mm512_set1_epi32(0x4b000000); /* the bits of 2^23 */
     int64_t steps = 0;

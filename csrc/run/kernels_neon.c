@@ -513,16 +513,9 @@ static void attention_exact(float *out, float *att, const float *q, const float 
  * at most 32 values (< 2^28) before the lanes are added into a 64-bit
  * total, so nothing wraps. */
 static int sum_unordered(const float *x, int n, float *s) {
-    const float s0 = *s;
-    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
-    uint32_t bits;
-    memcpy(&bits, &s0, sizeof bits);
-    const uint32_t biased = bits >> 23; /* s0 in [2^(biased-127), 2^(biased-126)) */
-    const uint32_t ulp_bits = (biased - 23) << 23, inv_bits = (277 - biased) << 23;
     float ulp, inv_ulp;
-    memcpy(&ulp, &ulp_bits, sizeof ulp);
-    memcpy(&inv_ulp, &inv_bits, sizeof inv_ulp);
-    const int64_t start = (bits & 0x7fffff) | 0x800000;
+    int64_t start;
+    if (!ts_k_binade(*s, &ulp, &inv_ulp, &start)) return 0;
     const float32x4_t inv = vdupq_n_f32(inv_ulp), half = vdupq_n_f32(0.5f);
     const uint32x4_t limit = vdupq_n_u32(0x4b000000u); /* the bits of 2^23 */
     int64_t steps = 0;
@@ -591,17 +584,14 @@ static int select_at_least(const float *x, int n, float floor, float *values, in
         greatest = vmaxq_f32(vbslq_f32(keep, v, ninf), greatest);
         count += __builtin_popcount(m);
     }
-    float l = vminvq_f32(least), g = vmaxvq_f32(greatest);
-    for (; i < n; i++) {
-        if (x[i] >= floor) {
-            values[count] = x[i];
-            indices[count++] = i;
-            l = x[i] < l ? x[i] : l;
-            g = x[i] > g ? x[i] : g;
-        }
-    }
-    *lo = l, *hi = g;
-    return count;
+    const float l = vminvq_f32(least), g = vmaxvq_f32(greatest);
+    /* the last n - i < 4: the scalar filter, its indices from x + i */
+    float tail_lo, tail_hi;
+    const int k = ts_k_select_at_least(x + i, n - i, floor, values + count, indices + count,
+                                       &tail_lo, &tail_hi);
+    for (int j = count; j < count + k; j++) indices[j] += i;
+    *lo = tail_lo < l ? tail_lo : l, *hi = tail_hi > g ? tail_hi : g;
+    return count + k;
 }
 
 /* The largest value first (vmaxnmq keeps the number when one operand is

@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <string.h>
 
 static void matmul_f32(float *out, const float *x, int nt, const float *w, int n, int d, int i0,
                        int i1) {
@@ -106,6 +107,18 @@ int ts_k_sum_unordered(const float *x, int n, float *s) {
     }
     if (start + steps >= (int64_t)1 << 24) return 0; /* a partial sum left the binade */
     *s = (float)(start + steps) * ulp;
+    return 1;
+}
+
+int ts_k_binade(float s0, float *ulp, float *inv_ulp, int64_t *start) {
+    if (!(s0 >= 0x1p-100f && s0 < 0x1p100f)) return 0;
+    uint32_t bits;
+    memcpy(&bits, &s0, sizeof bits);
+    const uint32_t biased = bits >> 23; /* s0 in [2^(biased-127), 2^(biased-126)) */
+    const uint32_t ulp_bits = (biased - 23) << 23, inv_bits = (277 - biased) << 23;
+    memcpy(ulp, &ulp_bits, sizeof *ulp);
+    memcpy(inv_ulp, &inv_bits, sizeof *inv_ulp);
+    *start = (bits & 0x7fffff) | 0x800000;
     return 1;
 }
 
