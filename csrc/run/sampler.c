@@ -50,7 +50,6 @@ struct ts_sampler {
     int32_t *span_first;    /* vocab_size: the first bucket of each summed span */
     float *span_end;        /* vocab_size: the running sum after each span */
     unsigned char *walked;  /* vocab_size: bucket b's cdf is set, its candidates sorted */
-    int cut_bucket;         /* the bucket of the slot where the sum passed top_p */
 };
 
 ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler **out,
@@ -230,10 +229,11 @@ static int32_t sample_mult(const float *p, int n, float coin) {
 /* The filtered candidates' probabilities into buckets, the most likely
  * bucket first, in index order within a bucket; about 16 to a bucket where
  * they spread evenly. Their tokens stay where they are: only the one drawn
- * is looked up (token_at), which saves a store per candidate. The bucket of p is a non-decreasing function of p,
- * so the buckets, each sorted by itself, in bucket order, are exactly the
- * sorted order. Returns the bucket count, or 0 when the probabilities do
- * not spread over a usable range (all equal, or not finite). */
+ * is looked up (token_at), which saves a store per candidate. The bucket
+ * of p is a non-decreasing function of p, so the buckets, each sorted by
+ * itself, in bucket order, are exactly the sorted order. Returns the
+ * bucket count, or 0 when the probabilities do not spread over a usable
+ * range (all equal, or not finite). */
 static int bucket_candidates(ts_sampler *s, int n0, float lo, float hi) {
     if (!(hi > lo) || !isfinite(hi - lo)) return 0;
     const int nb = n0 / 16 > 0 ? n0 / 16 : 1;
@@ -292,7 +292,7 @@ static int walk_bucket(ts_sampler *s, int b, float *sum) {
         if (cut >= 0) continue;
         cumulative += c[i].prob;
         s->cdf[b0 + i] = cumulative;
-        if (cumulative > s->top_p) cut = b0 + i, s->cut_bucket = b;
+        if (cumulative > s->top_p) cut = b0 + i;
     }
     *sum = cumulative;
     return cut;
@@ -322,11 +322,20 @@ static void sum_buckets(ts_sampler *s, int b, int e, float *sum, int *n_spans, i
     ++*n_spans;
 }
 
-/* The token in `slot` of walked bucket b (of n0 candidates): a bucket
+/* The token in `slot` (of n0 candidates in nb buckets; a walked one): a bucket
  * holds its candidates in index order until its walk sorts them, and
  * bucket_place keeps each one's place in that order, so it is the place-th
- * candidate i (in index order) with bucket_of[i] == b. */
-static int32_t token_at(const ts_sampler *s, int n0, int b, int slot) {
+ * candidate i (in index order) with bucket_of[i] == the slot's bucket. */
+static int32_t token_at(const ts_sampler *s, int n0, int nb, int slot) {
+    int b = 0, e = nb; /* the slot's bucket: the last b < nb with bucket_start[b] <= slot */
+    while (e - b > 1) {
+        const int mid = b + (e - b) / 2;
+        if (s->bucket_start[mid] <= slot) {
+            b = mid;
+        } else {
+            e = mid;
+        }
+    }
     const int32_t *of = s->bucket_of;
     int place = s->bucket_place[slot], i = 0;
     for (; i + 16 <= n0; i += 16) { /* whole blocks first: a count the compiler vectorizes */
@@ -396,13 +405,12 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
                              s->bucket_start[b] - s->bucket_start[s->span_first[k]], &before);
             walk_bucket(s, b, &before);
         }
-        s->cut_bucket = b;
     }
     /* run.c's draw: the first i <= last with r < cdf[i], else last. The
      * sums never decrease, so the first span whose end exceeds r holds it. */
     const float r = coin * cumulative;
     const int a = first_above(s->span_end, 0, n_spans - 1, r);
-    if (!(r < s->span_end[a])) return token_at(s, n0, s->cut_bucket, last);
+    if (!(r < s->span_end[a])) return token_at(s, n0, nb, last);
     /* halve the span down to the bucket: a part of what sum_unordered took
      * it takes too */
     float before = a > 0 ? s->span_end[a - 1] : 0.0f;
@@ -420,7 +428,7 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     }
     if (!s->walked[b]) walk_bucket(s, b, &before);
     const int hi_slot = s->bucket_start[b + 1] - 1 < last ? s->bucket_start[b + 1] - 1 : last;
-    return token_at(s, n0, b, first_above(s->cdf, s->bucket_start[b], hi_slot, r));
+    return token_at(s, n0, nb, first_above(s->cdf, s->bucket_start[b], hi_slot, r));
 }
 
 /* a is a worse candidate than b: smaller, or as large with a higher index
