@@ -713,33 +713,75 @@ static void swiglu_exact(float *h, const float *g, int n) {
     ts_kernels_scalar.swiglu(h + i, g + i, n - i); /* the tail */
 }
 
-/* The scalar attention bit for bit (Q8_0 models): a key block's 16
- * positions' scores at once, each summed over the head in order with a
- * separate multiply and add; softmax_exact; each output dimension summed
- * over positions in order. */
+/* The scores of `nb` (1 to 4) consecutive key blocks, side by side so that
+ * their chains of dependent adds overlap; each lane still sums its
+ * position over the head in order, with a separate multiply and add. */
+static inline __attribute__((always_inline)) void exact_scores(float *att, const float *q,
+                                                               const float *kb, size_t block,
+                                                               int head_size, __m512 scale,
+                                                               int nb) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int i = 0; i < head_size; i++) {
+        const __m512 qi = _mm512_set1_ps(q[i]);
+        const float *k = kb + (size_t)i * TS_KEY_BLOCK;
+        s0 = _mm512_add_ps(s0, _mm512_mul_ps(qi, _mm512_loadu_ps(k)));
+        if (nb > 1) s1 = _mm512_add_ps(s1, _mm512_mul_ps(qi, _mm512_loadu_ps(k + block)));
+        if (nb > 2) s2 = _mm512_add_ps(s2, _mm512_mul_ps(qi, _mm512_loadu_ps(k + 2 * block)));
+        if (nb > 3) s3 = _mm512_add_ps(s3, _mm512_mul_ps(qi, _mm512_loadu_ps(k + 3 * block)));
+    }
+    /* lanes past n_pos land in att's padding and are not read */
+    _mm512_storeu_ps(att, _mm512_div_ps(s0, scale));
+    if (nb > 1) _mm512_storeu_ps(att + TS_KEY_BLOCK, _mm512_div_ps(s1, scale));
+    if (nb > 2) _mm512_storeu_ps(att + 2 * TS_KEY_BLOCK, _mm512_div_ps(s2, scale));
+    if (nb > 3) _mm512_storeu_ps(att + 3 * TS_KEY_BLOCK, _mm512_div_ps(s3, scale));
+}
+
+/* The lanes of 16 dimensions from c that lie in the head (none past it). */
+static inline __mmask16 head_lanes(int head_size, int c) {
+    return c >= head_size ? 0 : head_size - c >= 16 ? 0xFFFF : tail_mask16(head_size - c);
+}
+
+/* The scalar attention bit for bit (Q8_0 models): each position's score
+ * summed over the head in order with a separate multiply and add, 16
+ * positions to a register and four key blocks at a time; softmax_exact;
+ * each output dimension summed over positions in order, 64 dimensions at a
+ * time in four registers. A single chain of dependent adds would wait on
+ * the adder's latency at every step; four run side by side, and no lane's
+ * sum changes order. */
 static void attention_exact(float *out, float *att, const float *q, const float *keys,
                             const float *values, int n_pos, int head_size) {
     const __m512 scale = _mm512_set1_ps(sqrtf(head_size));
     const size_t block = (size_t)TS_KEY_BLOCK * head_size;
-    for (int t = 0; t < n_pos; t += TS_KEY_BLOCK) {
-        const float *kb = keys + (size_t)(t / TS_KEY_BLOCK) * block;
-        __m512 s = _mm512_setzero_ps();
-        for (int i = 0; i < head_size; i++) {
-            s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_set1_ps(q[i]),
-                                               _mm512_loadu_ps(kb + (size_t)i * TS_KEY_BLOCK)));
-        }
-        /* lanes past n_pos land in att's padding and are not read */
-        _mm512_storeu_ps(att + t, _mm512_div_ps(s, scale));
+    const int n_blocks = (n_pos + TS_KEY_BLOCK - 1) / TS_KEY_BLOCK;
+    int b = 0;
+    for (; b + 4 <= n_blocks; b += 4) {
+        exact_scores(att + b * TS_KEY_BLOCK, q, keys + b * block, block, head_size, scale, 4);
     }
+    /* the last one to three blocks, with as many chains */
+    const float *kb = keys + b * block;
+    float *ab = att + b * TS_KEY_BLOCK;
+    if (n_blocks - b == 3) exact_scores(ab, q, kb, block, head_size, scale, 3);
+    if (n_blocks - b == 2) exact_scores(ab, q, kb, block, head_size, scale, 2);
+    if (n_blocks - b == 1) exact_scores(ab, q, kb, block, head_size, scale, 1);
     softmax_exact(att, n_pos);
-    for (int i = 0; i < head_size; i += 16) {
-        __mmask16 m = head_size - i >= 16 ? 0xFFFF : tail_mask16(head_size - i);
-        __m512 acc = _mm512_setzero_ps();
-        const float *v = values + i;
+
+    for (int c = 0; c < head_size; c += 64) {
+        /* a lane past the head loads and stores nothing */
+        const __mmask16 m0 = head_lanes(head_size, c), m1 = head_lanes(head_size, c + 16),
+                        m2 = head_lanes(head_size, c + 32), m3 = head_lanes(head_size, c + 48);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *v = values + c;
         for (int p = 0; p < n_pos; p++, v += head_size) {
-            acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(att[p]), _mm512_maskz_loadu_ps(m, v)));
+            const __m512 w = _mm512_set1_ps(att[p]);
+            a0 = _mm512_add_ps(a0, _mm512_mul_ps(w, _mm512_maskz_loadu_ps(m0, v)));
+            a1 = _mm512_add_ps(a1, _mm512_mul_ps(w, _mm512_maskz_loadu_ps(m1, v + 16)));
+            a2 = _mm512_add_ps(a2, _mm512_mul_ps(w, _mm512_maskz_loadu_ps(m2, v + 32)));
+            a3 = _mm512_add_ps(a3, _mm512_mul_ps(w, _mm512_maskz_loadu_ps(m3, v + 48)));
         }
-        _mm512_mask_storeu_ps(out + i, m, acc);
+        _mm512_mask_storeu_ps(out + c, m0, a0);
+        _mm512_mask_storeu_ps(out + c + 16, m1, a1);
+        _mm512_mask_storeu_ps(out + c + 32, m2, a2);
+        _mm512_mask_storeu_ps(out + c + 48, m3, a3);
     }
 }
 

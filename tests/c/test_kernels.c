@@ -550,7 +550,7 @@ static void test_argmax(const ts_kernels *k) {
 
 static void test_attention(const ts_kernels *k) {
     const int hss[] = {1, 3, 4, 5, 8, 16, 17, 32, 48, 64, 72};
-    const int nps[] = {1, 2, 3, 5, 8, 9, 15, 16, 17, 31, 33, 47, 64, 100};
+    const int nps[] = {1, 2, 3, 5, 8, 9, 15, 16, 17, 31, 33, 47, 64, 65, 100, 129};
     enum { N_HEADS = 4, N_KV = 2 };
     for (size_t a = 0; a < sizeof hss / sizeof hss[0]; a++) {
         for (size_t b = 0; b < sizeof nps / sizeof nps[0]; b++) {
