@@ -771,8 +771,12 @@ static void attention_exact(float *out, float *att, const float *q, const float 
                         m2 = head_lanes(head_size, c + 32), m3 = head_lanes(head_size, c + 48);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         const float *v = values + c;
+        const size_t ahead = 8 * (size_t)head_size;
         for (int p = 0; p < n_pos; p++, v += head_size) {
             const __m512 w = _mm512_set1_ps(att[p]);
+            /* the row 8 positions on: a batch's many short caches come from
+             * DRAM, too short for the hardware prefetcher to start on */
+            for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(v + ahead) + 64 * l, _MM_HINT_T0);
             a0 = _mm512_add_ps(a0, _mm512_mul_ps(w, _mm512_maskz_loadu_ps(m0, v)));
             a1 = _mm512_add_ps(a1, _mm512_mul_ps(w, _mm512_maskz_loadu_ps(m1, v + 16)));
             a2 = _mm512_add_ps(a2, _mm512_mul_ps(w, _mm512_maskz_loadu_ps(m2, v + 32)));
