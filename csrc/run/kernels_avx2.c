@@ -451,67 +451,98 @@ static void swiglu_exact(float *h, const float *g, int n) {
     ts_kernels_scalar.swiglu(h + i, g + i, n - i); /* the tail */
 }
 
-/* Adds q[i] * (row i of a key block) to s0 (lanes 0-7) and s1 (lanes 8-15)
- * for i ascending, a separate multiply and add each, as the scalar set
- * sums one position. */
-#define EXACT_BLOCK_STEP(kb, i, qi, s0, s1)                                                  \
-    do {                                                                                   \
-        const float *k_ = (kb) + (size_t)(i) * TS_KEY_BLOCK;                               \
-        s0 = _mm256_add_ps(s0, _mm256_mul_ps(qi, _mm256_loadu_ps(k_)));                    \
-        s1 = _mm256_add_ps(s1, _mm256_mul_ps(qi, _mm256_loadu_ps(k_ + 8)));                \
-    } while (0)
+/* The scores of `nb` (1 to 4) consecutive key blocks side by side, lanes
+ * 0-7 and 8-15 of each in two registers: eight chains of dependent adds
+ * overlap, and each lane still sums its position over the head in order,
+ * with a separate multiply and add, as the scalar set does. */
+static inline __attribute__((always_inline)) void exact_scores(float *att, const float *q,
+                                                               const float *kb, size_t block,
+                                                               int head_size, __m256 scale,
+                                                               int nb) {
+    /* registers, not an array: ASan's fake stack frames do not keep a
+     * vector array's alignment (see kernels_avx512.c's expf_exact) */
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    for (int i = 0; i < head_size; i++) {
+        const __m256 qi = _mm256_set1_ps(q[i]);
+        const float *k = kb + (size_t)i * TS_KEY_BLOCK;
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(qi, _mm256_loadu_ps(k)));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(qi, _mm256_loadu_ps(k + 8)));
+        if (nb > 1) {
+            s2 = _mm256_add_ps(s2, _mm256_mul_ps(qi, _mm256_loadu_ps(k + block)));
+            s3 = _mm256_add_ps(s3, _mm256_mul_ps(qi, _mm256_loadu_ps(k + block + 8)));
+        }
+        if (nb > 2) {
+            s4 = _mm256_add_ps(s4, _mm256_mul_ps(qi, _mm256_loadu_ps(k + 2 * block)));
+            s5 = _mm256_add_ps(s5, _mm256_mul_ps(qi, _mm256_loadu_ps(k + 2 * block + 8)));
+        }
+        if (nb > 3) {
+            s6 = _mm256_add_ps(s6, _mm256_mul_ps(qi, _mm256_loadu_ps(k + 3 * block)));
+            s7 = _mm256_add_ps(s7, _mm256_mul_ps(qi, _mm256_loadu_ps(k + 3 * block + 8)));
+        }
+    }
+    /* lanes past n_pos land in att's padding and are not read */
+    _mm256_storeu_ps(att, _mm256_div_ps(s0, scale));
+    _mm256_storeu_ps(att + 8, _mm256_div_ps(s1, scale));
+    if (nb > 1) {
+        _mm256_storeu_ps(att + 16, _mm256_div_ps(s2, scale));
+        _mm256_storeu_ps(att + 24, _mm256_div_ps(s3, scale));
+    }
+    if (nb > 2) {
+        _mm256_storeu_ps(att + 32, _mm256_div_ps(s4, scale));
+        _mm256_storeu_ps(att + 40, _mm256_div_ps(s5, scale));
+    }
+    if (nb > 3) {
+        _mm256_storeu_ps(att + 48, _mm256_div_ps(s6, scale));
+        _mm256_storeu_ps(att + 56, _mm256_div_ps(s7, scale));
+    }
+}
 
 /* The scalar set's attention, operation for operation (no FMA, the same
  * summation orders, libm's expf), vectorized where that costs nothing in
  * rounding: a key block's 16 positions' scores at once (lanes = positions,
- * each summed over the head in order) and the weighted sum across the
- * head's dimensions (each dimension summed over positions in order). Two
- * blocks go side by side so their dependent adds overlap; a block's lanes
- * are summed the same way either way. */
+ * each summed over the head in order), four blocks at a time, and the
+ * weighted sum across the head's dimensions (each dimension summed over
+ * positions in order), 32 at a time. */
 void ts__attention_exact(float *out, float *att, const float *q, const float *keys,
                          const float *values, int n_pos, int head_size) {
     const __m256 scale = _mm256_set1_ps(sqrtf(head_size));
     const size_t block = (size_t)TS_KEY_BLOCK * head_size;
-    int t = 0;
-    for (; t + TS_KEY_BLOCK < n_pos; t += 2 * TS_KEY_BLOCK) {
-        const float *kb = keys + (size_t)(t / TS_KEY_BLOCK) * block, *kc = kb + block;
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        for (int i = 0; i < head_size; i++) {
-            __m256 qi = _mm256_set1_ps(q[i]);
-            EXACT_BLOCK_STEP(kb, i, qi, s0, s1);
-            EXACT_BLOCK_STEP(kc, i, qi, s2, s3);
-        }
-        _mm256_storeu_ps(att + t, _mm256_div_ps(s0, scale));
-        _mm256_storeu_ps(att + t + 8, _mm256_div_ps(s1, scale));
-        _mm256_storeu_ps(att + t + 16, _mm256_div_ps(s2, scale));
-        _mm256_storeu_ps(att + t + 24, _mm256_div_ps(s3, scale));
+    const int n_blocks = (n_pos + TS_KEY_BLOCK - 1) / TS_KEY_BLOCK;
+    int b = 0;
+    for (; b + 4 <= n_blocks; b += 4) {
+        exact_scores(att + b * TS_KEY_BLOCK, q, keys + b * block, block, head_size, scale, 4);
     }
-    if (t < n_pos) { /* a last, single block (its lanes past n_pos are not read) */
-        const float *kb = keys + (size_t)(t / TS_KEY_BLOCK) * block;
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0;
-        for (int i = 0; i < head_size; i++) {
-            __m256 qi = _mm256_set1_ps(q[i]);
-            EXACT_BLOCK_STEP(kb, i, qi, s0, s1);
-        }
-        _mm256_storeu_ps(att + t, _mm256_div_ps(s0, scale));
-        _mm256_storeu_ps(att + t + 8, _mm256_div_ps(s1, scale));
-    }
+    /* the last one to three blocks, with as many chains */
+    const float *kb = keys + b * block;
+    float *ab = att + b * TS_KEY_BLOCK;
+    if (n_blocks - b == 3) exact_scores(ab, q, kb, block, head_size, scale, 3);
+    if (n_blocks - b == 2) exact_scores(ab, q, kb, block, head_size, scale, 2);
+    if (n_blocks - b == 1) exact_scores(ab, q, kb, block, head_size, scale, 1);
     softmax_exact(att, n_pos);
 
-    /* 16 dimensions per pass in two registers, so two chains of dependent
-     * adds overlap */
-    for (int i = 0; i < head_size; i += 16) {
-        int left = head_size - i;
-        __m256i m0 = tail_mask8(left < 8 ? left : 8), m1 = tail_mask8(left < 16 ? (left > 8 ? left - 8 : 0) : 8);
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-        const float *v = values + i;
+    /* 32 dimensions per pass in four registers, so four chains of
+     * dependent adds overlap; a lane past the head loads and stores
+     * nothing */
+    const size_t ahead = 8 * (size_t)head_size;
+    for (int c = 0; c < head_size; c += 32) {
+        const __m256i m0 = tail_mask8(head_size - c), m1 = tail_mask8(head_size - c - 8),
+                      m2 = tail_mask8(head_size - c - 16), m3 = tail_mask8(head_size - c - 24);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const float *v = values + c;
         for (int p = 0; p < n_pos; p++, v += head_size) {
-            __m256 a = _mm256_set1_ps(att[p]);
-            acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(a, _mm256_maskload_ps(v, m0)));
-            acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(a, _mm256_maskload_ps(v + 8, m1)));
+            /* the row 8 positions on (see kernels_avx512.c) */
+            _mm_prefetch((const char *)(v + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)(v + ahead) + 64, _MM_HINT_T0);
+            const __m256 w = _mm256_set1_ps(att[p]);
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(w, _mm256_maskload_ps(v, m0)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(w, _mm256_maskload_ps(v + 8, m1)));
+            a2 = _mm256_add_ps(a2, _mm256_mul_ps(w, _mm256_maskload_ps(v + 16, m2)));
+            a3 = _mm256_add_ps(a3, _mm256_mul_ps(w, _mm256_maskload_ps(v + 24, m3)));
         }
-        _mm256_maskstore_ps(out + i, m0, acc0);
-        _mm256_maskstore_ps(out + i + 8, m1, acc1);
+        _mm256_maskstore_ps(out + c, m0, a0);
+        _mm256_maskstore_ps(out + c + 8, m1, a1);
+        _mm256_maskstore_ps(out + c + 16, m2, a2);
+        _mm256_maskstore_ps(out + c + 24, m3, a3);
     }
 }
 
