@@ -477,9 +477,24 @@ static void attention_exact(float *out, float *att, const float *q, const float 
     }
     softmax_exact(att, n_pos);
 
-    /* 8 dimensions per pass in two registers, so two chains of dependent
-     * adds overlap; the last head_size % 4 dimensions as scalars */
+    /* 16 dimensions per pass in four registers, so four chains of
+     * dependent adds overlap, then 8 and 4; the last head_size % 4
+     * dimensions as scalars */
     int i = 0;
+    for (; i + 16 <= head_size; i += 16) { /* four chains */
+        float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        const float *v = values + i;
+        for (int p = 0; p < n_pos; p++, v += stride) {
+            acc0 = vaddq_f32(acc0, vmulq_n_f32(vld1q_f32(v), att[p]));
+            acc1 = vaddq_f32(acc1, vmulq_n_f32(vld1q_f32(v + 4), att[p]));
+            acc2 = vaddq_f32(acc2, vmulq_n_f32(vld1q_f32(v + 8), att[p]));
+            acc3 = vaddq_f32(acc3, vmulq_n_f32(vld1q_f32(v + 12), att[p]));
+        }
+        vst1q_f32(out + i, acc0);
+        vst1q_f32(out + i + 4, acc1);
+        vst1q_f32(out + i + 8, acc2);
+        vst1q_f32(out + i + 12, acc3);
+    }
     for (; i + 8 <= head_size; i += 8) {
         float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0;
         const float *v = values + i;
