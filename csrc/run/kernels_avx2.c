@@ -342,7 +342,7 @@ void ts__avx2_attention(float *out, float *att, const float *q, const float *key
 
 /* ------------------------------------------------- exact exponentials
  * libm's expf bit for bit, 8 at a time, as in kernels_avx512.c (which says
- * why a value 1/128 ulp or more from a rounding midpoint rounds to libm's
+ * why a value 1/256 ulp or more from a rounding midpoint rounds to libm's
  * float): each lane in double precision, e^x = 2^(k/4) e^r with
  * k = round(4 x / ln2), |r| <= ln2/8, 2^(k/4) from a 4-entry table and the
  * exponent bits, e^r the Taylor series to r^6 (relative error below 2^-37). */
@@ -375,16 +375,16 @@ static inline __m256d exp_pd(__m256d x) {
     return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(_mm256_mul_pd(p, t)), scale));
 }
 
-/* 4 lanes: their floats, and in *near (a bit per lane) those within 1/128
+/* 4 lanes: their floats, and in *near (a bit per lane) those within 1/256
  * ulp of a rounding midpoint: the double's 29 bits below a float's last
- * place within 2^22 of 1 followed by zeros, read in y's own binade. */
+ * place within 2^21 of 1 followed by zeros, read in y's own binade. */
 static inline __m128 exp_half(__m128 x4, int *near) {
     const __m256d y = exp_pd(_mm256_cvtps_pd(x4));
     const __m256i below = _mm256_and_si256(_mm256_castpd_si256(y), _mm256_set1_epi64x((1 << 29) - 1));
-    /* below in (2^28 - 2^22, 2^28 + 2^22): off in (0, 2^23) */
-    const __m256i off = _mm256_sub_epi64(below, _mm256_set1_epi64x((1 << 28) - (1 << 22)));
+    /* below in (2^28 - 2^21, 2^28 + 2^21): off in (0, 2^22) */
+    const __m256i off = _mm256_sub_epi64(below, _mm256_set1_epi64x((1 << 28) - (1 << 21)));
     const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi64(off, _mm256_setzero_si256()),
-                                        _mm256_cmpgt_epi64(_mm256_set1_epi64x(1 << 23), off));
+                                        _mm256_cmpgt_epi64(_mm256_set1_epi64x(1 << 22), off));
     *near = _mm256_movemask_pd(_mm256_castsi256_pd(in));
     return _mm256_cvtpd_ps(y);
 }

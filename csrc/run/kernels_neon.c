@@ -346,7 +346,7 @@ static void attention(float *out, float *att, const float *q, const float *keys,
 /* ------------------------------------------- exact attention (Q8_0 models) */
 
 /* libm's expf bit for bit, 4 at a time, as in kernels_avx512.c (which says
- * why a value 1/128 ulp or more from a rounding midpoint rounds to libm's
+ * why a value 1/256 ulp or more from a rounding midpoint rounds to libm's
  * float): each lane in double precision, e^x = 2^(k/4) e^r with
  * k = round(4 x / ln2), |r| <= ln2/8, 2^(k/4) from a 4-entry table and the
  * exponent bits, e^r the Taylor series to r^6 (relative error below 2^-37). */
@@ -376,14 +376,14 @@ static inline float64x2_t exp_f64(float64x2_t x) {
     return vreinterpretq_f64_u64(vaddq_u64(vreinterpretq_u64_f64(vmulq_f64(p, t)), scale));
 }
 
-/* Which of y's 2 lanes lie within 1/128 ulp of a float rounding midpoint:
- * the double's 29 bits below a float's last place within 2^22 of 1
+/* Which of y's 2 lanes lie within 1/256 ulp of a float rounding midpoint:
+ * the double's 29 bits below a float's last place within 2^21 of 1
  * followed by zeros, read in y's own binade. */
 static inline uint32x2_t near_midpoint(float64x2_t y) {
     const uint64x2_t below = vandq_u64(vreinterpretq_u64_f64(y), vdupq_n_u64((1 << 29) - 1));
-    const int64x2_t off = vsubq_s64(vreinterpretq_s64_u64(below), vdupq_n_s64((1 << 28) - (1 << 22)));
+    const int64x2_t off = vsubq_s64(vreinterpretq_s64_u64(below), vdupq_n_s64((1 << 28) - (1 << 21)));
     const uint64x2_t in = vandq_u64(vcgtq_s64(off, vdupq_n_s64(0)),
-                                    vcltq_s64(off, vdupq_n_s64(1 << 23)));
+                                    vcltq_s64(off, vdupq_n_s64(1 << 22)));
     return vmovn_u64(in);
 }
 
