@@ -172,11 +172,11 @@ static void test_matmul_panels(const ts_kernels *k) {
     if (!k->matmul_f32_panels && !k->matmul_q8_panels) return;
     const int cases[][2] = {{16, 16}, {64, 64}, {40, 8}, {100, 32}, {136, 64}, {17, 4},
                             {48, 12}, {288, 32}, {96, 48}, {8, 4}};
-    const int ds[] = {1, 5, 16, 17, 33, 48};
-    const int nts[] = {1, 2, 3, 5, 9, 13};
+    const int ds[] = {1, 5, 16, 17, 33, 48, 80, 144};
+    const int nts[] = {1, 2, 3, 5, 9, 13, 6, 7};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (size_t b = 0; b < sizeof ds / sizeof ds[0]; b++) {
-            int n = cases[c][0], gs = cases[c][1], d = ds[b], ng = n / gs, nt = nts[(c + b) % 6];
+            int n = cases[c][0], gs = cases[c][1], d = ds[b], ng = n / gs, nt = nts[(c + b) % 8];
             size_t nw = (size_t)d * n, panels = ts__panel_count(d);
             float *w = randv(nw, 1.0f), *x = randv((size_t)nt * n, 1.0f);
             float *want = calloc((size_t)nt * d, sizeof(float));
