@@ -334,6 +334,9 @@ int ts__pool_team(ts_pool *pool, ts_team_fn fn, void *ctx);
  * of the process runs alone for a while (see pool.c). The way to run a
  * forward pass; a NULL pool runs alone. */
 void ts__pool_run(ts_pool *pool, ts_team_fn fn, void *ctx);
+/* Ends a pause of the teams at once: for tests, whose teams of more threads
+ * than cores stall and would make the next ones run alone. */
+void ts__pool_resume(void);
 /* Waits until every member of the current team job has reached this
  * barrier; memory written before it is visible to all after it. A no-op
  * for a NULL pool. */

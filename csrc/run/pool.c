@@ -351,3 +351,8 @@ void ts__pool_run(ts_pool *pool, ts_team_fn fn, void *ctx) {
         pool->calm_ns = pool->stalled_ns = 0;
     }
 }
+
+void ts__pool_resume(void) {
+    atomic_store_explicit(&team_off_until_ns, 0, memory_order_relaxed);
+    atomic_store_explicit(&team_off_ns, 0, memory_order_relaxed);
+}
