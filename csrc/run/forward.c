@@ -89,13 +89,14 @@ typedef struct q8_scratch {
     int32_t *xsum;
 } q8_scratch;
 
-/* The input x (nt rows of n) of the next matmuls, quantized into the
- * scratch for Q8_0 models, once for all the matmuls that share it, as runq
- * does. */
-static matmul_input prepare_input(const ts_batch *b, const float *x, q8_scratch q, int nt, int n) {
+/* The input x (rows of n) of the next matmuls, quantized into the scratch
+ * for Q8_0 models, once for all the matmuls that share it, as runq does:
+ * rows [t0, t1) here, the others' by whoever shares the scratch. */
+static matmul_input prepare_input(const ts_batch *b, const float *x, q8_scratch q, int t0, int t1,
+                                  int n) {
     if (!b->model->quantized) return (matmul_input){x, NULL, NULL, NULL};
     int gs = b->model->config.group_size, ng = n / gs;
-    for (int t = 0; t < nt; t++) {
+    for (int t = t0; t < t1; t++) {
         int8_t *xq = q.xq + (size_t)t * n;
         b->k->quantize_q8(xq, q.xs + (size_t)t * ng, x + (size_t)t * n, n, gs);
         if (!b->model->owned_panels) continue; /* only the panel kernels read the sums */
@@ -184,8 +185,9 @@ static int row_items(int rows) { return (rows + ROWS_PER_ITEM - 1) / ROWS_PER_IT
  * (row, head) attention pairs (one row: the query heads of its own kv heads,
  * which need nothing from the others, so no barrier before them), and the
  * r-th share of the rows of wo, w1/w3, w2 and the classifier. The rmsnorms
- * and quantizations are cheap, so every thread computes them for itself
- * instead of waiting for one to. A thread reads the same weights and cache
+ * and quantizations of one row are cheap, so every thread computes them for
+ * itself instead of waiting for one to; several rows are split among the
+ * threads, with a barrier. A thread reads the same weights and cache
  * heads every pass, which stay in its core's cache; a decode token (one
  * row: four barriers per layer) costs a few microseconds of
  * synchronisation. Which thread computes an output never changes how: the
@@ -206,10 +208,10 @@ static void share_rows(int rows, int r, int n_threads, int *i0, int *i1) {
     if (*i1 > rows) *i1 = rows;
 }
 
-/* x's n rows through rmsnorm with weight w into this thread's xb. */
-static void rmsnorm_rows(const ts_batch *b, float *xb, const float *w, int n) {
+/* x's rows [t0, t1) through rmsnorm with weight w into xb. */
+static void rmsnorm_rows(const ts_batch *b, float *xb, const float *w, int t0, int t1) {
     int dim = b->model->config.dim;
-    for (int t = 0; t < n; t++) {
+    for (int t = t0; t < t1; t++) {
         b->ew.rmsnorm(xb + (size_t)t * dim, b->x + (size_t)t * dim, w, dim);
     }
 }
@@ -223,14 +225,23 @@ static void forward_team(void *ctx, int r, int n_threads) {
     int n = job->n, dim = p->dim, hid = p->hidden_dim, hs = m->head_size, kv_dim = m->kv_dim;
     int kv_mul = p->n_heads / p->n_kv_heads;
     ts_pool *team = n_threads > 1 ? b->pool : NULL;
-    /* this thread's scratch: its rmsnorm outputs and quantized inputs */
-    float *xb = b->thread_xb + (size_t)r * b->capacity * dim;
-    q8_scratch xq = {0};
+    /* A thread's own scratch: its rmsnorm outputs and quantized inputs. One
+     * row: every thread prepares each matmul input for itself, cheaper than
+     * a barrier. Several rows (prefill, batches): the threads split the
+     * rows, into thread 0's scratch, and meet at a barrier before the
+     * matmuls read it (stories15M Q8_0 prefill spent an eighth of its
+     * two-thread time preparing every row twice). */
+    int shared = team && n > 1;
+    int s0 = shared ? n * r / n_threads : 0, s1 = shared ? n * (r + 1) / n_threads : n;
+    float *own_xb = b->thread_xb + (size_t)r * b->capacity * dim;
+    q8_scratch own_xq = {0};
     if (m->quantized) {
-        xq.xq = b->thread_xq + (size_t)r * b->capacity * b->qmax;
-        xq.xs = b->thread_xs + (size_t)r * b->capacity * b->qgroups;
-        xq.xsum = b->thread_xsum + (size_t)r * b->capacity * b->qgroups;
+        own_xq.xq = b->thread_xq + (size_t)r * b->capacity * b->qmax;
+        own_xq.xs = b->thread_xs + (size_t)r * b->capacity * b->qgroups;
+        own_xq.xsum = b->thread_xsum + (size_t)r * b->capacity * b->qgroups;
     }
+    float *xb = shared ? b->thread_xb : own_xb;
+    q8_scratch xq = shared ? (q8_scratch){b->thread_xq, b->thread_xs, b->thread_xsum} : own_xq;
     size_t kv_seq = ts__kv_seq(p->seq_len);
     float *att = b->att + (size_t)r * kv_seq;
     /* its kv heads, as rows of wk/wv (k0..k1) and of wq (q0..q1) */
@@ -252,8 +263,9 @@ static void forward_team(void *ctx, int r, int n_threads) {
         size_t loff = (size_t)l * kv_seq * kv_dim;
 
         /* attention rmsnorm; its q, k, v rows, RoPE, its kv heads' caches */
-        rmsnorm_rows(b, xb, w->rms_att, n);
-        matmul_input in = prepare_input(b, xb, xq, n, dim);
+        rmsnorm_rows(b, xb, w->rms_att, s0, s1);
+        matmul_input in = prepare_input(b, xb, xq, s0, s1, dim);
+        if (shared) ts__pool_barrier(team, r);
         if (q0 < q1) {
             matmul_rows(b, b->q, in, n, &w->wq, dim, dim, q0, q1);
             matmul_rows(b, b->kb, in, n, &w->wk, dim, kv_dim, k0, k1);
@@ -281,17 +293,20 @@ static void forward_team(void *ctx, int r, int n_threads) {
         ts__pool_barrier(team, r);
 
         /* output projection and residual */
-        in = prepare_input(b, b->xb2, xq, n, dim);
+        in = prepare_input(b, b->xb2, xq, s0, s1, dim);
+        if (shared && m->quantized) ts__pool_barrier(team, r);
         add_matmul_rows(b, &w->wo, in, n, dim, o0, o1);
         ts__pool_barrier(team, r);
 
         /* ffn rmsnorm, then w2(silu(w1 x) * w3 x) and residual */
-        rmsnorm_rows(b, xb, w->rms_ffn, n);
-        in = prepare_input(b, xb, xq, n, dim);
+        rmsnorm_rows(b, xb, w->rms_ffn, s0, s1);
+        in = prepare_input(b, xb, xq, s0, s1, dim);
+        if (shared) ts__pool_barrier(team, r);
         ffn_up_rows(b, in, n, w, h0, h1);
         ts__pool_barrier(team, r);
 
-        in = prepare_input(b, b->hb, xq, n, hid);
+        in = prepare_input(b, b->hb, xq, s0, s1, hid);
+        if (shared && m->quantized) ts__pool_barrier(team, r);
         add_matmul_rows(b, &w->w2, in, n, hid, o0, o1);
         ts__pool_barrier(team, r);
     }
@@ -300,9 +315,9 @@ static void forward_team(void *ctx, int r, int n_threads) {
     if (job->nl == 0) return;
     for (int t = 0, i = 0; t < n; t++) {
         if (!rows[t].logits) continue;
-        b->ew.rmsnorm(xb + (size_t)i++ * dim, b->x + (size_t)t * dim, m->rms_final, dim);
+        b->ew.rmsnorm(own_xb + (size_t)i++ * dim, b->x + (size_t)t * dim, m->rms_final, dim);
     }
-    matmul_input in = prepare_input(b, xb, xq, job->nl, dim);
+    matmul_input in = prepare_input(b, own_xb, own_xq, 0, job->nl, dim);
     matmul_rows(b, b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0, c1);
 }
 
