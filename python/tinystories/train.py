@@ -1,6 +1,6 @@
 """``python -m tinystories.train``: :mod:`tinystories.cli.train`."""
 
-from .cli.train import main
+from .cli.train import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

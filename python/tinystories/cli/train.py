@@ -14,6 +14,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..formats.llama2c import VERSIONS
 from ..modal.settings import (
@@ -24,6 +25,7 @@ from ..modal.settings import (
     MAX_TIMEOUT,
     check_gpu,
 )
+from ..training import exit_process
 from ..training.config import DEFAULT_PRESET, DTYPES, PRESETS, ConfigError, TrainConfig
 from .common import add_debug_argument, fail, print_error
 
@@ -274,6 +276,13 @@ def usage_error(error: object) -> int:
     return 2
 
 
+def run() -> NoReturn:
+    """``python -m tinystories.train``, as torchrun starts it on every process: :func:`main`,
+    then :func:`~tinystories.training.exit_process` (a torchrun process skips the
+    interpreter's shutdown)."""
+    exit_process(main())
+
+
 def resume_command(argv: Sequence[str]) -> str:
     """The command that continues this run: the same flags with ``--resume``, under
     torchrun with the same number of processes per node."""
@@ -289,4 +298,4 @@ def resume_command(argv: Sequence[str]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

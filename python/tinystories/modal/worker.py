@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..training import exit_process
 from . import jobs
 
 
@@ -28,4 +29,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_process(main(sys.argv[1:]))
