@@ -199,3 +199,29 @@ def test_a_prompt_that_names_a_subcommand():
     assert dashes.returncode == 0 and dashes.stdout.startswith("--debug")
     help_text = cli("generate", "--help").stdout
     assert "tinystories generate train" in help_text and "-- train" in help_text
+
+
+@pytest.mark.parametrize("rank", [None, "0"])
+def test_train_under_torchrun_ends_as_the_train_module_does(rank, monkeypatch, capsys, tmp_path):
+    """`torchrun -m tinystories train ...`: every process ends through exit_process
+    (os._exit, no interpreter shutdown, where gloo's threads could abort it), as
+    `python -m tinystories.train` does; without torchrun main() returns the status."""
+    ended = []
+
+    def record(code: int) -> None:
+        ended.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(dispatch, "exit_process", record)
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:  # what torchrun sets for one process
+        for name, value in [("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", "1")]:
+            monkeypatch.setenv(name, value)
+    try:  # a run that ends with a status (2: a setting that cannot work)
+        status = dispatch.main(["train", "--data", str(tmp_path / "t.txt"), "--max-iters", "0"])
+    except SystemExit as stop:
+        status = stop.code
+    assert status == 2
+    assert ended == ([] if rank is None else [2])
+    assert "--max-iters must be a positive integer, not 0" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
+from ..training import exit_process
 from . import download, generate, serve
 from .common import PROG, add_debug_argument, fail
 
@@ -75,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest[0] in DELEGATED:
         module = importlib.import_module(DELEGATED[rest[0]][0])
         tool_argv = ["--debug", *rest[1:]] if debug else rest[1:]
-        return _run(lambda: module.main(tool_argv, prog=f"{PROG} {rest[0]}"), debug)
+        status = _run(lambda: module.main(tool_argv, prog=f"{PROG} {rest[0]}"), debug)
+        if rest[0] == "train" and "RANK" in os.environ:
+            # `torchrun -m tinystories train`: end as python -m tinystories.train does,
+            # without the interpreter's shutdown (see training.exit_process)
+            exit_process(status)
+        return status
     args = build_parser().parse_args(rest)
     return _run(lambda: args.run(args), debug)
 
