@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 from support.cli import COMMAND, cli, env_without_modal_credentials
+from tinystories import training
 from tinystories.cli import dispatch
 
 # ------------------------------------------------------------------ output
@@ -212,7 +213,7 @@ def test_train_under_torchrun_ends_as_the_train_module_does(rank, monkeypatch, c
         ended.append(code)
         raise SystemExit(code)
 
-    monkeypatch.setattr(dispatch, "exit_process", record)
+    monkeypatch.setattr(training, "exit_process", record)
     if rank is None:
         monkeypatch.delenv("RANK", raising=False)
     else:  # what torchrun sets for one process

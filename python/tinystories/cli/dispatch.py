@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..training import exit_process
 from . import download, generate, serve
 from .common import PROG, add_debug_argument, fail
 
@@ -80,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rest[0] == "train" and "RANK" in os.environ:
             # `torchrun -m tinystories train`: end as python -m tinystories.train does,
             # without the interpreter's shutdown (see training.exit_process)
+            from ..training import exit_process
+
             exit_process(status)
         return status
     args = build_parser().parse_args(rest)
