@@ -66,15 +66,33 @@ typedef struct matmul_input {
     const int32_t *xsum;
 } matmul_input;
 
-/* out[t, i0:i1] = (W x_t)[i0:i1] for every token. */
+/* The first panels of W's rows [i0, i1) (n columns), for the matmul before
+ * to stream in (see ts_panels_next); none where W is not in panels. */
+static ts_panels_next panels_head(const ts_batch *b, const ts_weight *w, int n, int i0, int i1) {
+    ts_panels_next none = {NULL, 0};
+    if (!w || i1 <= i0) return none;
+    size_t panel = (size_t)(i0 / TS_PANEL); /* the first one's index */
+    if (w->f32_panels) {
+        int panels = (i1 + TS_PANEL - 1) / TS_PANEL - i0 / TS_PANEL;
+        return (ts_panels_next){w->f32_panels + panel * (size_t)n * TS_PANEL,
+                                (panels < 4 ? panels : 4) * n};
+    }
+    if (w->q8_panels) { /* whole groups of gs per row, one panel */
+        size_t gs = (size_t)b->model->config.group_size, bytes = (size_t)n / gs * gs * TS_PANEL;
+        return (ts_panels_next){w->q8_panels + panel * bytes, (int)(bytes / 64)};
+    }
+    return none;
+}
+
+/* out[t, i0:i1] = (W x_t)[i0:i1] for every token; `next`: the matmul after. */
 static void matmul_rows(const ts_batch *b, float *out, matmul_input in, int nt,
-                        const ts_weight *w, int n, int d, int i0, int i1) {
+                        const ts_weight *w, int n, int d, int i0, int i1, ts_panels_next next) {
     int gs = b->model->config.group_size;
     if (w->f32_panels) {
-        b->k->matmul_f32_panels(out, in.x, nt, w->f32_panels, n, d, i0, i1);
+        b->k->matmul_f32_panels(out, in.x, nt, w->f32_panels, n, d, i0, i1, next);
     } else if (w->q8_panels) {
         b->k->matmul_q8_panels(out, in.xq, in.xs, in.xsum, nt, w->q8_panels, w->q8_panel_scales, n,
-                               d, gs, i0, i1);
+                               d, gs, i0, i1, next);
     } else if (w->f32) {
         b->k->matmul_f32(out, in.x, nt, w->f32, n, d, i0, i1);
     } else {
@@ -173,9 +191,9 @@ static void attend(ts_batch *b, const ts_row *rows, int t, int h, size_t layer_o
 
 /* x[:, i0:i1] += (W y)[:, i0:i1], through xb, for W = wo or w2. */
 static void add_matmul_rows(ts_batch *b, const ts_weight *w, matmul_input y, int nt, int n,
-                            int i0, int i1) {
+                            int i0, int i1, ts_panels_next next) {
     int dim = b->model->config.dim;
-    matmul_rows(b, b->xb, y, nt, w, n, dim, i0, i1);
+    matmul_rows(b, b->xb, y, nt, w, n, dim, i0, i1, next);
     for (int t = 0; t < nt; t++) {
         float *x = b->x + (size_t)t * dim, *o = b->xb + (size_t)t * dim;
         for (int i = i0; i < i1; i++) x[i] += o[i];
@@ -183,10 +201,11 @@ static void add_matmul_rows(ts_batch *b, const ts_weight *w, matmul_input y, int
 }
 
 /* hb[:, i0:i1] = silu(w1 x) * (w3 x) on those rows of hidden_dim. */
-static void ffn_up_rows(ts_batch *b, matmul_input x, int nt, const ts_layer *w, int i0, int i1) {
+static void ffn_up_rows(ts_batch *b, matmul_input x, int nt, const ts_layer *w, int i0, int i1,
+                        ts_panels_next next) {
     int dim = b->model->config.dim, hid = b->model->config.hidden_dim;
-    matmul_rows(b, b->hb, x, nt, &w->w1, dim, hid, i0, i1);
-    matmul_rows(b, b->hb2, x, nt, &w->w3, dim, hid, i0, i1);
+    matmul_rows(b, b->hb, x, nt, &w->w1, dim, hid, i0, i1, panels_head(b, &w->w3, dim, i0, i1));
+    matmul_rows(b, b->hb2, x, nt, &w->w3, dim, hid, i0, i1, next);
     for (int t = 0; t < nt; t++) {
         size_t at = (size_t)t * hid + (size_t)i0;
         b->ew.swiglu(b->hb + at, b->hb2 + at, i1 - i0);
@@ -285,9 +304,13 @@ static void forward_team(void *ctx, int r, int n_threads) {
         matmul_input in = prepare_input(b, xb, xq, s0, s1, dim);
         if (shared) ts__pool_barrier(team, r);
         if (q0 < q1) {
-            matmul_rows(b, b->q, in, n, &w->wq, dim, dim, q0, q1);
-            matmul_rows(b, b->kb, in, n, &w->wk, dim, kv_dim, k0, k1);
-            matmul_rows(b, b->vb, in, n, &w->wv, dim, kv_dim, k0, k1);
+            /* each matmul streams in the next one's first panels; after wv,
+             * the attention's reads would evict them */
+            matmul_rows(b, b->q, in, n, &w->wq, dim, dim, q0, q1,
+                        panels_head(b, &w->wk, dim, k0, k1));
+            matmul_rows(b, b->kb, in, n, &w->wk, dim, kv_dim, k0, k1,
+                        panels_head(b, &w->wv, dim, k0, k1));
+            matmul_rows(b, b->vb, in, n, &w->wv, dim, kv_dim, k0, k1, (ts_panels_next){0});
             for (int t = 0; t < n; t++) {
                 const float *rope = b->rope + (size_t)t * hs;
                 float *kt = b->kb + (size_t)t * kv_dim, *vt = b->vb + (size_t)t * kv_dim;
@@ -322,19 +345,23 @@ static void forward_team(void *ctx, int r, int n_threads) {
         /* output projection and residual */
         in = prepare_input(b, b->xb2, xq, s0, s1, dim);
         if (shared && m->quantized) ts__pool_barrier(team, r);
-        add_matmul_rows(b, &w->wo, in, n, dim, o0, o1);
+        add_matmul_rows(b, &w->wo, in, n, dim, o0, o1, panels_head(b, &w->w1, dim, h0, h1));
         ts__pool_barrier(team, r);
 
         /* ffn rmsnorm, then w2(silu(w1 x) * w3 x) and residual */
         rmsnorm_rows(b, xb, w->rms_ffn, s0, s1);
         in = prepare_input(b, xb, xq, s0, s1, dim);
         if (shared) ts__pool_barrier(team, r);
-        ffn_up_rows(b, in, n, w, h0, h1);
+        ffn_up_rows(b, in, n, w, h0, h1, panels_head(b, &w->w2, hid, o0, o1));
         ts__pool_barrier(team, r);
 
         in = prepare_input(b, b->hb, xq, s0, s1, hid);
         if (shared && m->quantized) ts__pool_barrier(team, r);
-        add_matmul_rows(b, &w->w2, in, n, hid, o0, o1);
+        /* what comes after w2: the next layer's wq, or the classifier */
+        ts_panels_next after = l + 1 < p->n_layers
+                                   ? panels_head(b, &m->layers[l + 1].wq, dim, q0, q1)
+                                   : panels_head(b, job->nl > 0 ? &m->wcls : NULL, dim, c0, c1);
+        add_matmul_rows(b, &w->w2, in, n, hid, o0, o1, after);
         ts__pool_barrier(team, r);
     }
 
@@ -345,7 +372,8 @@ static void forward_team(void *ctx, int r, int n_threads) {
         b->ew.rmsnorm(own_xb + (size_t)i++ * dim, b->x + (size_t)t * dim, m->rms_final, dim);
     }
     matmul_input in = prepare_input(b, own_xb, own_xq, 0, job->nl, dim);
-    matmul_rows(b, b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0, c1);
+    matmul_rows(b, b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0, c1,
+                (ts_panels_next){0});
 }
 
 /* ------------------------------------------------------------- forward */

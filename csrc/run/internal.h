@@ -99,6 +99,16 @@ void ts__kv_give(const ts_model *m, ts_kv kv);
  * the other rows in the call. A token's logits therefore do not depend on
  * whether it was evaluated alone, in a prefill block or in a batch of
  * sequences (only on the kernel set). */
+/* The first panels of the matrix a panel matmul's caller multiplies next:
+ * `lines` cache lines from `at` ({NULL, 0}: none). Within a call, each
+ * group of panels streams the next group in under its token tiles; this
+ * lets the last group do the same for the next call, so that a batch's
+ * next matrix does not start on memory. */
+typedef struct ts_panels_next {
+    const void *at;
+    int lines;
+} ts_panels_next;
+
 typedef struct ts_kernels {
     const char *name; /* "scalar", "avx2", "avx512", "neon" */
 
@@ -122,12 +132,14 @@ typedef struct ts_kernels {
      * xq (the panels hold w + 128). Rows i0..i1-1 of the output are
      * written, and nothing else. NULL in sets that only read row-major
      * weights. The Q8 one is bit-identical to matmul_q8; the fp32 one
-     * agrees with scalar to about 1e-6 relative and is batch-invariant. */
+     * agrees with scalar to about 1e-6 relative and is batch-invariant.
+     * `next`: what the caller multiplies next, which the last panels'
+     * token tiles stream into the cache (several tokens only). */
     void (*matmul_f32_panels)(float *out, const float *x, int nt, const float *wp, int n, int d,
-                              int i0, int i1);
+                              int i0, int i1, ts_panels_next next);
     void (*matmul_q8_panels)(float *out, const int8_t *xq, const float *xs, const int32_t *xsum,
                              int nt, const uint8_t *wp, const float *sp, int n, int d, int gs,
-                             int i0, int i1);
+                             int i0, int i1, ts_panels_next next);
     /* Symmetric Q8_0 quantization of x's n / gs whole groups (a tail of
      * n % gs values is left alone, as runq does). Exact in every set. */
     void (*quantize_q8)(int8_t *q, float *s, const float *x, int n, int gs);

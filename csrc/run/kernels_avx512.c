@@ -240,14 +240,14 @@ static inline __attribute__((always_inline)) void tile_f32(float *out, int d, co
     }
 }
 
-/* Tokens of one group of P panels, T at a time, prefetching the next group's
- * n_next panels (see next_panels). */
+/* Tokens of one group of P panels, T at a time, prefetching what comes
+ * next (the next group, or the next call's first) under the later tiles
+ * (see next_panels). */
 static inline __attribute__((always_inline)) void panels_f32(float *out, int d, const float *x,
                                                              int nt, int n, const float *w,
                                                              const __mmask16 *keep, const int P,
-                                                             int n_next) {
-    /* a panel is n lines of 16 floats */
-    next_panels ahead = next_panels_start(w + (size_t)P * n * 16, n_next * n, tile_count(nt, 6));
+                                                             ts_panels_next next) {
+    next_panels ahead = next_panels_start(next.at, next.lines, tile_count(nt, 6));
     int tile = 0;
 #define TS_F32_TILE(T)                                                                        \
     do {                                                                                      \
@@ -270,7 +270,7 @@ static inline __attribute__((always_inline)) void panels_f32(float *out, int d, 
 }
 
 static void matmul_f32_panels(float *out, const float *x, int nt, const float *wp, int n, int d,
-                              int i0, int i1) {
+                              int i0, int i1, ts_panels_next after) {
     int p0 = i0 / 16, p1 = (i1 + 15) / 16;
     for (int p = p0; p < p1;) {
         /* four panels at a time, but three first where four would leave a
@@ -288,7 +288,10 @@ static void matmul_f32_panels(float *out, const float *x, int nt, const float *w
         /* a masked store writes lanes lo..hi-1 of each panel only */
         float *o = out + (size_t)p * 16;
         const float *w = wp + (size_t)p * (size_t)n * 16;
-        int rest = p1 - p - P, next = rest >= 4 ? 4 : rest;
+        /* a panel is n lines of 16 floats */
+        int rest = p1 - p - P;
+        ts_panels_next next = {w + (size_t)P * n * 16, (rest >= 4 ? 4 : rest) * n};
+        if (rest == 0) next = after;
         if (P == 4) {
             panels_f32(o, d, x, nt, n, w, keep, 4, next);
         } else if (P == 3) {
@@ -364,7 +367,7 @@ static inline __attribute__((always_inline)) void panel_q8(float *out, int d, co
 
 static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, const int32_t *xsum,
                              int nt, const uint8_t *wp, const float *sp, int n, int d, int gs,
-                             int i0, int i1) {
+                             int i0, int i1, ts_panels_next after) {
     size_t ng = (size_t)(n / gs);
     const int stream = (size_t)n * (size_t)d >= TS_Q8_PREFETCH_MIN_BYTES;
     for (int p = i0 / 16; p * 16 < i1; p++) {
@@ -375,9 +378,11 @@ static void matmul_q8_panels(float *out, const int8_t *xq, const float *xs, cons
         const float *s = sp + (size_t)p * ng * 16;
         float *o = out + r0;
         /* prefetch the next panel's weights (n * 16 bytes: n / 4 lines; its
-         * scales are few) while the tiles after the first run */
-        int next = (p + 1) * 16 < i1 ? n / 4 : 0;
-        next_panels ahead = next_panels_start(w + ng * (size_t)gs * 16, next, tile_count(nt, 8));
+         * scales are few), or the next call's, while the tiles after the
+         * first run */
+        ts_panels_next next = {w + ng * (size_t)gs * 16, n / 4};
+        if ((p + 1) * 16 >= i1) next = after;
+        next_panels ahead = next_panels_start(next.at, next.lines, tile_count(nt, 8));
         int t = 0, tile = 0;
 #define TS_Q8_TILE(T)                                                                          \
     do {                                                                                       \

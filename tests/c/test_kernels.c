@@ -186,7 +186,10 @@ static void test_matmul_panels(const ts_kernels *k) {
                 float *wp = aligned_alloc(64, (panels * n * TS_PANEL * sizeof(float) + 63) / 64 * 64);
                 ts__pack_f32(wp, w, d, n);
                 scalar->matmul_f32(want, x, nt, w, n, d, 0, d);
-                k->matmul_f32_panels(got, x, nt, wp, n, d, 0, d);
+                /* with the next matmul's panels named (the same ones): only
+                 * what is prefetched may change */
+                ts_panels_next after = {wp, (int)(panels < 4 ? panels : 4) * n};
+                k->matmul_f32_panels(got, x, nt, wp, n, d, 0, d, after);
                 int ok = matmul_close(got, want, w, x, nt, n, d);
                 CHECK(ok);
                 if (!ok) fprintf(stderr, "  %s matmul_f32_panels n=%d d=%d\n", k->name, n, d);
@@ -196,13 +199,14 @@ static void test_matmul_panels(const ts_kernels *k) {
                     for (int i0 = 0; i0 < d;) {
                         int i1 = i0 + 1 + (i0 * 7 + t) % 19;
                         if (i1 > d) i1 = d;
-                        k->matmul_f32_panels(part + (size_t)t * d, x + (size_t)t * n, 1, wp, n, d, i0, i1);
+                        k->matmul_f32_panels(part + (size_t)t * d, x + (size_t)t * n, 1, wp, n, d, i0, i1,
+                                             (ts_panels_next){NULL, 0});
                         i0 = i1;
                     }
                 }
                 CHECK(memcmp(part, got, (size_t)nt * d * sizeof(float)) == 0);
                 for (size_t i = 0; i < (size_t)nt * d; i++) part[i] = -7.0f;
-                if (d > 3) k->matmul_f32_panels(part, x, nt, wp, n, d, 1, d - 2);
+                if (d > 3) k->matmul_f32_panels(part, x, nt, wp, n, d, 1, d - 2, after);
                 int outside = 1;
                 for (int t = 0; t < nt && d > 3; t++) {
                     outside &= part[t * d] == -7.0f && part[t * d + d - 2] == -7.0f &&
@@ -227,7 +231,8 @@ static void test_matmul_panels(const ts_kernels *k) {
                 float *sp = aligned_alloc(64, (panels * ng * TS_PANEL * sizeof(float) + 63) / 64 * 64 + 64);
                 ts__pack_q8(wp, sp, wq, ws, d, n, gs);
                 scalar->matmul_q8(want, xq, xs, nt, wq, ws, NULL, n, d, gs, 0, d);
-                k->matmul_q8_panels(got, xq, xs, xsum, nt, wp, sp, n, d, gs, 0, d);
+                k->matmul_q8_panels(got, xq, xs, xsum, nt, wp, sp, n, d, gs, 0, d,
+                                    (ts_panels_next){wp, n / 4});
                 int same = memcmp(got, want, (size_t)nt * d * sizeof(float)) == 0;
                 CHECK(same);
                 if (!same) fprintf(stderr, "  %s matmul_q8_panels n=%d gs=%d d=%d nt=%d\n", k->name, n, gs, d, nt);
@@ -236,7 +241,8 @@ static void test_matmul_panels(const ts_kernels *k) {
                         int i1 = i0 + 1 + (i0 * 5 + t) % 21;
                         if (i1 > d) i1 = d;
                         k->matmul_q8_panels(part + (size_t)t * d, xq + (size_t)t * n, xs + (size_t)t * ng,
-                                            xsum + (size_t)t * ng, 1, wp, sp, n, d, gs, i0, i1);
+                                            xsum + (size_t)t * ng, 1, wp, sp, n, d, gs, i0, i1,
+                                            (ts_panels_next){NULL, 0});
                         i0 = i1;
                     }
                 }
