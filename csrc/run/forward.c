@@ -40,7 +40,7 @@ struct ts_batch {
     float *hb;       /* (capacity, hidden_dim) */
     float *hb2;      /* (capacity, hidden_dim) */
     float *att;      /* (threads, kv_seq) attention scores */
-    float *logits;   /* (capacity, vocab) for the rows that want them */
+    float *logits;   /* (capacity, vocab) for rows whose logits do not lie one after another */
     float *rope;     /* (capacity, head_size) cos, sin of each row's angles */
     float *freq;     /* (head_size / 2) RoPE frequencies */
     int qmax;        /* max(dim, hidden_dim) */
@@ -235,7 +235,7 @@ typedef struct forward_job {
     ts_batch *b;
     const ts_row *rows;
     int n;  /* rows */
-    int nl; /* of which want logits (the first nl of b->logits) */
+    int nl; /* of which want logits */
 } forward_job;
 
 /* Thread r's share [i0, i1) of `rows` rows, in whole ROWS_PER_ITEM blocks. */
@@ -372,8 +372,26 @@ static void forward_team(void *ctx, int r, int n_threads) {
         b->ew.rmsnorm(own_xb + (size_t)i++ * dim, b->x + (size_t)t * dim, m->rms_final, dim);
     }
     matmul_input in = prepare_input(b, own_xb, own_xq, 0, job->nl, dim);
-    matmul_rows(b, b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0, c1,
-                (ts_panels_next){0});
+    /* Straight into the rows' logits where they lie one after another (one
+     * row, or every position of a prompt), else into the batch's, from
+     * which each thread copies out the columns it computed: its own, so no
+     * barrier, and no copy of every row on one thread afterwards. */
+    size_t V = (size_t)p->vocab_size;
+    float *first = NULL;
+    int contiguous = 1;
+    for (int t = 0, i = 0; t < n; t++) {
+        if (!rows[t].logits) continue;
+        if (!first) first = rows[t].logits;
+        contiguous &= rows[t].logits == first + V * (size_t)i++;
+    }
+    matmul_rows(b, contiguous ? first : b->logits, in, job->nl, &m->wcls, dim, p->vocab_size, c0,
+                c1, (ts_panels_next){0});
+    if (contiguous || c1 <= c0) return;
+    for (int t = 0, i = 0; t < n; t++) {
+        if (!rows[t].logits) continue;
+        memcpy(rows[t].logits + c0, b->logits + V * (size_t)i++ + c0,
+               (size_t)(c1 - c0) * sizeof(float));
+    }
 }
 
 /* ------------------------------------------------------------- forward */
@@ -411,10 +429,6 @@ void ts__forward(ts_batch *b, const ts_row *rows, int n) {
         if (rows[t].logits) job.nl++;
     }
     ts__pool_run(b->pool, forward_team, &job);
-    size_t V = (size_t)p->vocab_size;
-    for (int t = 0, i = 0; t < n; t++) {
-        if (rows[t].logits) memcpy(rows[t].logits, b->logits + V * (size_t)i++, V * sizeof(float));
-    }
 }
 
 /* ------------------------------------------------------------- batches */
