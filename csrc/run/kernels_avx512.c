@@ -179,6 +179,7 @@ static inline next_panels next_panels_start(const void *at, int lines, int tiles
 static inline int next_panels_take(next_panels *np, int tile, const char **at) {
     int lines = tile > 0 ? (np->each < np->left ? np->each : np->left) : 0;
     *at = np->at;
+    if (lines == 0) return 0; /* np->at may be NULL (nothing next) */
     np->at += (size_t)lines * 64;
     np->left -= lines;
     return lines;
