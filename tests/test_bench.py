@@ -90,6 +90,22 @@ def test_bench_shapes_smoke(tmp_path):
     assert files == ["tiny.bin", "tiny_q80.bin", "tok512.bin"]
 
 
+def test_a_crashing_llama_bench_is_reported_not_dropped(tmp_path, capsys):
+    """A peer that dies (here by SIGILL, as a GGML_NATIVE build on a host that lists AMX
+    but traps on it does) leaves its rows out with a warning saying which and why."""
+    from tinystories.bench_shapes import llama_bench
+
+    fake = tmp_path / "llama-bench"
+    fake.write_text("#!/bin/sh\necho 'ggml: about to crash' >&2\nkill -ILL $$\n")
+    fake.chmod(0o755)
+    gguf = tmp_path / "m_q8_0.gguf"
+    gguf.write_bytes(b"")
+    assert llama_bench(str(fake), gguf, [1, 2]) == {}
+    warning = capsys.readouterr().err
+    assert "llama-bench on m_q8_0.gguf exited with status -4" in warning
+    assert "ggml: about to crash" in warning
+
+
 def test_bench_serve_smoke(tok105, tmp_path):
     """--serve --quick: streaming clients against a loopback server, beside generate_batch
     on the same work; every row present and positive (speeds are not asserted)."""

@@ -243,6 +243,16 @@ def llama_bench(binary: str, gguf: Path, threads: Sequence[int]) -> Round:
     command += ["-t", ",".join(map(str, threads)), "-r", "1", "-o", "json"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     out: Round = {}
+    if result.returncode != 0:
+        # its rows go missing from this round: say why, once per run, rather than in silence
+        # (a GGML_NATIVE build on a host that lists AMX but traps on it dies with SIGILL)
+        tail = result.stderr.strip().splitlines()[-1:] or ["no message"]
+        print(
+            f"warning: {Path(binary).name} on {gguf.name} exited with status "
+            f"{result.returncode}: {tail[0]}",
+            file=sys.stderr,
+        )
+        return out
     for entry in json.loads(result.stdout or "[]"):
         kind = "prefill" if entry.get("n_prompt") else "decode"
         out[f"{kind} {entry['n_threads']}"] = entry["avg_ts"]
