@@ -180,8 +180,11 @@ Round = dict[str, float]  # one round's results, by measurement name
 
 
 def api_decode(g: Generator) -> float:
+    """One run of DECODE_POSITIONS, as each peer, the CLI and the fresh process get (a
+    best of two here read 10% above them on a host whose one-thread speed drifts), less
+    the fixed cost of a call (the best of three one-position calls)."""
     t1 = best_wall(lambda: g.generate("", temperature=0.0, max_new_tokens=1), 3)
-    tn = best_wall(lambda: g.generate("", temperature=0.0, max_new_tokens=DECODE_POSITIONS), 2)
+    tn = wall(lambda: g.generate("", temperature=0.0, max_new_tokens=DECODE_POSITIONS))
     return difference_rate(DECODE_POSITIONS, tn, t1)
 
 
