@@ -247,7 +247,7 @@ def llama_bench(binary: str, gguf: Path, threads: Sequence[int]) -> Round:
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     out: Round = {}
     if result.returncode != 0:
-        # its rows go missing from this round: say why, once per run, rather than in silence
+        # its rows go missing from this round: say why (in every round it fails), not in silence
         # (a GGML_NATIVE build on a host that lists AMX but traps on it dies with SIGILL)
         tail = result.stderr.strip().splitlines()[-1:] or ["no message"]
         print(
