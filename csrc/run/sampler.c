@@ -364,6 +364,218 @@ static int first_above(const float *v, int a, int z, float r) {
     return a;
 }
 
+/* ------------------------------------------------ top-p, flat distributions
+ *
+ * Many candidates over a narrow range (a near-flat distribution: a high
+ * temperature, or a model that has not learned much) are where sorting
+ * costs the most, and where their sums are easiest to know without it.
+ * Their range is cut into buckets of width w = 2^e, so every bucket's
+ * lower edge is a multiple of w. Once the running sum S has an ulp u of at
+ * least 2w, every rounding midpoint near S + p (a multiple of u / 2, or of
+ * u past the next power of two) is a multiple of w too: S + p rounds the
+ * same for every p strictly inside a bucket. So the sum needs only each
+ * bucket's count, with the candidates that lie exactly on its lower edge
+ * counted apart (they sort last in it, and can meet a tie). The top
+ * buckets, summed while S is still finer than that, are sorted and summed
+ * one by one; only the bucket the draw lands in is looked at again. */
+
+enum { FLAT_MIN_CANDIDATES = 4096 };
+
+typedef struct flat_buckets {
+    int nb;          /* buckets, the top one first */
+    int e;           /* their width, 2^e */
+    int64_t n_base;  /* the lowest bucket's lower edge / 2^e */
+} flat_buckets;
+
+/* bucket b's lower edge, in units of 2^e */
+static int64_t flat_edge_units(const flat_buckets *f, int b) { return f->n_base + (f->nb - 1 - b); }
+
+/* Sub-bucket ids (2b inside bucket b, 2b + 1 on its lower edge) into
+ * bucket_of, their counts into bucket_start. Returns 0 where the
+ * candidates do not allow it: then nothing else was touched. */
+static int flat_bucket(ts_sampler *s, int n0, float lo, float hi, flat_buckets *f) {
+    if (!(lo >= 0x1p-100f) || !(hi > lo) || !(hi <= 1.0f)) return 0;
+    int e, e_hi;
+    frexpf((hi - lo) * 8.0f / (float)n0, &e); /* 2^e: about one bucket per 8 candidates */
+    frexpf(hi, &e_hi);                        /* hi in [2^(e_hi-1), 2^e_hi): ulp 2^(e_hi-24) */
+    if (e < e_hi - 23) e = e_hi - 23;         /* at least two ulps of every candidate */
+    const float inv_w = ldexpf(1.0f, -e);
+    const float n_base = floorf(lo * inv_w);  /* below 2^24: exact */
+    const float base = ldexpf(n_base, e);
+    /* p - base is exact for p in [base, 2 base] (Sterbenz), and so is its scaling */
+    if (!(base > 0.0f) || !(hi <= 2.0f * base)) return 0;
+    const int nb = (int)((hi - base) * inv_w) + 1;
+    if (nb < 2 || 2 * nb > n0) return 0;
+    f->nb = nb, f->e = e, f->n_base = (int64_t)n_base;
+    const float *prob = s->prob;
+    int32_t *id = s->bucket_of;
+    for (int i = 0; i < n0; i++) { /* a loop the compiler vectorizes */
+        const float t = (prob[i] - base) * inv_w;
+        const int j = (int)t;
+        id[i] = 2 * (nb - 1 - j) + ((float)j == t);
+    }
+    int32_t *count = s->bucket_start;
+    memset(count, 0, (size_t)(2 * nb) * sizeof *count);
+    for (int i = 0; i < n0; i++) count[id[i]]++;
+    return 1;
+}
+
+/* x (a positive normal float) = units * 2^ulp_exp, units in [2^23, 2^24) */
+static void binade_of(float x, float *ulp, int *ulp_exp, int64_t *units) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    *ulp_exp = (int)(bits >> 23) - 150;
+    *ulp = ldexpf(1.0f, *ulp_exp);
+    *units = (bits & 0x7fffff) | 0x800000;
+}
+
+/* The walk's place: the running sum, and the cut once it passes top_p */
+typedef struct flat_walk {
+    float sum;
+    int cut_bucket, cut_rank; /* -1 until the sum passes top_p */
+} flat_walk;
+
+/* Adds `n` candidates that all round as `p` does, one by one; stops at the cut. */
+static int flat_add_each(flat_walk *w, float p, int n, float top_p, int rank0, int b) {
+    for (int k = 0; k < n; k++) {
+        w->sum += p;
+        if (w->sum > top_p) {
+            w->cut_bucket = b, w->cut_rank = rank0 + k;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Bucket b's candidates in run.c's order: those inside it by probability
+ * (descending, index order among equals), then those on its edge in index
+ * order. Their places in s->prob go to `out`; returns how many. */
+static int flat_bucket_members(ts_sampler *s, int n0, int b, int32_t *out) {
+    const int32_t *id = s->bucket_of;
+    prob_index *c = s->candidates;
+    int n_in = 0, n_edge = 0;
+    int32_t *edge = s->bucket_place; /* scratch: the edge ones, in index order */
+    for (int i = 0; i < n0; i += 16) {
+        const int end = n0 - i < 16 ? n0 : i + 16;
+        int here = 0;
+        for (int j = i; j < end; j++) here += (id[j] >> 1) == b; /* vectorized */
+        if (!here) continue;
+        for (int j = i; j < end; j++) {
+            if (id[j] == 2 * b) c[n_in++] = (prob_index){s->prob[j], j};
+            else if (id[j] == 2 * b + 1) edge[n_edge++] = j;
+        }
+    }
+    sort_desc(c, s->scratch, (size_t)n_in);
+    for (int k = 0; k < n_in; k++) out[k] = c[k].index;
+    for (int k = 0; k < n_edge; k++) out[n_in + k] = edge[k];
+    return n_in + n_edge;
+}
+
+/* run.c's top-p draw for candidates flat_bucket took. Returns 0, having
+ * changed nothing the bucket path reads, where the top buckets turn out
+ * too many or their sum too small. */
+static int flat_sample(ts_sampler *s, int n0, const flat_buckets *f, float coin, int32_t *token) {
+    const int nb = f->nb, e = f->e;
+    const int32_t *count = s->bucket_start;
+    const float top_p = s->top_p;
+    /* the top buckets: until S surely has an ulp of 2^(e+1) (S >= 2^(e+24)),
+     * with room for the float sum's rounding */
+    const double bulk_from = ldexp(1.0625, e + 24);
+    double low = 0.0;
+    int b_top = 0, k_top = 0;
+    while (b_top < nb && low < bulk_from) {
+        const int m = count[2 * b_top] + count[2 * b_top + 1];
+        low += (double)m * ldexp((double)flat_edge_units(f, b_top), e);
+        k_top += m;
+        b_top++;
+    }
+    if (b_top == nb || k_top > n0 / 4 || k_top > 8192) return 0;
+    float *values = s->bucket_prob, lo_unused, hi_unused;
+    int32_t *places = s->bucket_place;
+    const float top_floor = ldexpf((float)flat_edge_units(f, b_top - 1), e);
+    if (s->select_at_least(s->prob, n0, top_floor, values, places, &lo_unused, &hi_unused) != k_top) {
+        return 0;
+    }
+    prob_index *c = s->candidates;
+    for (int k = 0; k < k_top; k++) c[k] = (prob_index){values[k], places[k]};
+    sort_desc(c, s->scratch, (size_t)k_top);
+    flat_walk w = {0.0f, -1, -1};
+    for (int k = 0; k < k_top; k++) {
+        w.sum += c[k].prob;
+        s->cdf[k] = w.sum;
+        if (w.sum > top_p) {
+            const float r = coin * w.sum;
+            *token = s->index[c[first_above(s->cdf, 0, k, r)].index];
+            return 1;
+        }
+    }
+    if (!(w.sum >= ldexpf(1.0f, e + 24))) return 0;
+    const float top_sum = w.sum;
+    /* the bulk: a bucket's count at once where it stays in S's binade,
+     * below the cut and clear of ties; else its candidates one by one */
+    float *after = s->span_end; /* after[b]: the sum through bucket b */
+    float ulp;
+    int ulp_exp;
+    int64_t units; /* S = units * ulp, units in [2^23, 2^24) */
+    binade_of(w.sum, &ulp, &ulp_exp, &units);
+    int b = b_top;
+    for (; b < nb; b++) {
+        const int n_in = count[2 * b], n_edge = count[2 * b + 1];
+        const int64_t edge = flat_edge_units(f, b);
+        const int m = ulp_exp - e; /* >= 1: S's ulp is 2^m bucket widths */
+        if (m > 40) return 0;      /* not with probabilities that sum to about 1 */
+        const int64_t half = (int64_t)1 << (m - 1);
+        const int64_t q = (edge + half) >> m; /* the ulps each adds */
+        const int tie = n_edge > 0 && (edge & ((half << 1) - 1)) == half;
+        const int64_t next_units = units + (int64_t)(n_in + n_edge) * q;
+        const float next = (float)next_units * ulp; /* exact below 2^24 units */
+        if (!tie && next_units < ((int64_t)1 << 24) && !(next > top_p)) {
+            units = next_units;
+            after[b] = w.sum = next;
+            continue;
+        }
+        const float inside = ldexpf((float)(2 * edge + 1), e - 1); /* the bucket's middle */
+        const float on_edge = ldexpf((float)edge, e);
+        const int cut = flat_add_each(&w, inside, n_in, top_p, 0, b) ||
+                        flat_add_each(&w, on_edge, n_edge, top_p, n_in, b);
+        after[b] = w.sum;
+        if (cut) break;
+        binade_of(w.sum, &ulp, &ulp_exp, &units);
+    }
+    int last_bucket = w.cut_bucket, last_rank = w.cut_rank;
+    if (w.cut_bucket < 0) { /* rounding: all of them; the last is the lowest bucket's last */
+        last_bucket = nb - 1;
+        while (count[2 * last_bucket] + count[2 * last_bucket + 1] == 0) last_bucket--;
+        last_rank = count[2 * last_bucket] + count[2 * last_bucket + 1] - 1;
+    }
+    const float r = coin * w.sum;
+    if (r < top_sum) {
+        *token = s->index[c[first_above(s->cdf, 0, k_top - 1, r)].index];
+        return 1;
+    }
+    int rb = first_above(after, b_top, last_bucket, r), rank = last_rank;
+    if (r < after[rb]) { /* the first in bucket rb whose running sum passes r */
+        flat_walk v = {rb > b_top ? after[rb - 1] : top_sum, -1, -1};
+        const int64_t edge = flat_edge_units(f, rb);
+        const int n_in = count[2 * rb];
+        const int n_all = rb == last_bucket ? last_rank + 1 : n_in + count[2 * rb + 1];
+        const float inside = ldexpf((float)(2 * edge + 1), e - 1), on_edge = ldexpf((float)edge, e);
+        int k = 0;
+        for (; k < n_all - 1; k++) {
+            v.sum += k < n_in ? inside : on_edge;
+            if (r < v.sum) break;
+        }
+        rank = k;
+    } else {
+        rb = last_bucket;
+    }
+    int32_t *members = s->span_first; /* scratch: n0 + 1 entries */
+    const int n_members = flat_bucket_members(s, n0, rb, members);
+    if (rank >= n_members) rank = n_members - 1; /* cannot happen: the counts are these */
+    *token = s->index[members[rank]];
+    return 1;
+}
+
 /* run.c's nucleus sampling: the smallest set of most likely tokens whose
  * probabilities exceed top_p, then a draw within it. run.c sorts every
  * candidate and sums them in that order. Only the sums matter, and a
@@ -379,6 +591,12 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     float lo, hi;
     const int n0 = s->select_at_least(p, n, cutoff, s->prob, s->index, &lo, &hi);
     if (n0 == 0) return s->argmax(p, n); /* only with NaNs or n == 1 */
+    flat_buckets flat;
+    int32_t token;
+    if (n0 >= FLAT_MIN_CANDIDATES && flat_bucket(s, n0, lo, hi, &flat) &&
+        flat_sample(s, n0, &flat, coin, &token)) {
+        return token;
+    }
     int nb = n0 > 64 ? bucket_candidates(s, n0, lo, hi) : 0;
     if (nb == 0) { /* one bucket of them all */
         nb = 1;

@@ -128,6 +128,63 @@ static void make_logits(float *x, int n, enum shape shape) {
     }
 }
 
+/* Flat distributions of many candidates, where the sampler sums bucket
+ * counts instead of sorting: spreads from a thousandth to two nats, logits
+ * on a coarse grid (so that many probabilities are equal, and many sit on
+ * a bucket's edge) or not, and top-p values whose cut falls early, late or
+ * never. Returns the number of draws compared. */
+static int compare_flat(void) {
+    const int sizes[] = {4096, 6001, 32000};
+    const double spreads[] = {0.001, 0.01, 0.05, 0.2, 1.0, 2.0};
+    const float top_ps[] = {0.9f, 0.5f, 0.99f, 0.01f, 0.2f, 0x1.fffffep-1f};
+    int compared = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const int n = sizes[si];
+        float *logits = malloc((size_t)n * sizeof *logits);
+        float *a = malloc((size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b);
+        ref_candidate *cand = malloc((size_t)n * sizeof *cand);
+        for (size_t di = 0; di < sizeof spreads / sizeof spreads[0]; di++) {
+            for (int grid = 0; grid < 2; grid++) {
+                for (size_t pi = 0; pi < sizeof top_ps / sizeof top_ps[0]; pi++) {
+                    const float temperature = pi % 2 ? 1.0f : 0.9f;
+                    uint64_t seed = 7 + si * 1000 + di * 100 + (uint64_t)grid * 10 + pi;
+                    ts_sampling params = {.temperature = temperature, .top_p = top_ps[pi], .seed = seed};
+                    ts_sampler *s = NULL;
+                    ts_error err = {0};
+                    CHECK(ts_sampler_new(n, &params, &s, &err) == TS_OK);
+                    if (!s) continue;
+                    uint64_t state = seed;
+                    int same = 1;
+                    for (int step = 0; step < 6; step++) {
+                        for (int i = 0; i < n; i++) {
+                            double u = uniform() - 0.5;
+                            if (grid) u = floor(u * 64.0) / 64.0;
+                            logits[i] = (float)(spreads[di] * u);
+                        }
+                        memcpy(a, logits, (size_t)n * sizeof *a);
+                        memcpy(b, logits, (size_t)n * sizeof *b);
+                        int got = ts_sampler_sample(s, a);
+                        int want = ref_sample(b, n, temperature, top_ps[pi], &state, cand);
+                        if (got != want) same = 0;
+                        compared++;
+                    }
+                    if (!same) {
+                        fprintf(stderr, "  flat n=%d spread=%g grid=%d top_p=%g: tokens differ\n", n,
+                                spreads[di], grid, (double)top_ps[pi]);
+                    }
+                    CHECK(same);
+                    ts_sampler_free(s);
+                }
+            }
+        }
+        free(logits);
+        free(a);
+        free(b);
+        free(cand);
+    }
+    return compared;
+}
+
 /* The additions written out from tinystories.h's order: `history` is the
  * sequence (prompt first, n_prompt of it), then run.c's procedure. */
 static int ref_sample_with(float *x, int n, const ts_sampling *p, const int *history,
@@ -303,6 +360,7 @@ int main(void) {
         free(cand);
     }
     printf("%d draws compared with run.c's procedure\n", compared);
+    printf("%d draws of flat distributions compared\n", compare_flat());
     printf("%d draws with penalties and min_p compared\n", compare_additions());
     check_effects();
     printf("%d checks, %d failures\n", checks, failures);
