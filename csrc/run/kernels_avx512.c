@@ -691,11 +691,15 @@ static void softmax_exact(float *x, int n) {
     const __m512 vm = _mm512_set1_ps(max_val);
     float sum = 0.0f;
     if (n >= 4096) { /* a vocabulary: long runs within one binade */
-        for (i = 0; i + 16 <= n; i += 16) {
-            _mm512_storeu_ps(x + i, expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)));
+        /* 256 at a time, summed while they are in L1 */
+        for (int b = 0; b < n; b += 256) {
+            const int end = n - b < 256 ? n : b + 256;
+            for (i = b; i + 16 <= end; i += 16) {
+                _mm512_storeu_ps(x + i, expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)));
+            }
+            for (; i < end; i++) x[i] = expf(x[i] - max_val);
+            ts_k_sum_in_order(sum_unordered, x + b, end - b, &sum);
         }
-        for (; i < n; i++) x[i] = expf(x[i] - max_val);
-        ts_k_sum_in_order(sum_unordered, x, n, &sum);
     } else { /* attention: a short sum crosses a binade every few values */
         for (i = 0; i + 16 <= n; i += 16) {
             _mm512_storeu_ps(x + i, expf_exact(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm)));

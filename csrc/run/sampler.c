@@ -453,22 +453,21 @@ static int flat_add_each(flat_walk *w, float p, int n, float top_p, int rank0, i
 static int flat_bucket_members(ts_sampler *s, int n0, int b, int32_t *out) {
     const int32_t *id = s->bucket_of;
     prob_index *c = s->candidates;
-    int n_in = 0, n_edge = 0;
-    int32_t *edge = s->bucket_place; /* scratch: the edge ones, in index order */
-    for (int i = 0; i < n0; i += 16) {
+    int n = 0;
+    for (int i = 0; i < n0; i += 16) { /* a block is read twice only if it holds one */
         const int end = n0 - i < 16 ? n0 : i + 16;
         int here = 0;
         for (int j = i; j < end; j++) here += (id[j] >> 1) == b; /* vectorized */
         if (!here) continue;
         for (int j = i; j < end; j++) {
-            if (id[j] == 2 * b) c[n_in++] = (prob_index){s->prob[j], j};
-            else if (id[j] == 2 * b + 1) edge[n_edge++] = j;
+            if ((id[j] >> 1) == b) c[n++] = (prob_index){s->prob[j], j};
         }
     }
-    sort_desc(c, s->scratch, (size_t)n_in);
-    for (int k = 0; k < n_in; k++) out[k] = c[k].index;
-    for (int k = 0; k < n_edge; k++) out[n_in + k] = edge[k];
-    return n_in + n_edge;
+    /* the edge ones are the smallest, and equal: the stable sort puts them
+     * last, in index order */
+    sort_desc(c, s->scratch, (size_t)n);
+    for (int k = 0; k < n; k++) out[k] = c[k].index;
+    return n;
 }
 
 /* run.c's top-p draw for candidates flat_bucket took. Returns 0, having
@@ -494,7 +493,7 @@ static int flat_sample(ts_sampler *s, int n0, const flat_buckets *f, float coin,
     int32_t *places = s->bucket_place;
     const float top_floor = ldexpf((float)flat_edge_units(f, b_top - 1), e);
     if (s->select_at_least(s->prob, n0, top_floor, values, places, &lo_unused, &hi_unused) != k_top) {
-        return 0;
+        return 0; /* cannot happen: they are the ones counted */
     }
     prob_index *c = s->candidates;
     for (int k = 0; k < k_top; k++) c[k] = (prob_index){values[k], places[k]};
@@ -584,7 +583,8 @@ static int flat_sample(ts_sampler *s, int n0, const flat_buckets *f, float coin,
  * only the buckets where the order matters are sorted: those
  * sum_unordered refuses (about log2 of the candidates' spread), the one
  * where the sum passes top_p and the one the draw lands in. The sums are
- * run.c's, so the draw is the same. */
+ * run.c's, so the draw is the same. Many candidates over a narrow range
+ * take the flat path above first: it counts them instead of moving them. */
 static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     /* probabilities below (1 - top_p) / (n - 1) can't be in the set */
     const float cutoff = (1.0f - s->top_p) / (n - 1);
