@@ -420,13 +420,21 @@ static int flat_bucket(ts_sampler *s, int n0, float lo, float hi, flat_buckets *
     return 1;
 }
 
-/* x (a positive normal float) = units * 2^ulp_exp, units in [2^23, 2^24) */
-static void binade_of(float x, float *ulp, int *ulp_exp, int64_t *units) {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    *ulp_exp = (int)(bits >> 23) - 150;
-    *ulp = ldexpf(1.0f, *ulp_exp);
-    *units = (bits & 0x7fffff) | 0x800000;
+/* What every candidate of bucket b adds once S is coarse enough: the
+ * bucket's middle stands in for those inside it, its edge is exact. */
+static void flat_values(const flat_buckets *f, int b, float *inside, float *on_edge) {
+    const int64_t edge = flat_edge_units(f, b);
+    *inside = ldexpf((float)(2 * edge + 1), f->e - 1);
+    *on_edge = ldexpf((float)edge, f->e);
+}
+
+/* S's binade, as ts_k_binade gives it, with its ulp's exponent */
+static int flat_binade(float sum, float *ulp, int *ulp_exp, int64_t *units) {
+    float inv_ulp;
+    if (!ts_k_binade(sum, ulp, &inv_ulp, units)) return 0;
+    frexpf(*ulp, ulp_exp);
+    --*ulp_exp; /* ulp = 2^ulp_exp */
+    return 1;
 }
 
 /* The walk's place: the running sum, and the cut once it passes top_p */
@@ -447,10 +455,10 @@ static int flat_add_each(flat_walk *w, float p, int n, float top_p, int rank0, i
     return 0;
 }
 
-/* Bucket b's candidates in run.c's order: those inside it by probability
- * (descending, index order among equals), then those on its edge in index
- * order. Their places in s->prob go to `out`; returns how many. */
-static int flat_bucket_members(ts_sampler *s, int n0, int b, int32_t *out) {
+/* Bucket b's candidates into s->candidates in run.c's order: those inside
+ * it by probability (descending, index order among equals), then those on
+ * its edge in index order, each with its place in s->prob; returns how many. */
+static int flat_bucket_members(ts_sampler *s, int n0, int b) {
     const int32_t *id = s->bucket_of;
     prob_index *c = s->candidates;
     int n = 0;
@@ -466,7 +474,6 @@ static int flat_bucket_members(ts_sampler *s, int n0, int b, int32_t *out) {
     /* the edge ones are the smallest, and equal: the stable sort puts them
      * last, in index order */
     sort_desc(c, s->scratch, (size_t)n);
-    for (int k = 0; k < n; k++) out[k] = c[k].index;
     return n;
 }
 
@@ -516,7 +523,7 @@ static int flat_sample(ts_sampler *s, int n0, const flat_buckets *f, float coin,
     float ulp;
     int ulp_exp;
     int64_t units; /* S = units * ulp, units in [2^23, 2^24) */
-    binade_of(w.sum, &ulp, &ulp_exp, &units);
+    if (!flat_binade(w.sum, &ulp, &ulp_exp, &units)) return 0;
     int b = b_top;
     for (; b < nb; b++) {
         const int n_in = count[2 * b], n_edge = count[2 * b + 1];
@@ -533,13 +540,13 @@ static int flat_sample(ts_sampler *s, int n0, const flat_buckets *f, float coin,
             after[b] = w.sum = next;
             continue;
         }
-        const float inside = ldexpf((float)(2 * edge + 1), e - 1); /* the bucket's middle */
-        const float on_edge = ldexpf((float)edge, e);
+        float inside, on_edge;
+        flat_values(f, b, &inside, &on_edge);
         const int cut = flat_add_each(&w, inside, n_in, top_p, 0, b) ||
                         flat_add_each(&w, on_edge, n_edge, top_p, n_in, b);
         after[b] = w.sum;
         if (cut) break;
-        binade_of(w.sum, &ulp, &ulp_exp, &units);
+        if (!flat_binade(w.sum, &ulp, &ulp_exp, &units)) return 0;
     }
     int last_bucket = w.cut_bucket, last_rank = w.cut_rank;
     if (w.cut_bucket < 0) { /* rounding: all of them; the last is the lowest bucket's last */
@@ -554,24 +561,22 @@ static int flat_sample(ts_sampler *s, int n0, const flat_buckets *f, float coin,
     }
     int rb = first_above(after, b_top, last_bucket, r), rank = last_rank;
     if (r < after[rb]) { /* the first in bucket rb whose running sum passes r */
-        flat_walk v = {rb > b_top ? after[rb - 1] : top_sum, -1, -1};
-        const int64_t edge = flat_edge_units(f, rb);
+        float sum = rb > b_top ? after[rb - 1] : top_sum, inside, on_edge;
+        flat_values(f, rb, &inside, &on_edge);
         const int n_in = count[2 * rb];
         const int n_all = rb == last_bucket ? last_rank + 1 : n_in + count[2 * rb + 1];
-        const float inside = ldexpf((float)(2 * edge + 1), e - 1), on_edge = ldexpf((float)edge, e);
         int k = 0;
         for (; k < n_all - 1; k++) {
-            v.sum += k < n_in ? inside : on_edge;
-            if (r < v.sum) break;
+            sum += k < n_in ? inside : on_edge;
+            if (r < sum) break;
         }
         rank = k;
     } else {
         rb = last_bucket;
     }
-    int32_t *members = s->span_first; /* scratch: n0 + 1 entries */
-    const int n_members = flat_bucket_members(s, n0, rb, members);
+    const int n_members = flat_bucket_members(s, n0, rb);
     if (rank >= n_members) rank = n_members - 1; /* cannot happen: the counts are these */
-    *token = s->index[members[rank]];
+    *token = s->index[s->candidates[rank].index];
     return 1;
 }
 
