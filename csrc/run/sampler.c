@@ -227,24 +227,34 @@ static int32_t sample_mult(const float *p, int n, float coin) {
 }
 
 /* The filtered candidates' probabilities into buckets, the most likely
- * bucket first, in index order within a bucket; about 16 to a bucket where
- * they spread evenly. Their tokens stay where they are: only the one drawn
- * is looked up (token_at), which saves a store per candidate. The bucket
- * of p is a non-decreasing function of p, so the buckets, each sorted by
- * itself, in bucket order, are exactly the sorted order. Returns the
- * bucket count, or 0 when the probabilities do not spread over a usable
- * range (all equal, or not finite). */
+ * bucket first, in index order within a bucket. A bucket is a range of
+ * float bit patterns, which order positive floats as their values do: so
+ * each binade between the least and the greatest gets as many buckets,
+ * about n0 / 16 in all, and probabilities spread over several orders of
+ * magnitude (a real model's) fill them about as evenly as near-equal ones
+ * do. Their tokens stay where they are: only the one drawn is looked up
+ * (token_at), which saves a store per candidate. The bucket of p is a
+ * non-decreasing function of p, so the buckets, each sorted by itself, in
+ * bucket order, are exactly the sorted order. Returns the bucket count, or
+ * 0 when the probabilities do not spread over a usable range (all equal,
+ * or not finite). */
 static int bucket_candidates(ts_sampler *s, int n0, float lo, float hi) {
-    if (!(hi > lo) || !isfinite(hi - lo)) return 0;
-    const int nb = n0 / 16 > 0 ? n0 / 16 : 1;
-    const float scale = (float)nb / (hi - lo);
-    if (!isfinite(scale)) return 0; /* a range too small to divide */
+    if (!(lo > 0.0f) || !(hi > lo) || !isfinite(hi)) return 0;
+    uint32_t lo_bits, hi_bits;
+    memcpy(&lo_bits, &lo, sizeof lo_bits);
+    memcpy(&hi_bits, &hi, sizeof hi_bits);
+    const uint32_t want = n0 / 16 > 1 ? (uint32_t)(n0 / 16) : 1u;
+    int shift = 0;
+    while (((hi_bits - lo_bits) >> shift) >= want) shift++;
+    const int nb = (int)((hi_bits - lo_bits) >> shift) + 1;
+    if (nb < 2) return 0;
     int32_t *start = s->bucket_start, *bucket = s->bucket_of;
     const float *prob = s->prob;
     /* descending: the top bucket is 0 (a loop the compiler vectorizes) */
     for (int i = 0; i < n0; i++) {
-        int k = (int)((prob[i] - lo) * scale);
-        bucket[i] = nb - 1 - (k < nb ? k : nb - 1);
+        uint32_t bits;
+        memcpy(&bits, &prob[i], sizeof bits);
+        bucket[i] = nb - 1 - (int)((bits - lo_bits) >> shift);
     }
     memset(start, 0, ((size_t)nb + 1) * sizeof *start);
     for (int i = 0; i < n0; i++) start[bucket[i] + 1]++;

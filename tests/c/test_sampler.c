@@ -1,9 +1,11 @@
 /*
  * test_sampler.c — ts_sampler against run.c's sampler written out plainly
  * (softmax with libm's expf and sums in order, every candidate sorted,
- * linear walks), on logits shaped like a real model's (peaked), like a
- * random model's (32,000 near-uniform values), with ties, with -inf and
- * across temperatures, top-p values and seeds: the same token every time.
+ * linear walks), on logits shaped like a real model's (peaked, or spread
+ * as a Gaussian: probabilities over orders of magnitude, and a few hundred
+ * candidates among 32,000), like a random model's (near-uniform values),
+ * with ties, with -inf and across temperatures, top-p values and seeds:
+ * the same token every time.
  * Then the additions (penalties, min_p), each applied plainly to the
  * logits as tinystories.h orders them before run.c's procedure.
  */
@@ -113,7 +115,9 @@ static double uniform(void) {
     return (double)(rng >> 11) / 9007199254740992.0;
 }
 
-enum shape { NEAR_UNIFORM, PEAKED, TIES, WITH_NEG_INF, SHAPES };
+/* GAUSSIAN: probabilities over orders of magnitude, many of them candidates;
+ * GAUSSIAN_WIDE: a few hundred candidates out of a vocabulary (the first look) */
+enum shape { NEAR_UNIFORM, PEAKED, TIES, WITH_NEG_INF, GAUSSIAN, GAUSSIAN_WIDE, SHAPES };
 
 static void make_logits(float *x, int n, enum shape shape) {
     for (int i = 0; i < n; i++) {
@@ -123,6 +127,12 @@ static void make_logits(float *x, int n, enum shape shape) {
         case PEAKED: x[i] = (float)(-8.0 * u + (i % 97 == 0 ? 9.0 * uniform() : 0.0)); break;
         case TIES: x[i] = (float)floor(4.0 * u) * 0.5f; break;
         case WITH_NEG_INF: x[i] = u < 0.3 ? -INFINITY : (float)(3.0 * u); break;
+        case GAUSSIAN:
+        case GAUSSIAN_WIDE: {
+            const double g = sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * uniform());
+            x[i] = (float)(g * (shape == GAUSSIAN ? 2.5 : 6.0));
+            break;
+        }
         default: x[i] = 0.0f;
         }
     }
