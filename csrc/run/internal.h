@@ -171,6 +171,20 @@ typedef struct ts_kernels {
      * Top-p's candidates. Exact in every set; NULL: the scalar one. */
     int (*select_at_least)(const float *x, int n, float floor, float *values, int32_t *indices,
                            float *lo, float *hi);
+    /* Top-p's first look at a peaked vocabulary: *max = the largest of x,
+     * v[i] within TS_EXP_APPROX_REL of expf(x[i] - *max) (relative; 2^-148
+     * absolute below the float range), and *sum = the sum of those expf in
+     * order, bit for bit as ts_k_softmax has it. Returns 0 (and nothing
+     * meaningful) where x holds a NaN, its largest is infinite, or more
+     * than `most` of x lie within `reach` of it. NULL where a set has none:
+     * the sampler then takes the exact softmax. */
+    int (*exp_sum_approx)(const float *x, int n, float reach, int most, float *v, float *max,
+                          float *sum);
+    /* out[j] = expf(x[index[j]] - max) / sum for j < m, bit for bit as
+     * ts_k_softmax rounds it (a candidate's exact probability). NULL: the
+     * scalar one. */
+    void (*probs_exact)(const float *x, const int32_t *index, int m, float max, float sum,
+                        float *out);
     /* One attention head for one query: att[t] = softmax_t(q . k_t / sqrt(hs))
      * over t < n_pos, then out = sum_t att[t] v_t. `keys` and `values` are
      * one kv head's part of a KV cache (see "KV cache" below): element i of
@@ -197,6 +211,11 @@ int ts_k_sum_unordered(const float *x, int n, float *s);
  * [2^-100, 2^100); else s0's binade's ulp and 1 / ulp, and s0 / ulp (in
  * [2^23, 2^24)), all from s0's bits. */
 int ts_k_binade(float s0, float *ulp, float *inv_ulp, int64_t *start);
+/* The bound exp_sum_approx keeps (its kernels reach 2^-23). */
+#define TS_EXP_APPROX_REL 0x1p-22f
+/* The scalar set's probs_exact: the reference. */
+void ts_k_probs_exact(const float *x, const int32_t *index, int m, float max, float sum,
+                      float *out);
 /* The scalar set's select_at_least. */
 int ts_k_select_at_least(const float *x, int n, float floor, float *values, int32_t *indices,
                          float *lo, float *hi);

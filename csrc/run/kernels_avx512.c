@@ -715,6 +715,145 @@ static void softmax_exact(float *x, int n) {
     for (; i < n; i++) x[i] /= sum;
 }
 
+/* ------------------------------------------- a vocabulary's first look
+ * A peaked distribution's top-p needs the exact probabilities of its few
+ * candidates only, and run.c's exact max and sum. exp_sum_approx computes
+ * every exponential in single precision (a degree-7 Taylor series on
+ * |r| <= ln2/2, then 2^k by vscalefps): within 2^-23 of expf over every
+ * input in [-104, 0] (checked against glibc over all of them), half the
+ * 2^-22 bound (TS_EXP_APPROX_REL) the sampler's margins assume. The
+ * in-order sum still comes out exact: within a binade of the running sum
+ * S, fl(S + v) = S + round(v / ulp) ulp, and an approximate v rounds the
+ * same as the exact one unless v / ulp lies within the bound of a
+ * midpoint. A block with such a lane, or whose sum would leave the binade,
+ * goes again 16 at a time, and a vector that still fails is redone with
+ * expf_exact and added one by one. */
+
+/* e^d for d <= 0 (no NaN), to 2^-23 relative; 0 .. 2^-149 below -104 */
+static inline __m512 exp_approx(__m512 d) {
+    d = _mm512_max_ps(d, _mm512_set1_ps(-104.0f)); /* -inf too */
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(0x1.715476p+0f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* r = d - k ln2, ln2 in two parts: k times the first (16 bits) is exact */
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0x1.62e4p-1f), d);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0x1.7f7d1cp-20f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+/* The vectors of x[i0, i1) (from a multiple of 16): their exponentials
+ * into v, and how many ulps they add, if no lane lies near a midpoint
+ * (else -1). */
+static inline int64_t exp_block(const float *x, int i0, int i1, __m512 vm, float *v,
+                                float inv_ulp) {
+    /* |q - round(q)| + q * rel must stay under a half, less the absolute
+     * part of the bound (2^-148 over an ulp of at least 2^-123) */
+    const __m512 rel = _mm512_set1_ps(TS_EXP_APPROX_REL), below = _mm512_set1_ps(0.5f - 0x1p-24f);
+    const __m512 inv = _mm512_set1_ps(inv_ulp);
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    __m512i steps = _mm512_setzero_si512();
+    __mmask16 sure = 0xFFFF;
+    for (int i = i0; i < i1; i += 16) {
+        const __mmask16 in = i1 - i >= 16 ? 0xFFFF : tail_mask16(i1 - i);
+        const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(in, x + i), vm);
+        const __m512 e = _mm512_maskz_mov_ps(in, exp_approx(d));
+        _mm512_mask_storeu_ps(v + i, in, e);
+        const __m512 q = _mm512_mul_ps(e, inv);
+        const __m512i whole = _mm512_cvt_roundps_epi32(q, _MM_FROUND_TO_NEAREST_INT |
+                                                              _MM_FROUND_NO_EXC);
+        const __m512 off = _mm512_castsi512_ps(_mm512_and_si512(
+            _mm512_castps_si512(_mm512_sub_ps(q, _mm512_cvtepi32_ps(whole))), magnitude));
+        sure &= _mm512_cmp_ps_mask(_mm512_fmadd_ps(q, rel, off), below, _CMP_LT_OQ);
+        /* a sure lane has q < 2^21 (q * rel is under a half); the sum is
+         * used only when every lane is sure */
+        steps = _mm512_add_epi32(steps, whole);
+    }
+    return sure == 0xFFFF ? (int64_t)_mm512_reduce_add_epi32(steps) : -1;
+}
+
+static int exp_sum_approx(const float *x, int n, float reach, int most, float *v, float *max_out,
+                          float *sum_out) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    __mmask16 nan = 0;
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 in = n - i >= 16 ? 0xFFFF : tail_mask16(n - i);
+        const __m512 xv = _mm512_maskz_loadu_ps(in, x + i);
+        nan |= _mm512_mask_cmp_ps_mask(in, xv, xv, _CMP_UNORD_Q);
+        vmax = _mm512_mask_max_ps(vmax, in, vmax, xv);
+    }
+    const float max_val = _mm512_reduce_max_ps(vmax);
+    if (nan || !isfinite(max_val)) return 0;
+    /* the gate: a flat row stops after `most` logits within reach */
+    const __m512 near = _mm512_set1_ps(max_val - reach);
+    int within = 0;
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 in = n - i >= 16 ? 0xFFFF : tail_mask16(n - i);
+        const __mmask16 hit = _mm512_mask_cmp_ps_mask(in, _mm512_maskz_loadu_ps(in, x + i), near,
+                                                      _CMP_GE_OQ);
+        within += __builtin_popcount((unsigned)hit);
+        if (within > most) return 0;
+    }
+    const __m512 vm = _mm512_set1_ps(max_val);
+    float sum = 0.0f, ulp = 0.0f, inv_ulp = 0.0f;
+    int64_t units = 0; /* sum = units * ulp, units in [2^23, 2^24), while `binade` */
+    int binade = 0;
+    /* 128 at a time (a lane adds under 2^21 ulps: no int32 lane wraps);
+     * a block that fails goes again, 16 at a time */
+    for (int b = 0; b < n; b += 128) {
+        const int b_end = n - b < 128 ? n : b + 128;
+        if (binade) {
+            const int64_t steps = exp_block(x, b, b_end, vm, v, inv_ulp);
+            if (steps >= 0 && units + steps < ((int64_t)1 << 24) - 1) {
+                units += steps;
+                continue;
+            }
+        }
+        for (int i = b; i < b_end; i += 16) {
+            const int end = b_end - i < 16 ? b_end : i + 16;
+            if (binade) {
+                const int64_t steps = exp_block(x, i, end, vm, v, inv_ulp);
+                if (steps >= 0 && units + steps < ((int64_t)1 << 24) - 1) {
+                    units += steps;
+                    continue;
+                }
+                sum = (float)units * ulp;
+            }
+            /* this vector exactly, in order */
+            const __mmask16 in = end - i == 16 ? 0xFFFF : tail_mask16(end - i);
+            const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(in, x + i), vm);
+            _mm512_mask_storeu_ps(v + i, in, exp_approx(d));
+            const __m512 exact = expf_exact(_mm512_mask_mov_ps(_mm512_setzero_ps(), in, d));
+            for (int j = 0; j < end - i; j++) {
+                sum += _mm512_cvtss_f32(_mm512_permutexvar_ps(_mm512_set1_epi32(j), exact));
+            }
+            binade = ts_k_binade(sum, &ulp, &inv_ulp, &units);
+        }
+    }
+    if (binade) sum = (float)units * ulp;
+    *max_out = max_val, *sum_out = sum;
+    return 1;
+}
+
+/* ts_k_probs_exact, 16 gathered at a time */
+static void probs_exact(const float *x, const int32_t *index, int m, float max, float sum,
+                        float *out) {
+    const __m512 vm = _mm512_set1_ps(max), vs = _mm512_set1_ps(sum);
+    for (int j = 0; j < m; j += 16) {
+        const __mmask16 in = m - j >= 16 ? 0xFFFF : tail_mask16(m - j);
+        const __m512i idx = _mm512_maskz_loadu_epi32(in, index + j);
+        const __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx, x, 4);
+        const __m512 e = expf_exact(_mm512_mask_sub_ps(_mm512_setzero_ps(), in, xv, vm));
+        _mm512_mask_storeu_ps(out + j, in, _mm512_div_ps(e, vs));
+    }
+}
+
 /* The scalar swiglu bit for bit: h * (1 / (1 + e^-h)) * g, each step
  * rounded as there. */
 static void swiglu_exact(float *h, const float *g, int n) {
@@ -845,4 +984,6 @@ const ts_kernels ts_kernels_avx512 = {
     .argmax = argmax,
     .sum_unordered = sum_unordered,
     .select_at_least = select_at_least,
+    .exp_sum_approx = exp_sum_approx,
+    .probs_exact = probs_exact,
 };

@@ -164,6 +164,11 @@ void ts_k_sum_in_order(int (*sum_unordered)(const float *, int, float *), const 
     }
 }
 
+void ts_k_probs_exact(const float *x, const int32_t *index, int m, float max, float sum,
+                      float *out) {
+    for (int j = 0; j < m; j++) out[j] = expf(x[index[j]] - max) / sum;
+}
+
 void ts_k_softmax(float *x, int n) {
     float max_val = x[0];
     for (int i = 1; i < n; i++) {
@@ -231,4 +236,5 @@ const ts_kernels ts_kernels_scalar = {
     .argmax = argmax,
     .sum_unordered = ts_k_sum_unordered,
     .select_at_least = ts_k_select_at_least,
+    .probs_exact = ts_k_probs_exact,
 };

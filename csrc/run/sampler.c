@@ -35,6 +35,10 @@ struct ts_sampler {
     int (*sum_unordered)(const float *x, int n, float *s);
     int (*select_at_least)(const float *x, int n, float floor, float *values, int32_t *indices,
                            float *lo, float *hi);
+    int (*exp_sum_approx)(const float *x, int n, float reach, int most, float *v, float *max,
+                          float *sum); /* or NULL */
+    void (*probs_exact)(const float *x, const int32_t *index, int m, float max, float sum,
+                        float *out);
     /* top-p's candidates, as filtered (index order), then bucketed: each
      * vocab_size entries (the top-k heap uses `candidates` too) */
     prob_index *candidates; /* also the sorts' input and output */
@@ -50,6 +54,7 @@ struct ts_sampler {
     int32_t *span_first;    /* vocab_size: the first bucket of each summed span */
     float *span_end;        /* vocab_size: the running sum after each span */
     unsigned char *walked;  /* vocab_size: bucket b's cdf is set, its candidates sorted */
+    float *approx;          /* vocab_size: top-p's first look, with exp_sum_approx */
 };
 
 ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler **out,
@@ -100,6 +105,8 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     s->argmax = chosen && k->argmax ? k->argmax : ts_kernels_scalar.argmax;
     s->sum_unordered = chosen && k->sum_unordered ? k->sum_unordered : ts_k_sum_unordered;
     s->select_at_least = chosen && k->select_at_least ? k->select_at_least : ts_k_select_at_least;
+    s->exp_sum_approx = chosen ? k->exp_sum_approx : NULL;
+    s->probs_exact = chosen && k->probs_exact ? k->probs_exact : ts_k_probs_exact;
     const size_t v = (size_t)vocab_size;
     s->candidates = malloc(v * sizeof *s->candidates);
     s->scratch = malloc(v * sizeof *s->scratch);
@@ -113,6 +120,7 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     s->span_first = malloc((v + 1) * sizeof *s->span_first);
     s->span_end = malloc(v * sizeof *s->span_end);
     s->walked = malloc(v);
+    if (s->exp_sum_approx) s->approx = malloc(v * sizeof *s->approx);
     int penalties = s->repetition_penalty != 1.0f || s->presence_penalty != 0.0f ||
                     s->frequency_penalty != 0.0f;
     if (penalties) {
@@ -121,7 +129,7 @@ ts_status ts_sampler_new(int vocab_size, const ts_sampling *params, ts_sampler *
     }
     if (!s->candidates || !s->scratch || !s->prob || !s->index || !s->bucket_prob ||
         !s->bucket_place || !s->cdf || !s->bucket_of || !s->bucket_start || !s->span_first ||
-        !s->span_end || !s->walked ||
+        !s->span_end || !s->walked || (s->exp_sum_approx && !s->approx) ||
         (penalties && (!s->seen || !s->sampled_count))) {
         ts_sampler_free(s);
         return ts__fail(err, TS_ERR_NOMEM, "ts_sampler_new: out of memory");
@@ -144,6 +152,7 @@ void ts_sampler_free(ts_sampler *s) {
     free(s->span_first);
     free(s->span_end);
     free(s->walked);
+    free(s->approx);
     free(s->seen);
     free(s->sampled_count);
     free(s);
@@ -600,12 +609,7 @@ static int flat_sample(ts_sampler *s, int n0, const flat_buckets *f, float coin,
  * where the sum passes top_p and the one the draw lands in. The sums are
  * run.c's, so the draw is the same. Many candidates over a narrow range
  * take the flat path above first: it counts them instead of moving them. */
-static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
-    /* probabilities below (1 - top_p) / (n - 1) can't be in the set */
-    const float cutoff = (1.0f - s->top_p) / (n - 1);
-    float lo, hi;
-    const int n0 = s->select_at_least(p, n, cutoff, s->prob, s->index, &lo, &hi);
-    if (n0 == 0) return s->argmax(p, n); /* only with NaNs or n == 1 */
+static int32_t sample_candidates(ts_sampler *s, int n0, float lo, float hi, float coin) {
     flat_buckets flat;
     int32_t token;
     if (n0 >= FLAT_MIN_CANDIDATES && flat_bucket(s, n0, lo, hi, &flat) &&
@@ -664,6 +668,49 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
     return token_at(s, n0, nb, first_above(s->cdf, s->bucket_start[b], hi_slot, r));
 }
 
+static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
+    /* probabilities below (1 - top_p) / (n - 1) can't be in the set */
+    const float cutoff = (1.0f - s->top_p) / (n - 1);
+    float lo, hi;
+    const int n0 = s->select_at_least(p, n, cutoff, s->prob, s->index, &lo, &hi);
+    if (n0 == 0) return s->argmax(p, n); /* only with NaNs or n == 1 */
+    return sample_candidates(s, n0, lo, hi, coin);
+}
+
+/* Top-p's first look, for a peaked distribution (few logits near the
+ * largest): sample_topp without the exact probability of every token.
+ * exp_sum_approx gives run.c's max and sum exactly and each exponential
+ * to within TS_EXP_APPROX_REL; those that could reach the cutoff (a few
+ * more than the candidates) get their exact probabilities, and the
+ * candidates are the ones that do, in index order as sample_topp selects
+ * them. The rest is sample_topp's. */
+enum { FIRST_LOOK_MIN_VOCAB = 4096 };
+
+static int32_t sample_topp_first_look(ts_sampler *s, float *logits, int n, float max, float sum,
+                                      float coin) {
+    const float cutoff = (1.0f - s->top_p) / (n - 1);
+    /* p >= cutoff needs v >= cutoff * sum (1 - 2^-23), so v' at least this */
+    const float floor = cutoff * sum * (1.0f - 4.0f * TS_EXP_APPROX_REL);
+    float lo, hi;
+    const int maybe = s->select_at_least(s->approx, n, floor, s->prob, s->index, &lo, &hi);
+    s->probs_exact(logits, s->index, maybe, max, sum, s->prob);
+    int n0 = 0;
+    lo = INFINITY, hi = -INFINITY;
+    for (int j = 0; j < maybe; j++) {
+        const float p = s->prob[j];
+        if (!(p >= cutoff)) continue;
+        lo = p < lo ? p : lo;
+        hi = p > hi ? p : hi;
+        s->prob[n0] = p;
+        s->index[n0++] = s->index[j];
+    }
+    if (n0 == 0) { /* a cutoff above every probability: sample_topp's argmax */
+        s->softmax(logits, n);
+        return sample_topp(s, logits, n, coin);
+    }
+    return sample_candidates(s, n0, lo, hi, coin);
+}
+
 /* a is a worse candidate than b: smaller, or as large with a higher index
  * (a NaN counts as -inf, so that the order stays one) */
 static int worse(prob_index a, prob_index b) {
@@ -718,6 +765,16 @@ int32_t ts_sampler_sample(ts_sampler *s, float *logits) {
     }
     if (s->top_k > 0 && s->top_k < n) apply_top_k(s, logits, n, s->top_k);
     if (s->min_p > 0.0f) apply_min_p(logits, n, s->min_p);
+    if (s->exp_sum_approx && s->top_p > 0 && s->top_p < 1 && n >= FIRST_LOOK_MIN_VOCAB) {
+        /* a candidate's logit is at least max + log(cutoff): its share of
+         * the sum is at most e^(x - max); with more than n / 16 of them in
+         * reach, the exact softmax costs less than the first look would */
+        const float reach = 1e-3f - logf((1.0f - s->top_p) / (n - 1));
+        float max, sum;
+        if (s->exp_sum_approx(logits, n, reach, n / 16, s->approx, &max, &sum)) {
+            return sample_topp_first_look(s, logits, n, max, sum, random_f32(&s->state));
+        }
+    }
     s->softmax(logits, n);
     float coin = random_f32(&s->state);
     if (s->top_p <= 0 || s->top_p >= 1) return sample_mult(logits, n, coin);

@@ -511,6 +511,108 @@ static void test_select_at_least(const ts_kernels *k) {
     CHECK(!bad);
 }
 
+/* exp_sum_approx: its exponentials within 2^-23 of expf (half the bound
+ * the sampler's margins assume) over every 61st float of [-104, 0], both
+ * ends and -inf; its max and sum bit for bit those of the scalar softmax's
+ * loop, on vocabularies flat, peaked, with -inf, with ties and tiny
+ * values, and lengths that leave a tail; the gate (`most` logits within
+ * `reach`) and NaN / infinite rows refused. */
+static void test_exp_sum_approx(const ts_kernels *k) {
+    enum { CHUNK = 1 << 16 };
+    float *x = malloc(CHUNK * sizeof *x), *v = malloc(CHUNK * sizeof *v);
+    double worst = 0.0;
+    int bad_abs = 0;
+    uint32_t bits = 0x80000000u; /* -0, then down to -104 */
+    const float m104 = -104.0f;
+    uint32_t last;
+    memcpy(&last, &m104, sizeof last);
+    while (bits <= last) {
+        int n = 1;
+        x[0] = 0.0f; /* the max: v[i] = e^x[i] */
+        for (; n < CHUNK && bits <= last; n++, bits += 61) memcpy(&x[n], &bits, sizeof bits);
+        if (bits > last) x[n++] = -104.0f, x[n++] = -INFINITY;
+        float max, sum;
+        CHECK(k->exp_sum_approx(x, n, INFINITY, n, v, &max, &sum) && max == 0.0f);
+        for (int i = 0; i < n; i++) {
+            const float e = expf(x[i]);
+            const double err = fabs((double)v[i] - (double)e);
+            if (e >= 0x1p-126f) {
+                if (err / (double)v[i] > worst) worst = err / (double)v[i];
+            } else if (err > 0x1p-149) {
+                bad_abs++;
+            }
+        }
+    }
+    CHECK(worst <= 0x1p-23 && 0x1p-23 <= TS_EXP_APPROX_REL);
+    CHECK(bad_abs == 0);
+    if (worst > 0x1p-23 || bad_abs) {
+        fprintf(stderr, "  %s exp_sum_approx: worst relative error %g, %d off below 2^-126\n",
+                k->name, worst, bad_abs);
+    }
+    /* the max and the in-order sum */
+    int wrong = 0;
+    for (int trial = 0; trial < 48; trial++) {
+        const int n = trial % 3 == 0 ? 32000 : trial % 3 == 1 ? 4103 : 50257;
+        float *y = malloc((size_t)n * sizeof *y), *w = malloc((size_t)n * sizeof *w);
+        const int kind = trial % 8;
+        for (int i = 0; i < n; i++) {
+            const float u = (float)(next_u64() >> 40) / 16777216.0f;
+            switch (kind) {
+            case 0: y[i] = 0.05f * (u - 0.5f); break;                /* flat */
+            case 1: y[i] = 12.0f * u * u * u - 6.0f; break;         /* skewed */
+            case 2: y[i] = i % 211 == 0 ? 20.0f * u : -30.0f * u; break; /* peaked */
+            case 3: y[i] = u < 0.5f ? -INFINITY : u; break;
+            case 4: y[i] = (float)(int)(u * 8.0f) * 0.5f; break;    /* ties */
+            case 5: y[i] = -110.0f * u; break;                      /* below the float range */
+            case 6: y[i] = u < 0.999f ? -95.0f : 0.0f; break;       /* tiny ones, few large */
+            default: y[i] = 3.0f * frand(1.0f); break;
+            }
+        }
+        float max, sum, want_max = y[0], want_sum = 0.0f;
+        for (int i = 1; i < n; i++) want_max = y[i] > want_max ? y[i] : want_max;
+        for (int i = 0; i < n; i++) want_sum += expf(y[i] - want_max);
+        if (!k->exp_sum_approx(y, n, INFINITY, n, w, &max, &sum) || max != want_max ||
+            sum != want_sum) {
+            fprintf(stderr, "  %s exp_sum_approx n=%d kind %d: sum %a, loop %a\n", k->name, n, kind,
+                    (double)sum, (double)want_sum);
+            wrong++;
+        }
+        /* the gate: `most` counts logits within `reach` of the max */
+        int within = 0;
+        for (int i = 0; i < n; i++) within += y[i] >= want_max - 2.0f;
+        CHECK(k->exp_sum_approx(y, n, 2.0f, within, w, &max, &sum) == 1);
+        CHECK(k->exp_sum_approx(y, n, 2.0f, within - 1, w, &max, &sum) == 0);
+        free(y), free(w);
+    }
+    CHECK(wrong == 0);
+    float row[20];
+    for (int i = 0; i < 20; i++) row[i] = (float)i;
+    float max, sum;
+    row[13] = NAN;
+    CHECK(k->exp_sum_approx(row, 20, INFINITY, 20, v, &max, &sum) == 0);
+    row[13] = INFINITY;
+    CHECK(k->exp_sum_approx(row, 20, INFINITY, 20, v, &max, &sum) == 0);
+    free(x), free(v);
+}
+
+/* probs_exact bit for bit against the scalar one: gathered indices in any
+ * order, lengths that leave a tail, -inf and tiny logits. */
+static void test_probs_exact(const ts_kernels *k) {
+    enum { N = 5000 };
+    float *x = malloc(N * sizeof *x), *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    int32_t *index = malloc(N * sizeof *index);
+    for (int i = 0; i < N; i++) x[i] = i % 17 == 0 ? -INFINITY : 40.0f * frand(1.0f);
+    for (int i = 0; i < N; i++) index[i] = (int32_t)(next_u64() % N);
+    int same = 1;
+    for (int m = 0; m <= N; m = m < 40 ? m + 1 : m * 3 + 1) {
+        k->probs_exact(x, index, m, 40.0f, 3.25f, a);
+        ts_k_probs_exact(x, index, m, 40.0f, 3.25f, b);
+        same &= memcmp(a, b, (size_t)m * sizeof *a) == 0;
+    }
+    CHECK(same);
+    free(x), free(a), free(b), free(index);
+}
+
 /* One layer's KV caches for 2 kv heads shared by 4 query heads (GQA), laid
  * out by internal.h's helpers with room for 20 positions more than are in
  * use: every slot not in use (the last key block's lanes past n_pos, the
@@ -779,6 +881,8 @@ int main(int argc, char **argv) {
         if (k->argmax) test_argmax(k);
         if (k->sum_unordered) test_sum_unordered(k);
         if (k->select_at_least) test_select_at_least(k);
+        if (k->exp_sum_approx) test_exp_sum_approx(k);
+        if (k->probs_exact) test_probs_exact(k);
         if (dir && *dir) test_models(dir, name);
         printf("%s: %s\n", name, failures == before ? "matches scalar" : "FAILED");
         tested++;
