@@ -749,10 +749,10 @@ static inline __m512 exp_approx(__m512 d) {
 }
 
 /* The vectors of x[i0, i1) (from a multiple of 16): their exponentials
- * into v, and how many ulps they add, if no lane lies near a midpoint
- * (else -1). */
-static inline int64_t exp_block(const float *x, int i0, int i1, __m512 vm, float *v,
-                                float inv_ulp) {
+ * into v, and the ulps they add onto *units, when no lane lies near a
+ * midpoint and the sum stays in its binade. Returns whether they did. */
+static inline int add_block(const float *x, int i0, int i1, __m512 vm, float *v, float inv_ulp,
+                            int64_t *units) {
     /* |q - round(q)| + q * rel must stay under a half, less the absolute
      * part of the bound (2^-148 over an ulp of at least 2^-123) */
     const __m512 rel = _mm512_set1_ps(TS_EXP_APPROX_REL), below = _mm512_set1_ps(0.5f - 0x1p-24f);
@@ -775,7 +775,11 @@ static inline int64_t exp_block(const float *x, int i0, int i1, __m512 vm, float
          * used only when every lane is sure */
         steps = _mm512_add_epi32(steps, whole);
     }
-    return sure == 0xFFFF ? (int64_t)_mm512_reduce_add_epi32(steps) : -1;
+    if (sure != 0xFFFF) return 0;
+    const int64_t next = *units + _mm512_reduce_add_epi32(steps);
+    if (next >= ((int64_t)1 << 24) - 1) return 0;
+    *units = next;
+    return 1;
 }
 
 static int exp_sum_approx(const float *x, int n, float reach, int most, float *v, float *max_out,
@@ -808,21 +812,11 @@ static int exp_sum_approx(const float *x, int n, float reach, int most, float *v
      * a block that fails goes again, 16 at a time */
     for (int b = 0; b < n; b += 128) {
         const int b_end = n - b < 128 ? n : b + 128;
-        if (binade) {
-            const int64_t steps = exp_block(x, b, b_end, vm, v, inv_ulp);
-            if (steps >= 0 && units + steps < ((int64_t)1 << 24) - 1) {
-                units += steps;
-                continue;
-            }
-        }
+        if (binade && add_block(x, b, b_end, vm, v, inv_ulp, &units)) continue;
         for (int i = b; i < b_end; i += 16) {
             const int end = b_end - i < 16 ? b_end : i + 16;
             if (binade) {
-                const int64_t steps = exp_block(x, i, end, vm, v, inv_ulp);
-                if (steps >= 0 && units + steps < ((int64_t)1 << 24) - 1) {
-                    units += steps;
-                    continue;
-                }
+                if (add_block(x, i, end, vm, v, inv_ulp, &units)) continue;
                 sum = (float)units * ulp;
             }
             /* this vector exactly, in order */
