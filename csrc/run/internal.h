@@ -172,8 +172,8 @@ typedef struct ts_kernels {
     int (*select_at_least)(const float *x, int n, float floor, float *values, int32_t *indices,
                            float *lo, float *hi);
     /* Top-p's first look at a peaked vocabulary: *max = the largest of x,
-     * v[i] within TS_EXP_APPROX_REL of expf(x[i] - *max) (relative; 2^-148
-     * absolute below the float range), and *sum = the sum of those expf in
+     * v[i] within TS_EXP_APPROX_REL of expf(x[i] - *max) (relative) where
+     * x[i] - *max >= -87, else 0, and *sum = the sum of those expf in
      * order, bit for bit as ts_k_softmax has it. Returns 0 (and nothing
      * meaningful) where x holds a NaN, its largest is infinite, or more
      * than `most` of x lie within `reach` of it. NULL where a set has none:

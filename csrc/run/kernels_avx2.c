@@ -435,6 +435,127 @@ static void softmax_exact(float *x, int n) {
     for (; i < n; i++) x[i] /= sum;
 }
 
+/* ------------------------------------------- a vocabulary's first look
+ * kernels_avx512.c's exp_sum_approx and probs_exact (which say how), 8
+ * lanes at a time: the same operations, so the same values (2^-23 of
+ * expf over [-87, 0], checked against glibc over all of them; 0 below). */
+
+/* e^d for d <= 0 (no NaN), to 2^-23 relative from -87 up; 0 below it */
+static inline __m256 exp_approx(__m256 d) {
+    const __m256 keep = _mm256_cmp_ps(d, _mm256_set1_ps(-87.0f), _CMP_GE_OQ); /* not -inf */
+    d = _mm256_max_ps(d, _mm256_set1_ps(-87.0f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(d, _mm256_set1_ps(0x1.715476p+0f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0x1.62e4p-1f), d);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0x1.7f7d1cp-20f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    /* 2^k, k in [-126, 0], in the exponent field; p 2^k stays normal */
+    const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k),
+                                                             _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(scale)), keep);
+}
+
+/* x[i0, i1)'s exponentials into v, and their ulps onto *units, when no lane
+ * lies near a midpoint and the sum stays in its binade; whether they did */
+static inline int add_block(const float *x, int i0, int i1, __m256 vm, float *v, float inv_ulp,
+                            int64_t *units) {
+    const __m256 rel = _mm256_set1_ps(TS_EXP_APPROX_REL), below = _mm256_set1_ps(0.5f - 0x1p-24f);
+    const __m256 inv = _mm256_set1_ps(inv_ulp);
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256i steps = _mm256_setzero_si256();
+    __m256 unsure = _mm256_setzero_ps();
+    for (int i = i0; i < i1; i += 8) {
+        const __m256i in = tail_mask8(i1 - i < 8 ? i1 - i : 8);
+        const __m256 d = _mm256_sub_ps(_mm256_maskload_ps(x + i, in), vm);
+        const __m256 e = _mm256_and_ps(exp_approx(d), _mm256_castsi256_ps(in));
+        _mm256_maskstore_ps(v + i, in, e);
+        const __m256 q = _mm256_mul_ps(e, inv);
+        const __m256i whole = _mm256_cvtps_epi32(q); /* to nearest */
+        const __m256 off = _mm256_and_ps(_mm256_sub_ps(q, _mm256_cvtepi32_ps(whole)), magnitude);
+        unsure = _mm256_or_ps(unsure, _mm256_cmp_ps(_mm256_fmadd_ps(q, rel, off), below, _CMP_NLT_UQ));
+        steps = _mm256_add_epi32(steps, whole);
+    }
+    if (!_mm256_testz_ps(unsure, unsure)) return 0;
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(steps), _mm256_extracti128_si256(steps, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+    const int64_t next = *units + _mm_cvtsi128_si32(t);
+    if (next >= ((int64_t)1 << 24) - 1) return 0;
+    *units = next;
+    return 1;
+}
+
+static int exp_sum_approx(const float *x, int n, float reach, int most, float *v, float *max_out,
+                          float *sum_out) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY), nan = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) {
+        const __m256 in = _mm256_castsi256_ps(tail_mask8(n - i < 8 ? n - i : 8));
+        const __m256 xv = _mm256_maskload_ps(x + i, _mm256_castps_si256(in));
+        nan = _mm256_or_ps(nan, _mm256_and_ps(_mm256_cmp_ps(xv, xv, _CMP_UNORD_Q), in));
+        vmax = _mm256_blendv_ps(vmax, _mm256_max_ps(xv, vmax), in);
+    }
+    const float max_val = hmax_ps(vmax);
+    if (!_mm256_testz_ps(nan, nan) || !isfinite(max_val)) return 0;
+    /* the gate: a flat row stops after `most` logits within reach */
+    const __m256 near = _mm256_set1_ps(max_val - reach);
+    int within = 0;
+    for (int i = 0; i < n; i += 8) {
+        const __m256 in = _mm256_castsi256_ps(tail_mask8(n - i < 8 ? n - i : 8));
+        const __m256 xv = _mm256_maskload_ps(x + i, _mm256_castps_si256(in));
+        within += __builtin_popcount(
+            (unsigned)_mm256_movemask_ps(_mm256_and_ps(_mm256_cmp_ps(xv, near, _CMP_GE_OQ), in)));
+        if (within > most) return 0;
+    }
+    const __m256 vm = _mm256_set1_ps(max_val);
+    float sum = 0.0f, ulp = 0.0f, inv_ulp = 0.0f;
+    int64_t units = 0; /* sum = units * ulp, units in [2^23, 2^24), while `binade` */
+    int binade = 0;
+    for (int b = 0; b < n; b += 128) { /* a lane adds under 2^21 ulps a vector */
+        const int b_end = n - b < 128 ? n : b + 128;
+        if (binade && add_block(x, b, b_end, vm, v, inv_ulp, &units)) continue;
+        for (int i = b; i < b_end; i += 8) {
+            const int end = b_end - i < 8 ? b_end : i + 8;
+            if (binade) {
+                if (add_block(x, i, end, vm, v, inv_ulp, &units)) continue;
+                sum = (float)units * ulp;
+            }
+            /* this vector exactly, in order */
+            const __m256i in = tail_mask8(end - i);
+            const __m256 d = _mm256_and_ps(_mm256_sub_ps(_mm256_maskload_ps(x + i, in), vm),
+                                           _mm256_castsi256_ps(in));
+            _mm256_maskstore_ps(v + i, in, exp_approx(d));
+            float exact[8];
+            _mm256_storeu_ps(exact, expf_exact(d));
+            for (int j = 0; j < end - i; j++) sum += exact[j];
+            binade = ts_k_binade(sum, &ulp, &inv_ulp, &units);
+        }
+    }
+    if (binade) sum = (float)units * ulp;
+    *max_out = max_val, *sum_out = sum;
+    return 1;
+}
+
+/* ts_k_probs_exact, 8 gathered at a time */
+static void probs_exact(const float *x, const int32_t *index, int m, float max, float sum,
+                        float *out) {
+    const __m256 vm = _mm256_set1_ps(max), vs = _mm256_set1_ps(sum);
+    for (int j = 0; j < m; j += 8) {
+        const __m256i in = tail_mask8(m - j < 8 ? m - j : 8);
+        const __m256i idx = _mm256_maskload_epi32(index + j, in);
+        const __m256 xv = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), x, idx,
+                                                   _mm256_castsi256_ps(in), 4);
+        const __m256 d = _mm256_and_ps(_mm256_sub_ps(xv, vm), _mm256_castsi256_ps(in));
+        _mm256_maskstore_ps(out + j, in, _mm256_div_ps(expf_exact(d), vs));
+    }
+}
+
 /* The scalar swiglu bit for bit: h * (1 / (1 + e^-h)) * g, each step
  * rounded as there. */
 static void swiglu_exact(float *h, const float *g, int n) {
@@ -695,4 +816,6 @@ const ts_kernels ts_kernels_avx2 = {
     .argmax = argmax,
     .sum_unordered = sum_unordered,
     .select_at_least = select_at_least,
+    .exp_sum_approx = exp_sum_approx,
+    .probs_exact = probs_exact,
 };

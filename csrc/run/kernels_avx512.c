@@ -720,8 +720,11 @@ static void softmax_exact(float *x, int n) {
  * candidates only, and run.c's exact max and sum. exp_sum_approx computes
  * every exponential in single precision (a degree-7 Taylor series on
  * |r| <= ln2/2, then 2^k by vscalefps): within 2^-23 of expf over every
- * input in [-104, 0] (checked against glibc over all of them), half the
- * 2^-22 bound (TS_EXP_APPROX_REL) the sampler's margins assume. The
+ * input in [-87, 0] (checked against glibc over all of them), half the
+ * 2^-22 bound (TS_EXP_APPROX_REL) the sampler's margins assume, and 0
+ * below -87, where expf is under 2^-125.5: such a value adds under a fifth
+ * of an ulp to any sum the margins are taken on (2^-100 or more), and is
+ * far below any cutoff (one is 2^-55 or more, with a sum of 1 or more). The
  * in-order sum still comes out exact: within a binade of the running sum
  * S, fl(S + v) = S + round(v / ulp) ulp, and an approximate v rounds the
  * same as the exact one unless v / ulp lies within the bound of a
@@ -729,9 +732,12 @@ static void softmax_exact(float *x, int n) {
  * goes again 16 at a time, and a vector that still fails is redone with
  * expf_exact and added one by one. */
 
-/* e^d for d <= 0 (no NaN), to 2^-23 relative; 0 .. 2^-149 below -104 */
+/* e^d for d <= 0 (no NaN), to 2^-23 relative from -87 up; 0 below it
+ * (e^-87 is 2^-125.5: no denormal results, which cost a microcode assist
+ * each on some CPUs) */
 static inline __m512 exp_approx(__m512 d) {
-    d = _mm512_max_ps(d, _mm512_set1_ps(-104.0f)); /* -inf too */
+    const __mmask16 tiny = _mm512_cmp_ps_mask(d, _mm512_set1_ps(-87.0f), _CMP_LT_OQ); /* -inf too */
+    d = _mm512_max_ps(d, _mm512_set1_ps(-87.0f));
     const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(d, _mm512_set1_ps(0x1.715476p+0f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     /* r = d - k ln2, ln2 in two parts: k times the first (16 bits) is exact */
@@ -745,7 +751,7 @@ static inline __m512 exp_approx(__m512 d) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, k);
+    return _mm512_maskz_mov_ps((__mmask16)~tiny, _mm512_scalef_ps(p, k));
 }
 
 /* The vectors of x[i0, i1) (from a multiple of 16): their exponentials
@@ -753,8 +759,7 @@ static inline __m512 exp_approx(__m512 d) {
  * midpoint and the sum stays in its binade. Returns whether they did. */
 static inline int add_block(const float *x, int i0, int i1, __m512 vm, float *v, float inv_ulp,
                             int64_t *units) {
-    /* |q - round(q)| + q * rel must stay under a half, less the absolute
-     * part of the bound (2^-148 over an ulp of at least 2^-123) */
+    /* |q - round(q)| + q * rel must stay under a half (less a little) */
     const __m512 rel = _mm512_set1_ps(TS_EXP_APPROX_REL), below = _mm512_set1_ps(0.5f - 0x1p-24f);
     const __m512 inv = _mm512_set1_ps(inv_ulp);
     const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);

@@ -512,8 +512,8 @@ static void test_select_at_least(const ts_kernels *k) {
 }
 
 /* exp_sum_approx: its exponentials within 2^-23 of expf (half the bound
- * the sampler's margins assume) over every 61st float of [-104, 0], both
- * ends and -inf; its max and sum bit for bit those of the scalar softmax's
+ * the sampler's margins assume) over every 61st float of [-87, 0], and 0
+ * below (to -104, and -inf); its max and sum bit for bit those of the scalar softmax's
  * loop, on vocabularies flat, peaked, with -inf, with ties and tiny
  * values, and lengths that leave a tail; the gate (`most` logits within
  * `reach`) and NaN / infinite rows refused. */
@@ -536,9 +536,9 @@ static void test_exp_sum_approx(const ts_kernels *k) {
         for (int i = 0; i < n; i++) {
             const float e = expf(x[i]);
             const double err = fabs((double)v[i] - (double)e);
-            if (e >= 0x1p-126f) {
+            if (x[i] >= -87.0f) {
                 if (err / (double)v[i] > worst) worst = err / (double)v[i];
-            } else if (err > 0x1p-149) {
+            } else if (v[i] != 0.0f) {
                 bad_abs++;
             }
         }
@@ -546,7 +546,7 @@ static void test_exp_sum_approx(const ts_kernels *k) {
     CHECK(worst <= 0x1p-23 && 0x1p-23 <= TS_EXP_APPROX_REL);
     CHECK(bad_abs == 0);
     if (worst > 0x1p-23 || bad_abs) {
-        fprintf(stderr, "  %s exp_sum_approx: worst relative error %g, %d off below 2^-126\n",
+        fprintf(stderr, "  %s exp_sum_approx: worst relative error %g, %d not 0 below -87\n",
                 k->name, worst, bad_abs);
     }
     /* the max and the in-order sum */
