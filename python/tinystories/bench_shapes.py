@@ -535,8 +535,9 @@ def measure_shapes(
 
 
 def busy_rows(shape: ShapeFiles, threads: Sequence[int], peers: Peers) -> list[Row]:
-    """Decode and prefill with one `yes` process keeping a core busy, beside llama2.c's
-    one-thread run -Ofast on the same file (the floor a busy machine must not go under)."""
+    """Decode and prefill with one `yes` process keeping a core busy, beside each given
+    llama2.c build at one thread on the same file (the fastest is the floor a busy machine
+    must not go under)."""
     rows: list[Row] = []
     yes = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)
     try:
@@ -548,18 +549,19 @@ def busy_rows(shape: ShapeFiles, threads: Sequence[int], peers: Peers) -> list[R
                 "decode": lambda g=g: {"": api_decode(g)},
                 "prefill": lambda m=model: {"": prefill(m, max(threads), shape.config.vocab_size)},
             }
+            # every llama2.c build given, each at one thread: the floor is the fastest
             binaries = peers.run if fmt == "fp32" else peers.runq
-            if binaries:
-                jobs["peer"] = lambda b=binaries[0], p=path, s=steps: {
-                    "": achieved([b, str(p), *s], 1)[1]
-                }
-            rounds = run_rounds(jobs, 3)
-            where = f"{shape.name} {fmt}, other core busy"
-            for job, program in (
+            programs = [
                 ("decode", "tinystories Generator.generate (default threads)"),
                 ("prefill", f"tinystories prefill ({max(threads)} threads)"),
-                ("peer", f"llama2.c {Path(binaries[0]).name if binaries else ''}, 1 thread"),
-            ):
+            ]
+            for binary in binaries:
+                job = f"peer {binary}"
+                jobs[job] = lambda b=binary, p=path, s=steps: {"": achieved([b, str(p), *s], 1)[1]}
+                programs.append((job, f"llama2.c {Path(binary).name}, 1 thread"))
+            rounds = run_rounds(jobs, 3)
+            where = f"{shape.name} {fmt}, other core busy"
+            for job, program in programs:
                 runs = [r[job][""] for r in rounds if job in r]
                 if runs:
                     rows.append(Row("busy", program, where, median(runs), "tok/s", runs))
