@@ -643,7 +643,9 @@ static int sum_unordered(const float *x, int n, float *s) {
 
 /* ts_k_select_at_least with compressed vectors: a whole vector's
  * selection is stored 16 lanes wide (the lanes past it are overwritten by
- * the next, and fit: the count never passes i), the last one masked. */
+ * the next, and fit: the count never passes i), the last one masked. A
+ * vector kept whole or not at all (most of a flat or a sparse row) skips
+ * the compress. */
 static int select_at_least(const float *x, int n, float floor, float *values, int32_t *indices,
                            float *lo, float *hi) {
     const __m512 f = _mm512_set1_ps(floor);
@@ -654,8 +656,13 @@ static int select_at_least(const float *x, int n, float floor, float *values, in
     for (; i + 16 <= n; i += 16) {
         const __m512 v = _mm512_loadu_ps(x + i);
         const __mmask16 keep = _mm512_cmp_ps_mask(v, f, _CMP_GE_OQ);
-        _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(keep, v));
-        _mm512_storeu_si512(indices + count, _mm512_maskz_compress_epi32(keep, index));
+        if (keep == 0xFFFF) { /* a flat row's every vector: nothing to compress */
+            _mm512_storeu_ps(values + count, v);
+            _mm512_storeu_si512(indices + count, index);
+        } else if (keep) { /* none: nothing to store (a sparse row's most) */
+            _mm512_storeu_ps(values + count, _mm512_maskz_compress_ps(keep, v));
+            _mm512_storeu_si512(indices + count, _mm512_maskz_compress_epi32(keep, index));
+        }
         least = _mm512_mask_min_ps(least, keep, v, least);
         greatest = _mm512_mask_max_ps(greatest, keep, v, greatest);
         count += __builtin_popcount((unsigned)keep);
