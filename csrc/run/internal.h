@@ -472,6 +472,15 @@ ts_status ts__sequence_init(ts_sequence *q, const ts_config *config, const ts_to
                             const ts_generate_options *options, ts_error *err);
 /* Frees the buffers (idempotent); the fields stay readable. */
 void ts__sequence_release(ts_sequence *q);
+/* For test_sampler: top-p's candidates for `logits` (the temperature
+ * applied) from the exact softmax and from the first look (its gate left
+ * open), compared: 1 when the counts, tokens and probabilities are the
+ * same, -1 when not, 0 where the kernel set has no first look or top-p is
+ * off. The counts into *n_exact and *n_look; `prob` is vocab_size floats
+ * of scratch; logits is not changed. */
+int ts__sampler_first_look_check(ts_sampler *s, const float *logits, float *prob, int *n_exact,
+                                 int *n_look);
+
 /* Clears the sampler's record and records the prompt (penalties). */
 void ts__sequence_attach(const ts_sequence *q, ts_sampler *sampler);
 /* The tokens to evaluate before the next step, at window positions

@@ -686,29 +686,64 @@ static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
  * them. The rest is sample_topp's. */
 enum { FIRST_LOOK_MIN_VOCAB = 4096 };
 
-static int32_t sample_topp_first_look(ts_sampler *s, float *logits, int n, float max, float sum,
-                                      float coin) {
+/* The first look's candidates into s->prob and s->index (as sample_topp's
+ * selection has them), with their least and greatest; returns how many. */
+static int first_look_candidates(ts_sampler *s, const float *logits, int n, float max, float sum,
+                                 float *lo, float *hi) {
     const float cutoff = (1.0f - s->top_p) / (n - 1);
     /* p >= cutoff needs v >= cutoff * sum (1 - 2^-23), so v' at least this */
     const float floor = cutoff * sum * (1.0f - 4.0f * TS_EXP_APPROX_REL);
-    float lo, hi;
-    const int maybe = s->select_at_least(s->approx, n, floor, s->prob, s->index, &lo, &hi);
+    const int maybe = s->select_at_least(s->approx, n, floor, s->prob, s->index, lo, hi);
     s->probs_exact(logits, s->index, maybe, max, sum, s->prob);
     int n0 = 0;
-    lo = INFINITY, hi = -INFINITY;
+    *lo = INFINITY, *hi = -INFINITY;
     for (int j = 0; j < maybe; j++) {
         const float p = s->prob[j];
         if (!(p >= cutoff)) continue;
-        lo = p < lo ? p : lo;
-        hi = p > hi ? p : hi;
+        *lo = p < *lo ? p : *lo;
+        *hi = p > *hi ? p : *hi;
         s->prob[n0] = p;
         s->index[n0++] = s->index[j];
     }
+    return n0;
+}
+
+static int32_t sample_topp_first_look(ts_sampler *s, float *logits, int n, float max, float sum,
+                                      float coin) {
+    float lo, hi;
+    const int n0 = first_look_candidates(s, logits, n, max, sum, &lo, &hi);
     if (n0 == 0) { /* a cutoff above every probability: sample_topp's argmax */
         s->softmax(logits, n);
         return sample_topp(s, logits, n, coin);
     }
     return sample_candidates(s, n0, lo, hi, coin);
+}
+
+int ts__sampler_first_look_check(ts_sampler *s, const float *logits, float *prob, int *n_exact,
+                                 int *n_look) {
+    const int n = s->vocab_size;
+    float max, sum, lo, hi;
+    if (!s->exp_sum_approx || !(s->top_p > 0 && s->top_p < 1) ||
+        !s->exp_sum_approx(logits, n, INFINITY, n, s->approx, &max, &sum)) {
+        return 0;
+    }
+    /* sample_topp's selection from the exact softmax */
+    for (int i = 0; i < n; i++) prob[i] = logits[i];
+    s->softmax(prob, n);
+    const float cutoff = (1.0f - s->top_p) / (n - 1);
+    *n_exact = s->select_at_least(prob, n, cutoff, s->prob, s->index, &lo, &hi);
+    /* side by side: the exact one's first, then the first look's */
+    for (int j = 0; j < *n_exact; j++) {
+        prob[j] = s->prob[j];
+        s->bucket_place[j] = s->index[j];
+    }
+    *n_look = first_look_candidates(s, logits, n, max, sum, &lo, &hi);
+    int same = *n_look == *n_exact;
+    for (int j = 0; same && j < *n_look; j++) {
+        same = s->index[j] == s->bucket_place[j] &&
+               memcmp(&s->prob[j], &prob[j], sizeof prob[j]) == 0;
+    }
+    return same ? 1 : -1;
 }
 
 /* a is a worse candidate than b: smaller, or as large with a higher index

@@ -195,6 +195,58 @@ static int compare_flat(void) {
     return compared;
 }
 
+/* The first look's candidates against the exact softmax's selection, token
+ * for token and bit for bit (ts__sampler_first_look_check), with 64 logits
+ * stepped one float apart across the one whose probability is the cutoff:
+ * the candidates the approximate exponentials leave in doubt. On peaked
+ * rows a step moves p by about 16 ulps; on near-flat rows with top_p
+ * 1e-4 (the cutoff near 1 / n, so x - max is small) by a fraction of one,
+ * so some land on the cutoff itself. Returns the number of rows compared. */
+static int compare_first_look(void) {
+    const int n = 32000;
+    const float top_ps[] = {0.9f, 0.5f, 0.99f, 0x1.fffffep-1f, 1e-4f};
+    float *x = malloc((size_t)n * sizeof *x), *scratch = malloc((size_t)n * sizeof *scratch);
+    int rows = 0;
+    for (int trial = 0; trial < 60; trial++) {
+        const float top_p = top_ps[trial % 5];
+        const int flat = trial % 5 == 4;
+        ts_sampling params = {.temperature = 1.0f, .top_p = top_p, .seed = 1};
+        ts_sampler *s = NULL;
+        ts_error err = {0};
+        CHECK(ts_sampler_new(n, &params, &s, &err) == TS_OK);
+        if (!s) break;
+        for (int i = 0; i < n; i++) {
+            const double g = sqrt(-2.0 * log(uniform() + 1e-300)) * cos(6.283185307179586 * uniform());
+            x[i] = flat ? (float)(0.01 * uniform()) : (float)(g * (trial % 3 == 0 ? 6.0 : 4.0));
+        }
+        /* the logit at the cutoff: max + log(cutoff * sum), from the exact sum */
+        for (int round = 0; round < 2; round++) {
+            float max = x[0], sum = 0.0f;
+            for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+            for (int i = 0; i < n; i++) sum += expf(x[i] - max);
+            const float cutoff = (1.0f - top_p) / (n - 1);
+            float t = max + logf(cutoff * sum);
+            for (int k = 0; k < 32; k++) t = nextafterf(t, -INFINITY);
+            for (int k = 0; k < 64; k++, t = nextafterf(t, INFINITY)) x[(k * 499 + trial) % n] = t;
+        }
+        int n_exact = 0, n_look = 0;
+        const int same = ts__sampler_first_look_check(s, x, scratch, &n_exact, &n_look);
+        if (same == 0) { /* no first look in this kernel set */
+            ts_sampler_free(s);
+            break;
+        }
+        if (same != 1) {
+            fprintf(stderr, "  first look trial %d top_p=%g: %d candidates, exact %d\n", trial,
+                    (double)top_p, n_look, n_exact);
+        }
+        CHECK(same == 1);
+        rows++;
+        ts_sampler_free(s);
+    }
+    free(x), free(scratch);
+    return rows;
+}
+
 /* The additions written out from tinystories.h's order: `history` is the
  * sequence (prompt first, n_prompt of it), then run.c's procedure. */
 static int ref_sample_with(float *x, int n, const ts_sampling *p, const int *history,
@@ -372,6 +424,7 @@ int main(void) {
     printf("%d draws compared with run.c's procedure\n", compared);
     printf("%d draws of flat distributions compared\n", compare_flat());
     printf("%d draws with penalties and min_p compared\n", compare_additions());
+    printf("%d first-look candidate sets compared\n", compare_first_look());
     check_effects();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
