@@ -668,9 +668,12 @@ static int32_t sample_candidates(ts_sampler *s, int n0, float lo, float hi, floa
     return token_at(s, n0, nb, first_above(s->cdf, s->bucket_start[b], hi_slot, r));
 }
 
+/* run.c's top-p cutoff: probabilities below (1 - top_p) / (n - 1) can't be
+ * in the set */
+static float topp_cutoff(const ts_sampler *s, int n) { return (1.0f - s->top_p) / (n - 1); }
+
 static int32_t sample_topp(ts_sampler *s, const float *p, int n, float coin) {
-    /* probabilities below (1 - top_p) / (n - 1) can't be in the set */
-    const float cutoff = (1.0f - s->top_p) / (n - 1);
+    const float cutoff = topp_cutoff(s, n);
     float lo, hi;
     const int n0 = s->select_at_least(p, n, cutoff, s->prob, s->index, &lo, &hi);
     if (n0 == 0) return s->argmax(p, n); /* only with NaNs or n == 1 */
@@ -690,7 +693,7 @@ enum { FIRST_LOOK_MIN_VOCAB = 4096 };
  * selection has them), with their least and greatest; returns how many. */
 static int first_look_candidates(ts_sampler *s, const float *logits, int n, float max, float sum,
                                  float *lo, float *hi) {
-    const float cutoff = (1.0f - s->top_p) / (n - 1);
+    const float cutoff = topp_cutoff(s, n);
     /* p >= cutoff needs v >= cutoff * sum (1 - 2^-23), so v' at least this */
     const float floor = cutoff * sum * (1.0f - 4.0f * TS_EXP_APPROX_REL);
     const int maybe = s->select_at_least(s->approx, n, floor, s->prob, s->index, lo, hi);
@@ -728,9 +731,9 @@ int ts__sampler_first_look_check(ts_sampler *s, const float *logits, float *prob
         return 0;
     }
     /* sample_topp's selection from the exact softmax */
-    for (int i = 0; i < n; i++) prob[i] = logits[i];
+    memcpy(prob, logits, (size_t)n * sizeof *prob);
     s->softmax(prob, n);
-    const float cutoff = (1.0f - s->top_p) / (n - 1);
+    const float cutoff = topp_cutoff(s, n);
     *n_exact = s->select_at_least(prob, n, cutoff, s->prob, s->index, &lo, &hi);
     /* side by side: the exact one's first, then the first look's */
     for (int j = 0; j < *n_exact; j++) {
@@ -804,7 +807,7 @@ int32_t ts_sampler_sample(ts_sampler *s, float *logits) {
         /* a candidate's logit is at least max + log(cutoff): its share of
          * the sum is at most e^(x - max); with more than n / 16 of them in
          * reach, the exact softmax costs less than the first look would */
-        const float reach = 1e-3f - logf((1.0f - s->top_p) / (n - 1));
+        const float reach = 1e-3f - logf(topp_cutoff(s, n));
         float max, sum;
         if (s->exp_sum_approx(logits, n, reach, n / 16, s->approx, &max, &sum)) {
             return sample_topp_first_look(s, logits, n, max, sum, random_f32(&s->state));
