@@ -122,8 +122,11 @@ def test_bench_serve_smoke(tok105, tmp_path):
     programs = {row["program"].strip() for row in rows}
     assert {"tinystories serve", "generate_batch, same work", "time to first token p50"} <= programs
     for row in rows:
-        if "gap" in row["program"] and row["value"] != row["value"]:
-            continue  # NaN: every stream came in one chunk
+        if "gap" in row["program"]:
+            # NaN: every stream came in one chunk; 0: most tokens shared a read with the
+            # one before (a fast model on one client), which the gaps count as 0 apart
+            assert row["value"] != row["value"] or row["value"] >= 0, row
+            continue
         assert row["value"] > 0, row
 
 
