@@ -127,7 +127,8 @@ typedef struct slot {
     int id;            /* the request running here, or -1 */
     ts_sampler *sampler;
     ts_kv kv;          /* as a session's */
-    float *logits;     /* (vocab) after the slot's last evaluated position */
+    float *logits;     /* (vocab) after the slot's last evaluated position: its row of
+                        * the batch generation's logits */
 } slot;
 
 struct ts_batch_generation {
@@ -137,6 +138,8 @@ struct ts_batch_generation {
     ts_row *rows;      /* the batch's capacity */
     int max_batch;
     slot *slots;       /* max_batch */
+    float *logits;     /* (max_batch, vocab) the slots' logits, one after another, so
+                        * that a step of every slot writes them in place (forward.c) */
     request *requests; /* all added, in order */
     int n_requests;
     int cap_requests;
@@ -168,13 +171,14 @@ ts_status ts_batch_generation_new(const ts_model *model, const ts_tokenizer *tok
     bg->batch = ts__batch_take(model, capacity, ts__team_threads(model, n_threads));
     bg->rows = calloc((size_t)capacity, sizeof *bg->rows);
     bg->slots = calloc((size_t)max_batch, sizeof *bg->slots);
-    int ok = bg->batch && bg->rows && bg->slots;
+    bg->logits = ts__calloc_floats((uint64_t)max_batch, (uint64_t)p->vocab_size, 1);
+    int ok = bg->batch && bg->rows && bg->slots && bg->logits;
     for (int i = 0; ok && i < max_batch; i++) {
         slot *s = &bg->slots[i];
         s->id = -1;
         s->kv = ts__kv_take(model);
-        s->logits = calloc((size_t)p->vocab_size, sizeof(float));
-        ok = s->kv.keys && s->logits;
+        s->logits = bg->logits + (size_t)i * (size_t)p->vocab_size;
+        ok = s->kv.keys != NULL;
     }
     if (!ok) {
         ts_batch_generation_free(bg);
@@ -191,9 +195,9 @@ void ts_batch_generation_free(ts_batch_generation *bg) {
     for (int i = 0; bg->slots && i < bg->max_batch; i++) {
         ts_sampler_free(bg->slots[i].sampler);
         ts__kv_give(bg->model, bg->slots[i].kv);
-        free(bg->slots[i].logits);
     }
     free(bg->slots);
+    ts__free_floats(bg->logits);
     for (int i = 0; i < bg->n_requests; i++) ts__sequence_release(&bg->requests[i].seq);
     free(bg->requests);
     free(bg);
