@@ -178,6 +178,29 @@ static void store_key_value(const ts_model *m, const ts_row *row, size_t layer_o
     store_value(m, row->value_cache, layer_offset, row->pos, value, i0, i1);
 }
 
+/* Starts fetching what a row's attention will read: its keys and values
+ * of kv heads [h0, h1) at positions 0..pos, into this core's L2. In a
+ * batch step every row has a cache of its own, cold since the last step
+ * (the weights and the other rows' caches went through since), in runs of
+ * a few KiB too short for the hardware prefetchers to ramp up on: fetched
+ * a row ahead, one row's misses overlap the row before. Always inlined:
+ * a call to a function that only prefetches counts as dead code to GCC. */
+static inline __attribute__((always_inline)) void prefetch_attention(const ts_model *m,
+                                                                     const ts_row *row,
+                                                                     size_t layer_offset, int h0,
+                                                                     int h1) {
+    int hs = m->head_size;
+    size_t kv_seq = ts__kv_seq(m->config.seq_len), head = kv_seq * hs;
+    size_t key_bytes = ((size_t)row->pos / TS_KEY_BLOCK + 1) * TS_KEY_BLOCK * hs * sizeof(float);
+    size_t value_bytes = ((size_t)row->pos + 1) * hs * sizeof(float);
+    for (int h = h0; h < h1; h++) {
+        const char *k = (const char *)(row->key_cache + layer_offset + (size_t)h * head);
+        const char *v = (const char *)(row->value_cache + layer_offset + (size_t)h * head);
+        for (size_t at = 0; at < key_bytes; at += 64) __builtin_prefetch(k + at, 0, 2);
+        for (size_t at = 0; at < value_bytes; at += 64) __builtin_prefetch(v + at, 0, 2);
+    }
+}
+
 /* Query head h of row t attends over its sequence's positions 0..pos. */
 static void attend(ts_batch *b, const ts_row *rows, int t, int h, size_t layer_offset,
                    float *att) {
@@ -327,6 +350,11 @@ static void forward_team(void *ctx, int r, int n_threads) {
              * batch's key lines are cold, and their misses then overlap the
              * attention's reads (32 stories110M fp32 streams: +1-5%) */
             for (int t = 0; t < n; t++) {
+                /* the next row's caches, where it has its own (prefill's
+                 * rows share theirs, which the row before brought in) */
+                if (q0 < q1 && t + 1 < n && rows[t + 1].key_cache != rows[t].key_cache) {
+                    prefetch_attention(m, &rows[t + 1], loff, kv0, kv1);
+                }
                 if (q0 < q1) {
                     store_key_value(m, &rows[t], loff, b->kb + (size_t)t * kv_dim,
                                     b->vb + (size_t)t * kv_dim, k0, k1);
