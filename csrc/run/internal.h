@@ -377,6 +377,10 @@ int ts__pool_threads(const ts_pool *pool);
 int ts__default_threads(void);
 /* The CPUs online. */
 int ts__online_cpus(void);
+/* Threads runnable on the machine now, the caller's included (Linux's
+ * /proc/loadavg); -1 where unknown. pool.c counts them before it tries a
+ * team again after a pause. */
+int ts__runnable_threads(void);
 
 /* ---------------------------------------------------------------- forward */
 

@@ -17,11 +17,14 @@
  * model5000_q80.bin: 256 tokens' logits within 1e-4 of scalar for the fp32
  * model (the largest difference is printed), bit-identical for Q8_0 (the v2
  * file and quantize-on-load), and a prompt evaluated as a batch equal to
- * one token at a time.
+ * one token at a time. Also the count of runnable threads the thread pool
+ * reads before it tries a team again after a pause.
  */
 #include "internal.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -852,6 +855,36 @@ static void test_team_sizes(const char *dir) {
     }
 }
 
+/* The runnable-thread count pool.c reads when a pause ends: with three
+ * spinning threads besides this one, at least four (Linux; elsewhere the
+ * count is unknown, -1). */
+static _Atomic int spin_stop;
+static void *spin(void *arg) {
+    (void)arg;
+    while (!atomic_load(&spin_stop)) {
+    }
+    return NULL;
+}
+
+static void test_runnable_threads(void) {
+    pthread_t spinners[3];
+    int started = 0;
+    atomic_store(&spin_stop, 0);
+    for (; started < 3; started++) {
+        if (pthread_create(&spinners[started], NULL, spin, NULL) != 0) break;
+    }
+    CHECK(started == 3);
+    int seen = ts__runnable_threads();
+    atomic_store(&spin_stop, 1);
+    for (int i = 0; i < started; i++) pthread_join(spinners[i], NULL);
+#if defined(__linux__)
+    CHECK(seen >= 1 + started);
+#else
+    CHECK(seen == -1);
+#endif
+    printf("runnable threads with %d spinning: %d\n", started, seen);
+}
+
 int main(int argc, char **argv) {
     (void)tmp_path, (void)write_bytes; /* check.h's file helpers: not needed here */
     ts_error err = {0};
@@ -888,6 +921,7 @@ int main(int argc, char **argv) {
         tested++;
     }
     if (dir && *dir) test_team_sizes(dir);
+    test_runnable_threads();
     if (!tested) printf("note: no kernel set besides scalar on this CPU\n");
     if (!dir || !*dir) printf("note: no model directory given, skipping the real-model checks\n");
     printf("%d checks, %d failures\n", checks, failures);
